@@ -625,7 +625,7 @@ def test_box_plots_that_cannot_be_drawn_are_warnings_beside_the_scores(
         raise TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None")
 
     monkeypatch.setattr(crossval, "box_plot", refused)
-    monkeypatch.setattr(compare, "box_plot", refused)
+    monkeypatch.setattr(compare, "paired_plot", refused)
     (tmp_path / "comparison_boxplot.png").write_bytes(b"an earlier run's")
     api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=1,
                 size=64, batch_size=4)
@@ -1023,9 +1023,37 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
         assert rows[0]["ground-glass_dice"]["mean"] == pytest.approx(0.3)
         assert rows[1]["consolidation_dice"] == {"mean": pytest.approx(0.1),
                                                 "std": pytest.approx(0.0707107), "n": 2}
-    axes = saved_figures[-1].axes[0]
-    assert "per-case Dice (any lesion) by model" in axes.get_title()
+    axes, differences = saved_figures[-1].axes
+    assert saved_figures[-1].get_suptitle().startswith("Dice (any lesion) by model on ")
     assert axes.get_ylabel() == "Dice (any lesion) per case"
+    assert differences.get_ylabel() == "paired Dice (any lesion) difference per slice"
+
+
+def test_the_comparison_plot_shows_the_paired_differences_its_test_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
+    """comparison_boxplot.png drew each model's per-case Dice alone: two boxes that overlap
+    (medians 0.20 and 0.19) beside a paired difference of -0.041 with p = 3e-15. A second
+    panel draws each candidate's per-patient differences from the baseline, the pairs the test
+    takes, over a line at zero; the title names the data and the folds."""
+    slices = {f"p{p}_{k}": f"P{p}" for p in range(6) for k in range(2)}
+    base = {case: 0.2 + 0.1 * int(case[1]) for case in slices}
+    folds = [lambda case: int(case[1]) < 3, lambda case: int(case[1]) >= 3]
+    _fake_runs(monkeypatch, {name: [{c: d[c] for c in slices if fold(c)} for fold in folds]
+                             for name, d in (("unet", base), ("miniseg", {
+                                 c: base[c] - 0.04 for c in slices}))},
+               patients=slices)
+    data = load_dataset("synthetic")
+    compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path)
+    figure = saved_figures[-1]
+    models, differences = figure.axes
+    assert [t.get_text() for t in models.get_xticklabels()] == ["unet (n=12)", "miniseg (n=12)"]
+    assert [t.get_text() for t in differences.get_xticklabels()] == ["miniseg - unet (n=6)"]
+    (points,) = differences.collections
+    np.testing.assert_allclose(points.get_offsets()[:, 1], [-0.04] * 6)
+    assert differences.get_ylabel() == "paired Dice difference per patient"
+    zero = [line for line in differences.lines if tuple(line.get_ydata()) == (0, 0)]
+    assert len(zero) == 1 and differences.get_ylim() == pytest.approx((-0.05, 0.05))
+    assert figure.get_suptitle() == "Dice by model on synthetic:0 (SYNTHETIC data), 2 folds"
 
 
 def test_a_folder_holding_another_models_folds_is_refused_before_training(

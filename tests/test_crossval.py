@@ -546,7 +546,10 @@ def _summary(target: str) -> dict[str, object]:
 def test_multiclass_reports_name_their_scores_of_any_lesion(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """A multi-class report's main columns said plain 'dice', 'iou', ... and its box plot
-    'per-case Dice', though they score any lesion (label > 0), as evaluate's plot says."""
+    'per-case Dice', though they score any lesion (label > 0), as evaluate's plot says. The
+    box plot drew any lesion's Dice alone though per_case.csv holds each class's: a box per
+    class follows. Its title and each fold's curves named the data's kind alone ("unet on
+    SYNTHETIC data"): they name the folder, and a fold's curves its fold."""
     report = report_markdown(_summary("multiclass"), plotted=True)
     assert "| fold | test slices | dice (any lesion) | iou (any lesion) |" in report
     assert "- ground-glass_dice: 0.500 ± 0.100" in report
@@ -557,8 +560,14 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
                                  batch_size=4, model="miniseg", target="multiclass")
     assert "dice (any lesion)" in (tmp_path / "cv" / "report.md").read_text()
     axes = saved_figures[-1].axes[0]
-    assert axes.get_title().endswith("per-case Dice (any lesion)")
-    assert axes.get_ylabel() == "Dice (any lesion) per case"
+    assert axes.get_title() == "miniseg on synthetic:0 (SYNTHETIC data), per-case Dice"
+    assert [t.get_text().split(" (n=")[0] for t in axes.get_xticklabels()] == [
+        "any lesion, fold 0", "any lesion, fold 1", "any lesion, all", "ground-glass, all",
+        "consolidation, all"]
+    assert axes.get_ylabel() == "Dice per case"
+    assert [figure.get_suptitle() for figure in saved_figures[:-1]] == [
+        f"miniseg on synthetic:0 (SYNTHETIC data), fold {k} of 2 (no validation split)"
+        for k in range(2)]
     assert summary["config"]["target"] == "multiclass"
 
 
@@ -645,9 +654,9 @@ def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
         np.save(tmp_path / part / "x.npy", np.eye(8, dtype=np.uint8))
     data = load_dataset(tmp_path)
     assert crossval._title(TrainConfig(model="unet"), data) == (
-        "unet on generic (images/ + masks/) data, per-case Dice")
+        f"unet on {tmp_path.name} (generic (images/ + masks/) data), per-case Dice")
     assert crossval._title(TrainConfig(model="unet"), load_dataset("synthetic")) == (
-        "unet on SYNTHETIC data, per-case Dice")
+        "unet on synthetic:0 (SYNTHETIC data), per-case Dice")
     assert data.describe() == (f"generic (images/ + masks/) data at {tmp_path.resolve()}: 1 slice, "
                                "1 patient, target infection (2 classes)")
 

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -18,11 +19,14 @@ from PIL import Image
 
 from covseg.cli import main
 from covseg.errors import CovsegError
-from covseg.evaluate import evaluate_folders
+from covseg.evaluate import evaluate_folders, metrics_plot
 from covseg.io.image import read_oriented_mask
 from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
 from tests.conftest import THIN_MASKS, refuse_writing_under, saved_as, square_mask, write_mask
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -1764,3 +1768,16 @@ def test_a_masks_raw_data_file_given_is_refused_naming_its_header(tmp_path: Path
              role: header.with_suffix(".raw")}
     with pytest.raises(CovsegError, match=f"give {re.escape(str(header))} to read them$"):
         evaluate_folders(given["pred"], given["truth"], tmp_path / "ev")
+
+
+def test_the_metrics_plot_names_each_class_dice_for_a_reader(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A multi-class evaluation's boxes were labelled with per_case.csv's column names
+    ("ground-glass_dice (n=3)"): they read "Dice, ground-glass"."""
+    rows = [{"dice": 0.5, "iou": 0.3, "sensitivity": 0.6, "precision": 0.4,
+             "ground-glass_dice": 0.2, "ground-glass_iou": 0.1, "consolidation_dice": 0.1}] * 3
+    metrics_plot(rows, tmp_path / "plot.png", title="3 cases")
+    (axes,) = saved_figures[0].axes
+    assert [t.get_text() for t in axes.get_xticklabels()] == [
+        "dice (any lesion) (n=3)", "iou (any lesion) (n=3)", "sensitivity (any lesion) (n=3)",
+        "precision (any lesion) (n=3)", "Dice, ground-glass (n=3)", "Dice, consolidation (n=3)"]

@@ -1814,3 +1814,20 @@ def test_ensemble_members_trained_side_by_side_record_the_framing_note(
     assert len(members) == 2
     for member in members:
         assert json.loads(member.read_text())["warnings"] == metrics["warnings"]
+
+
+def test_curves_titles_name_the_data_folder_and_a_folds_place(tmp_path: Path) -> None:
+    """curves.png said "unet on generic (images/ + masks/) data": two folders' runs, and the
+    five folds of a cross-validation, drew the same title."""
+    train_module = importlib.import_module("covseg.train")
+
+    for part in ("images", "masks"):
+        (tmp_path / "scans" / part).mkdir(parents=True)
+        np.save(tmp_path / "scans" / part / "x.npy", np.eye(8, dtype=np.uint8))
+    data = load_dataset(tmp_path / "scans")
+    config = TrainConfig(model="unet")
+    assert train_module._curves_title(tmp_path / "run", config, data, {}) == (
+        "unet on scans (generic (images/ + masks/) data)")
+    assert train_module._curves_title(tmp_path / "cv" / "fold_3", config, data,
+                                      {"folds": 5}) == (
+        "unet on scans (generic (images/ + masks/) data), fold 3 of 5")

@@ -282,7 +282,7 @@ def test_box_plot_names_its_mean_and_median_marks(tmp_path: Path,
                                                   saved_figures: list[Figure]) -> None:
     """The green triangle (mean) and orange line (median) were drawn with nothing saying
     which was which, though a fold's mean and median differed by 0.08."""
-    box_plot({"fold 0": [0.1, 0.12, 0.15, 0.9]}, tmp_path / "box.png")
+    box_plot({"fold 0": [0.1, 0.12, 0.15, 0.9, 0.13]}, tmp_path / "box.png")
     (axis,) = saved_figures[0].axes
     legend = axis.get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["mean", "median"]
@@ -290,8 +290,27 @@ def test_box_plot_names_its_mean_and_median_marks(tmp_path: Path,
     (mean,) = [x for x in axis.lines if x.get_marker() == mark.get_marker()]
     (median,) = [x for x in axis.lines if x.get_color() == line.get_color()]
     assert mean.get_markerfacecolor() == mark.get_markerfacecolor()
-    np.testing.assert_allclose(mean.get_ydata(), [0.3175])
-    np.testing.assert_allclose(median.get_ydata(), [0.135, 0.135])
+    np.testing.assert_allclose(mean.get_ydata(), [0.28])
+    np.testing.assert_allclose(median.get_ydata(), [0.13, 0.13])
+
+
+def test_box_plot_draws_few_values_as_points_alone_and_each_point_once(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """One value still got a box, a median, a mean triangle and their legend, and an outlier
+    was drawn twice (matplotlib's flier circle over the scattered point): below 5 values a
+    group is its points alone, a box draws no fliers, and the legend names what is drawn."""
+    box_plot({"one": [0.5], "six": [0.1, 0.12, 0.15, 0.13, 0.14, 0.95]}, tmp_path / "box.png")
+    box_plot({"fold 0": [0.4], "fold 1": [0.6, 0.7]}, tmp_path / "few.png")
+    mixed, few = (figure.axes[0] for figure in saved_figures)
+    medians = [x for x in mixed.lines if x.get_color() == "tab:orange"]
+    assert [tuple(x.get_xdata()) for x in medians] == [(1.8, 2.2)]  # the six's box alone
+    assert not [x for x in mixed.lines if x.get_marker() == "o"]  # no flier circles
+    assert [len(points.get_offsets()) for points in mixed.collections] == [1, 6]
+    assert [t.get_text() for t in mixed.get_legend().get_texts()] == [
+        "mean", "median", "values (no box\nbelow 5)"]
+    assert not few.lines and not few.patches  # no box, median or mean: the points alone
+    assert [len(points.get_offsets()) for points in few.collections] == [1, 2]
+    assert [t.get_text() for t in few.get_legend().get_texts()] == ["values (no box\nbelow 5)"]
 
 
 def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(

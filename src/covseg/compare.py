@@ -77,7 +77,7 @@ from covseg.train import (
     trial_options,
     unresumed,
 )
-from covseg.viz import box_plot, drawn
+from covseg.viz import drawn, paired_plot
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,13 @@ PERMUTATION_PAIRS = 13
 ties (scipy's own bound: about 1 s at 13, doubling with each pair more)."""
 
 
+def paired_differences(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable, float]
+                       ) -> np.ndarray:
+    """Each key's candidate minus baseline Dice, over the keys both hold, in key order."""
+    return np.array([candidate[key] - baseline[key]
+                     for key in sorted(set(candidate) & set(baseline), key=str)])
+
+
 def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable, float]
                     ) -> dict[str, Any]:
     """Two-sided Wilcoxon signed-rank test on per-case Dice paired by key (a case id, a
@@ -145,20 +152,19 @@ def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hasha
     ``min_p_value``: the smallest p the exact two-sided test can give on these untied pairs,
     2 / 2**n; where that is not below :data:`SIGNIFICANCE` (n <= 5), ``note`` says so: a p of
     0.375 from 4 patients read as an ordinary non-significant result."""
-    cases = sorted(set(candidate) & set(baseline), key=str)
-    diffs = np.array([candidate[c] - baseline[c] for c in cases])
-    result: dict[str, Any] = {"pairs": len(cases), "mean_difference": float(diffs.mean()),
+    diffs = paired_differences(candidate, baseline)
+    result: dict[str, Any] = {"pairs": diffs.size, "mean_difference": float(diffs.mean()),
                               "ci95_mean_difference": bootstrap_ci(diffs),
                               "cases_better": int((diffs > 0).sum()),
                               "cases_worse": int((diffs < 0).sum()),
                               "cases_tied": int((diffs == 0).sum())}
     untied = diffs[diffs != 0]
     result["min_p_value"] = min(1.0, 2 / 2**len(untied))
-    if cases and result["min_p_value"] >= SIGNIFICANCE:
+    if diffs.size and result["min_p_value"] >= SIGNIFICANCE:
         result["note"] = (f"n = {len(untied)} {'untied ' if result['cases_tied'] else ''}"
                           f"pairs: p cannot fall below {result['min_p_value']:.3g}")
     if not untied.size:
-        result["p_value"] = 1.0 if len(cases) else math.nan
+        result["p_value"] = 1.0 if diffs.size else math.nan
         return result
     from scipy.stats import PermutationMethod, wilcoxon  # here: scipy.stats costs 0.7 s
 
@@ -377,18 +383,34 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(dict.fromkeys([*data.notes, *cv_notes.all]))}
-    dice = any_lesion("Dice", config.target == "multiclass")
     png = out / "comparison_boxplot.png"
-    plotted = drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
-                                     png, ylabel=f"{dice} per case",
-                                     title=("SYNTHETIC data: " if data.synthetic else "")
-                                     + f"per-case {dice} by model"),
+    plotted = drawn(lambda: _comparison_plot(config, data, dice_by_model, units_by_model, png,
+                                             result["folds"]),
                     png, out / "comparison.json")
     write_text(out / "comparison.md", comparison_markdown(result, plotted))
     # Last, so that a comparison.json means the rest is written (finished_comparison), as cv's
     # summary.json: one stopped before comparison.md looked finished to a --resume.
     write_json(out / "comparison.json", result)
     return result
+
+
+def _comparison_plot(config: TrainConfig, data: LoadedData,
+                     dice_by_model: Mapping[str, Mapping[Hashable, float]],
+                     units_by_model: Mapping[str, tuple[dict[Hashable, float], str]], png: Path,
+                     folds: int) -> Path:
+    """comparison_boxplot.png: each model's per-case Dice beside each candidate's paired
+    differences from the baseline (the first model) in the units its test pairs
+    (:func:`patient_dice`): boxes that overlap hid a difference the pairs show."""
+    dice = any_lesion("Dice", config.target == "multiclass")
+    baseline, *candidates = dice_by_model
+    base_units, unit = units_by_model[baseline]
+    differences = {f"{spec} - {baseline}": list(paired_differences(units_by_model[spec][0],
+                                                                   base_units))
+                   for spec in candidates}
+    return paired_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
+                       differences, png, ylabel=f"{dice} per case",
+                       difference_label=f"paired {dice} difference per {unit}",
+                       title=f"{dice} by model on {data.named}, {counted(folds, 'fold')}")
 
 
 def finished_comparison(out: Path, specs: Sequence[str], folds: int,

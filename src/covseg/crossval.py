@@ -37,6 +37,7 @@ from covseg.evaluate import (
     evaluate_samples,
     hd95_by_unit,
     hd95_slices_by_unit,
+    lesion_class_dice,
     rows_to_csv,
 )
 from covseg.infer import Predictor
@@ -848,12 +849,9 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         png = out / "dice_boxplot.png"
-        plotted = drawn(
-            lambda: box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
-                                                    if row["fold"] == r["fold"]]
-                              for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-                             png, ylabel=f"{_dice(config)} per case", title=_title(config, data)),
-            png, out / "per_case.csv")
+        plotted = drawn(lambda: box_plot(_dice_groups(config, all_rows, per_fold), png,
+                                         ylabel="Dice per case", title=_title(config, data)),
+                        png, out / "per_case.csv")
         write_text(out / "report.md", report_markdown(summary, plotted))
         # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
         # alone looked finished without its report.md and box plot.
@@ -1123,13 +1121,21 @@ def _whole_set(data: LoadedData, splits: Sequence[tuple[list[str], list[str]]]) 
                             quiet=False)
 
 
-def _dice(config: TrainConfig) -> str:
-    """"Dice", or "Dice (any lesion)" beside the per-class Dice of a multi-class target."""
-    return any_lesion("Dice", config.target == "multiclass")
-
-
 def _title(config: TrainConfig, data: LoadedData) -> str:
-    return f"{config.model} on {data.kind}, per-case {_dice(config)}"
+    return f"{config.model} on {data.named}, per-case Dice"
+
+
+def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
+                 per_fold: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together; for a
+    multi-class target those named as any lesion's, then each lesion class's over all folds
+    (per_case.csv holds them: the plot showed any lesion's alone)."""
+    dice = {f"fold {fold['fold']}": [row["dice"] for row in rows if row["fold"] == fold["fold"]]
+            for fold in per_fold} | {"all": [row["dice"] for row in rows]}
+    if config.target != "multiclass":
+        return dice
+    return ({f"any lesion, {name}": values for name, values in dice.items()}
+            | {f"{name}, all": values for name, values in lesion_class_dice(rows).items()})
 
 
 def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Path
@@ -1317,6 +1323,6 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     hd95 = hd95_undefined_line(summary)
     lines += [*([""] + hd95 if hd95 else []), "", UNDEFINED_NOTE, "",
               f"Empty masks: {summary['empty_mask_rules']}", "",
-              *figure_link(f"per-case {any_lesion('Dice', multiclass)}", "dice_boxplot.png",
-                           plotted)]
+              *figure_link("per-case Dice" + (" of any lesion and of each class" if multiclass
+                                              else ""), "dice_boxplot.png", plotted)]
     return "\n".join(lines)

@@ -971,12 +971,20 @@ def any_lesion(metric: str, multiclass: bool) -> str:
     return f"{metric} (any lesion)" if multiclass else metric
 
 
+def lesion_class_dice(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each lesion class's per-case Dice in ``rows`` (per_case.csv's ``ground-glass_dice``
+    column), by the class's name ("ground-glass"); none for binary masks."""
+    suffix = "_dice"
+    return {key.removesuffix(suffix): [row[key] for row in rows]
+            for key in rows[0] if key.endswith(suffix)} if rows else {}
+
+
 def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Box plot of each case's Dice, IoU, sensitivity and precision, then the Dice of each
-    lesion class for multi-class masks (undefined values left out); with classes, the first
-    four are named as scores of any lesion, which they are."""
-    classes = [key for key in rows[0] if key.endswith("_dice")]
+    lesion class for multi-class masks ("Dice, ground-glass"; undefined values left out); with
+    classes, the first four are named as scores of any lesion, which they are."""
+    classes = lesion_class_dice(rows)
     shown = {name: any_lesion(name, bool(classes)) for name in PLOTTED_METRICS}
     values = {shown[name]: [row[name] for row in rows] for name in PLOTTED_METRICS}
-    values.update({name: [row[name] for row in rows] for name in classes})
+    values.update({f"Dice, {name}": dice for name, dice in classes.items()})
     return box_plot(values, path, ylabel="value per case", title=title)

@@ -1094,7 +1094,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
         bar.set_postfix(_bar_postfix(row, data.num_classes > 2))
         raise_if_stopped()  # the epoch is saved: a stop dropped in a finaliser ends here
     bar.close()
-    return _finish(out, config, data, history, val_samples)
+    return _finish(out, config, data, history, val_samples, record or {})
 
 
 def _canvas_bar(label: str, slices: str, progress: bool) -> str | None:
@@ -1547,13 +1547,14 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
 
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
-            val_samples: list[Sample]) -> dict[str, Any]:
+            val_samples: list[Sample], record: Mapping[str, Any]) -> dict[str, Any]:
     """Curves (a figure that cannot be drawn is a warning, :func:`~covseg.viz.drawn`: it ended
     the run before its metrics.json, a cv fold read as unfinished), and the best model's
-    validation metrics at the original image size."""
+    validation metrics at the original image size. ``record``: as :func:`train` takes it."""
     multiclass = data.num_classes > 2
     drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
-                                  canvas=config.size, title=f"{config.model} on {data.kind}",
+                                  canvas=config.size, title=_curves_title(out, config, data,
+                                                                          record),
                                   multiclass=multiclass), out / "curves.png", out / "log.csv")
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
     metrics: dict[str, Any] = {
@@ -1565,6 +1566,15 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }
     return _write_metrics(out, metrics, data, val_samples)
+
+
+def _curves_title(out: Path, config: TrainConfig, data: LoadedData,
+                  record: Mapping[str, Any]) -> str:
+    """curves.png's title: the model and the data folder (:attr:`~LoadedData.named`), and a
+    cross-validation fold's place, "fold 1 of 5" (its ``record`` holds the count of
+    :data:`FOLDS`): five folds' curves read alike."""
+    fold = f", fold {fold_index(out)} of {record[FOLDS]}" if FOLDS in record else ""
+    return f"{config.model} on {data.named}{fold}"
 
 
 def best_epoch_by(multiclass: bool, canvas: int) -> str:

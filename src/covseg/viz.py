@@ -17,7 +17,7 @@ from covseg.errors import CovsegError, failure_reason, terminal_safe
 from covseg.io.atomic import atomic_path, utf8_text
 
 if TYPE_CHECKING:
-    from covseg._matplotlib import Axes, Figure, Patch
+    from covseg._matplotlib import Axes, Figure, Line2D, Patch
 
 log = logging.getLogger(__name__)
 
@@ -291,30 +291,86 @@ def drawn(draw: Callable[[], object], path: Path, kept: Path) -> bool:
 def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str],
              ylabel: str = "Dice per case", title: str = "") -> Path:
     """One box (with the points) per group, e.g. per fold or per model, its mean and median
-    named in a legend; undefined (NaN) values are left out, and each group's label says how
-    many values its box holds and how many were undefined (a title's case count is not every
-    box's)."""
-    from covseg._matplotlib import Figure, Line2D
+    named in a legend (:func:`_boxes`); each group's label says how many values its box holds
+    and how many were undefined (a title's case count is not every box's)."""
+    from covseg._matplotlib import Figure
+
+    fig = Figure(figsize=(max(4, 1.6 * len(groups) + 2), 4))
+    ax = fig.subplots()
+    _legend(ax, _boxes(ax, groups, ylabel))
+    ax.set_ylim(-0.02, 1.02)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def paired_plot(groups: Mapping[str, Sequence[float]],
+                differences: Mapping[str, Sequence[float]], path: str | os.PathLike[str],
+                ylabel: str, difference_label: str, title: str) -> Path:
+    """comparison_boxplot.png: each model's box (:func:`_boxes`) beside the paired differences
+    a test takes (each candidate minus the baseline, one point a pair), a line at zero: two
+    unpaired boxes that overlap hide a difference the pairs show."""
+    from covseg._matplotlib import Figure
+
+    fig = Figure(figsize=(max(7, 1.6 * (len(groups) + len(differences)) + 3), 4.4))
+    left, right = fig.subplots(1, 2, width_ratios=[len(groups), max(len(differences), 1.5)])
+    handles = _boxes(left, groups, ylabel) + _boxes(right, differences, difference_label)
+    _legend(right, list({handle.get_label(): handle for handle in handles}.values()))
+    left.set_ylim(-0.02, 1.02)
+    right.axhline(0, color="grey", linewidth=0.8, zorder=0)
+    right.set_ylim(*_around_zero(differences))
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def _around_zero(differences: Mapping[str, Sequence[float]]) -> tuple[float, float]:
+    """A y range centred on zero that holds every difference with a margin, at least +-0.05
+    and at most +-1.02: on -1..1, differences of a few hundredths were a flat line."""
+    values = [float(x) for v in differences.values() for x in v if not np.isnan(x)]
+    reach = max(map(abs, values), default=0.0)
+    half = min(max(1.15 * reach, 0.05), 1.02)
+    return -half, half
+
+
+FEW_FOR_A_BOX = 5
+"""Below this many values a group is drawn as its points alone: the box, median and mean of
+one to four values show nothing the points do not."""
+
+
+def _boxes(ax: Axes, groups: Mapping[str, Sequence[float]], ylabel: str) -> list[Line2D]:
+    """A box (no outlier circles: every point is drawn) and its points per group on ``ax``,
+    points alone for a group of fewer than :data:`FEW_FOR_A_BOX` values; undefined (NaN)
+    values left out and counted in the group's label (:func:`_counted`). Returns the legend's
+    entries for what is drawn: mean and median where a box is, the points where some group has
+    none."""
+    from covseg._matplotlib import Line2D
 
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
     labels = [as_drawn(_counted(name, v)) for name, v in zip(names, values, strict=True)]
     values = [v[~np.isnan(v)] for v in values]
-    fig = Figure(figsize=(max(4, 1.6 * len(names) + 2), 4))
-    ax = fig.subplots()
-    ax.boxplot(values, showmeans=True, meanprops=MEAN_MARK, medianprops=MEDIAN_LINE)
+    boxed = [i for i, v in enumerate(values, start=1) if v.size >= FEW_FOR_A_BOX]
+    if boxed:
+        ax.boxplot([values[i - 1] for i in boxed], positions=boxed, widths=0.4, showmeans=True,
+                   showfliers=False, meanprops=MEAN_MARK, medianprops=MEDIAN_LINE)
     ax.set_xticks(range(1, len(names) + 1), labels, rotation=20, ha="right")
+    ax.set_xlim(0.5, len(names) + 0.5)
     for i, v in enumerate(values, start=1):
         ax.scatter(np.full(v.size, i) + np.random.default_rng(i).uniform(-0.08, 0.08, v.size), v,
                    s=8, alpha=0.5, color="black")
+    handles = ([Line2D([], [], linestyle="none", label="mean", **MEAN_MARK),
+                Line2D([], [], label="median", **MEDIAN_LINE)] if boxed else [])
+    if len(boxed) < len(values):
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=3, alpha=0.5,
+                              color="black", label=f"values (no box\nbelow {FEW_FOR_A_BOX})"))
     ax.set_ylabel(ylabel)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(handles=[Line2D([], [], linestyle="none", label="mean", **MEAN_MARK),
-                       Line2D([], [], label="median", **MEDIAN_LINE)],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
+    return handles
+
+
+def _legend(ax: Axes, handles: list[Line2D]) -> None:
+    """The legend of a box plot, right of ``ax``."""
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+              frameon=False)
 
 
 def _counted(name: str, values: np.ndarray) -> str:

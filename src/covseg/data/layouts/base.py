@@ -375,6 +375,13 @@ class LoadedData:
             name = "SYNTHETIC" if self.layout == "synthetic" else f"SYNTHETIC {name}"
         return f"{name} data"
 
+    @property
+    def named(self) -> str:
+        """The data as a figure's title names them: the folder's name and :attr:`kind`
+        ("medseg-covid19-100 (MedSeg data)", "synthetic:0 (SYNTHETIC data)"), as
+        :meth:`describe` names the folder; the kind alone left two runs' figures alike."""
+        return f"{Path(self.root).name} ({self.kind})"
+
     def describe(self) -> str:
         held = "lung" if self.target == "lung" else "a lesion"
         kept = f" (only those whose mask holds {held})" if self.slices == "labelled" else ""
