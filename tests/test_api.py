@@ -1504,6 +1504,31 @@ class _Bright(torch.nn.Module):
         return 20.0 * (x > 0.5) - 10
 
 
+def test_binary_and_lung_overlays_name_their_class_and_an_empty_prediction(
+        tmp_path: Path) -> None:
+    """predict --overlay of a binary or a lung model drew no legend, and an empty prediction's
+    overlay was the input itself: the class is named under each image, beside its colour, and
+    "none predicted" where the mask is empty."""
+    from covseg.viz import CLASS_COLOURS, LUNG_COLOURS
+
+    Image.fromarray(np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))).save(
+        tmp_path / "slice.png")
+    Image.fromarray(np.full((48, 64), 30, dtype=np.uint8)).save(tmp_path / "dark.png")
+    for target, palette in (("infection", CLASS_COLOURS), ("lung", LUNG_COLOURS)):
+        predictor = Predictor(_Bright(), num_classes=2, size=64, target=target)
+        masks = covseg.predict(predictor, [tmp_path / "slice.png", tmp_path / "dark.png"],
+                               tmp_path / target, overlay=True)
+        assert [bool(np.asarray(Image.open(mask)).any()) for mask in masks] == [True, False]
+        text_ends = []
+        for name in ("slice", "dark"):
+            with Image.open(tmp_path / target / "overlays" / f"{name}.png") as picture:
+                shown = np.asarray(picture.convert("RGB"))
+            assert shown.shape[0] == 48 + 4 + 14
+            np.testing.assert_array_equal(shown[48 + 4 + 5, 6], palette[1])
+            text_ends.append(int(np.nonzero((shown[48:] < 100).all(axis=2).any(axis=0))[0][-1]))
+        assert text_ends[1] > text_ends[0] + 40  # "...: none predicted" after the name
+
+
 def test_segment_refuses_a_lung_model_for_a_volume_as_predict_volumes_does(
         tmp_path: Path) -> None:
     """segment ran a lung model's volume through the infection clean-up, cutting its lungs to
@@ -1533,10 +1558,10 @@ def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> No
     with Image.open(tmp_path / "out" / "overlays" / "slice.png") as picture:
         shown = np.asarray(picture.convert("RGB"))
     lungs = (np.asarray(Image.open(tmp_path / "out" / "slice.png")) > 0).astype(np.int64)
-    assert shown.shape == (48, 64, 3) and 0 < lungs.sum() < lungs.size
-    np.testing.assert_allclose(shown, overlay_image(ramp / 255.0, lungs, palette=LUNG_COLOURS),
-                               atol=1)
-    assert (shown[lungs > 0, 1] > shown[lungs > 0, 0]).all()  # green over grey, not red
+    assert shown.shape == (48 + 4 + 14, 64, 3) and 0 < lungs.sum() < lungs.size  # its legend
+    np.testing.assert_allclose(shown[:48], overlay_image(ramp / 255.0, lungs,
+                                                         palette=LUNG_COLOURS), atol=1)
+    assert (shown[:48][lungs > 0, 1] > shown[:48][lungs > 0, 0]).all()  # green, not red
 
 
 def test_a_cascade_whose_lung_run_is_gone_is_refused_before_any_image(tmp_path: Path) -> None:

@@ -1227,9 +1227,9 @@ def test_a_multiclass_run_names_its_two_validation_dices(
                         str(run), "--epochs", "1", "--size", "32", "--batch-size", "4",
                         "--model", "unet", "--model-option", "width=4", "--val-fraction", "0.2")
     metrics = json.loads((run / "metrics.json").read_text())
-    dice = metrics["validation"]["dice"]["mean"]
+    dice_mean = metrics["validation"]["dice"]["mean"]
     assert code == 0
-    assert out.startswith(f"trained 1 epoch (validation Dice (any lesion) {dice:.3f})")
+    assert out.startswith(f"trained 1 epoch (validation Dice (any lesion) {dice_mean:.3f})")
     assert "the mean over the lesion classes present" in metrics["best_epoch_by"]
     assert "validation.dice is the Dice of any lesion (label > 0)" in metrics["best_epoch_by"]
     with (run / "log.csv").open() as handle:
@@ -1238,8 +1238,9 @@ def test_a_multiclass_run_names_its_two_validation_dices(
     _, dice = saved_figures[-1].axes
     assert dice.get_ylabel() == ("validation Dice, mean over\nlesion classes\n"
                                  "(on the 32 px training canvas)")
-    assert dice.get_title() == ("picks the best epoch; metrics.json's validation.dice\nis of "
-                                "any lesion, at the images' own size")
+    assert dice.get_title() == (
+        f"kept (star): epoch 1, validation Dice (any lesion) {dice_mean:.3f}\nat the images' "
+        "own size, as train prints it (metrics.json)")
     recipe = ["--target", "multiclass", "--epochs", "1", "--size", "32", "--batch-size", "4",
               "--model", "unet", "--model-option", "width=4", "--folds", "2"]
     code, out, _ = _run(capsys, "cv", "synthetic", "--out", str(tmp_path / "cv"), *recipe)

@@ -138,12 +138,12 @@ def test_montage_ranks_and_titles_slices_by_the_reports_lesion(
     result = quantify_study(mask, tmp_path / "both", image=ct, multiclass=True)
     assert result["study"]["lesion_ml"] == pytest.approx(50 * 0.00245)
     titles = [axis.get_title() for axis in saved_figures[-1].axes]
-    assert len(titles) == 1 and titles[0].endswith(", 0.1 mL")
+    assert len(titles) == 1 and titles[0].endswith(", lesion 0.1 mL")
     labels[labels == 1] = 0  # effusion alone: its slice is shown, named as effusion
     nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
     quantify_study(mask, tmp_path / "effusion", image=ct, multiclass=True)
     titles = [axis.get_title() for axis in saved_figures[-1].axes]
-    assert len(titles) == 1 and titles[0].endswith(", 0.0 mL, effusion 0.7 mL")
+    assert len(titles) == 1 and titles[0].endswith(", lesion 0.0 mL, effusion 0.7 mL")
 
 
 def test_a_tiny_lesion_does_not_read_as_none(tmp_path: Path, saved_figures: list) -> None:
@@ -156,7 +156,8 @@ def test_a_tiny_lesion_does_not_read_as_none(tmp_path: Path, saved_figures: list
     nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
     result = quantify_study(mask, tmp_path / "out", image=ct, html_report=True)
     assert result["study"]["ct_category"] == "CT-1"
-    assert [axis.get_title().split(", ")[-1] for axis in saved_figures[-1].axes] == ["< 0.1 mL"]
+    assert [axis.get_title().split(", ")[-1] for axis in saved_figures[-1].axes] == [
+        "lesion < 0.1 mL"]
     page = (tmp_path / "out" / "report.html").read_text()
     cells = dict(zip(*(re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
                        for row in re.findall(r"<tr>(.*?)</tr>", page)[:2]), strict=True))
@@ -282,11 +283,12 @@ def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
     lesions[2, 5:9, 5:9] = 1
     lungs[7, 10:20, 2:12] = 1  # the right lung on a slice the montage does not show
     write_montage(tmp_path / "lesion.png", lesions, grid, lungs=lungs, count=1, title="one")
-    assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == ["lesion"]
+    assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
+        "lesion (any class)"]
     lungs[2, 10:20, 2:12] = 1
     write_montage(tmp_path / "lung.png", lesions, grid, lungs=lungs, count=1, title="one")
     assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
-        "lesion", "right lung"]
+        "lesion (any class)", "right lung"]
 
 
 def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figures: list) -> None:

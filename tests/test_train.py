@@ -159,6 +159,21 @@ def test_a_resumed_run_keeps_the_best_epoch_from_before_the_stop(
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] == 2
 
 
+def test_curves_mark_the_kept_epoch_with_the_dice_train_reports(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        saved_figures: list) -> None:
+    """curves.png was drawn before the kept model was scored at the images' own size, so the
+    Dice train prints was nowhere on it and no epoch was marked as the one kept: epoch 2 (the
+    scripted best) is marked, and metrics.json's validation Dice is written above its star."""
+    config = _scripted_validation(monkeypatch, [0.2, 0.6, 0.3])
+    metrics = train_module.train(config, load_dataset(synthetic_folder), tmp_path / "run",
+                                 progress=False)
+    _, dice = saved_figures[-1].axes
+    kept = metrics["validation"]["dice"]["mean"]
+    assert dice.get_title().startswith(f"kept (star): epoch 2, validation Dice {kept:.3f}\n")
+    assert [line.get_xdata()[0] for line in dice.get_lines() if line.get_marker() == "*"] == [2]
+
+
 def test_curves_that_cannot_be_drawn_are_a_warning_and_the_run_finishes(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

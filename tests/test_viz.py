@@ -63,7 +63,7 @@ def test_legends_name_the_classes_as_the_records_do() -> None:
     """visualize's grid legends and predict's overlay legends built names of their own beside
     the records' ``classes``: both take them from :func:`class_labels`, background left out."""
     assert label_names("multiclass", 4) == {1: "ground-glass", 2: "consolidation", 3: "effusion"}
-    assert label_names("infection", 2) == {1: "infection"}
+    assert label_names("infection", 2) == {1: "infection (any lesion)"}
     assert label_names("lung", 2) == {1: "lung"}
 
 
@@ -318,10 +318,12 @@ def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
     """Without a validation split the Dice panel was empty (epochs -0.04..0.04); the Dice
     plotted is the canvas one, not metrics.json's; epochs read 1.0, 1.5...; "loss" named none."""
     history = [{"epoch": e, "train_loss": 1 / e, "lr": 0.1, "seconds": 1.0} for e in (1, 2, 3)]
-    training_curves(history, tmp_path / "plain.png", loss="bce+dice", canvas=256, title="unet")
+    training_curves(history, tmp_path / "plain.png", loss="bce+dice", canvas=256, best_epoch=3,
+                    title="unet")
     validated = [{**row, "val_loss": 1.2 / row["epoch"], "val_dice": 0.2 * row["epoch"]}
                  for row in history]
-    training_curves(validated, tmp_path / "split.png", loss="dice", canvas=128, title="unet")
+    training_curves(validated, tmp_path / "split.png", loss="dice", canvas=128, best_epoch=3,
+                    title="unet")
     plain, split = saved_figures
     (loss,) = plain.axes
     assert plain.get_suptitle() == "unet (no validation split)"
@@ -335,11 +337,58 @@ def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
         assert ticks == [1, 2, 3] and axis.get_xlabel() == "epoch"
 
 
+def test_training_curves_mark_the_kept_epoch_and_its_dice_as_train_reports_it(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """curves.png marked no epoch as the one best.pt keeps, and the Dice train prints (at the
+    images' own size) was nowhere beside the canvas Dice plotted: a dotted line on each panel
+    and a star on the Dice curve mark the epoch, the title gives train's Dice."""
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_dice": dice,
+                "seconds": 1.0} for e, dice in ((1, 0.2), (2, 0.5), (3, 0.4))]
+    training_curves(history, tmp_path / "curves.png", loss="dice", canvas=64, best_epoch=2,
+                    kept_dice=0.4371, title="unet", multiclass=True)
+    left, right = saved_figures[-1].axes
+    for axis in (left, right):
+        (kept,) = [line for line in axis.get_lines() if line.get_linestyle() == ":"]
+        assert list(kept.get_xdata()) == [2, 2]
+    (star,) = [line for line in right.get_lines() if line.get_marker() == "*"]
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([2], [0.5])
+    assert right.get_title().startswith(
+        "kept (star): epoch 2, validation Dice (any lesion) 0.437\nat the images' own size")
+    assert [text.get_text() for text in left.get_legend().get_texts()] == [
+        "train", "validation", "kept: epoch 2"]
+    training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "plain.png", loss="dice",
+                    canvas=64, best_epoch=1)  # no validation split: the last epoch is kept
+    (plain,) = saved_figures[-1].axes
+    assert [line.get_xdata()[0] for line in plain.get_lines() if line.get_linestyle() == ":"] == [1]
+
+
+def test_severity_chart_keeps_a_value_near_100_on_the_axis_and_names_the_bounds(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A study at 99.62 % had its value written past the axis's right end, under the legend
+    (the % scale stopped at 100 with no margin), and the dashed lines at 25, 50 and 75 %
+    named no category."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rows = [{"study": "a", "percent_involved": 99.62, "ct_category": "CT-4", "lesion_ml": 1.0},
+            {"study": "b", "percent_involved": 0.35, "ct_category": "CT-1", "lesion_ml": 1.0}]
+    severity_chart(rows, tmp_path / "summary.png")
+    figure = saved_figures[-1]
+    axis = figure.axes[0]
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    label = next(text for text in axis.texts if text.get_text() == "99.62")
+    assert label.get_window_extent(renderer).x1 < axis.get_window_extent(renderer).x1
+    assert axis.get_xlim()[1] > 100 and max(axis.get_xticks()) == 100
+    (top,) = axis.child_axes
+    assert [tick.get_text() for tick in top.get_xticklabels()] == [
+        "CT-1 | CT-2", "CT-2 | CT-3", "CT-3 | CT-4"]
+    assert list(top.get_xticks()) == [25, 50, 75]
+
+
 def test_training_curves_of_one_epoch_show_the_point_at_a_whole_epoch(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """One epoch drew an invisible line over ticks 0.945..1.050."""
     training_curves([{"epoch": 1, "train_loss": 0.5, "lr": 0.1, "seconds": 1.0}],
-                    tmp_path / "one.png", loss="bce+dice", canvas=64, title="unet")
+                    tmp_path / "one.png", loss="bce+dice", canvas=64, best_epoch=1, title="unet")
     (axis,) = saved_figures[0].axes
     assert list(axis.get_xticks()) == [1] and axis.get_lines()[0].get_marker() == "o"
 
@@ -410,7 +459,26 @@ def test_legend_strip_names_the_classes_under_the_image_it_keeps() -> None:
         swatch = shown[20 + 4 + row * 14 + 5, 6]
         np.testing.assert_array_equal(swatch, CLASS_COLOURS[label])
         assert (shown[20 + 4 + row * 14:20 + 4 + (row + 1) * 14, 16:] < 100).any(), "no text"
-    np.testing.assert_array_equal(legend_strip(rgb, np.zeros_like(labels), names), rgb)
+
+
+def test_legend_strip_of_an_empty_prediction_says_none_was_predicted() -> None:
+    """An empty prediction's overlay was the input itself, nothing saying that none was found;
+    each class is named under it, "none predicted", beside its colour."""
+    empty = np.zeros((20, 12), dtype=np.int64)
+    rgb = overlay(np.full(empty.shape, 0.5, dtype=np.float32), empty)
+    held = empty.copy()
+    held[2:6, 2:6] = 1
+    for names, palette in (({1: "lung"}, LUNG_COLOURS), (label_names("infection", 2),
+                                                         CLASS_COLOURS)):
+        shown = legend_strip(rgb, empty, names, palette)
+        assert shown.shape[0] == 20 + 4 + 14
+        np.testing.assert_array_equal(shown[:20, :12], rgb)
+        np.testing.assert_array_equal(shown[20 + 4 + 5, 6], palette[1])
+        named = legend_strip(overlay(np.full(held.shape, 0.5, dtype=np.float32), held), held,
+                             names, palette)
+        assert shown.shape[1] > named.shape[1] + 40  # ": none predicted" after the name
+    classes = legend_strip(rgb, empty, label_names("multiclass", 4))
+    assert classes.shape[0] == 20 + 4 + 3 * 14  # every class named: none of them predicted
 
 
 def _legend_text_height(shown: np.ndarray, height: int) -> int:
@@ -545,7 +613,8 @@ from covseg.viz import box_plot, sample_grid, severity_chart, training_curves
 import numpy as np
 out = {str(tmp_path)!r}
 box_plot({{"a": [0.2, 0.4]}}, out + "/box.png")
-training_curves([{{"epoch": 1, "train_loss": 0.5}}], out + "/curves.png", loss="dice", canvas=64)
+training_curves([{{"epoch": 1, "train_loss": 0.5}}], out + "/curves.png", loss="dice", canvas=64,
+                best_epoch=1)
 sample_grid([np.zeros((8, 8))], [np.ones((8, 8), np.uint8)], ["t"], out + "/grid.png")
 severity_chart([{{"study": "s", "percent_involved": 5.0, "ct_category": "CT-1"}}],
                out + "/chart.png")
@@ -602,7 +671,7 @@ def test_names_read_under_a_c_locale_are_drawn_as_the_utf_8_they_are(
     sample_grid([image], [np.zeros((8, 8), dtype=np.int64)], [C_LOCALE_NAME],
                 tmp_path / "grid.png", heading=C_LOCALE_NAME)
     training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "curves.png", loss="dice",
-                    canvas=64, title=C_LOCALE_NAME)
+                    canvas=64, best_epoch=1, title=C_LOCALE_NAME)
     box_plot({C_LOCALE_NAME: [0.5]}, tmp_path / "box.png", ylabel=C_LOCALE_NAME,
              title=C_LOCALE_NAME)
     severity_chart([{"study": C_LOCALE_NAME, "percent_involved": 10.0, "ct_category": "CT-1"}],
@@ -646,7 +715,7 @@ def test_names_that_read_as_tex_are_drawn_literally(tmp_path: Path, saved_figure
         sample_grid([image], [np.ones((8, 8), dtype=np.int64)], [name], tmp_path / "grid.png",
                     heading=name, label_names={1: name})
         training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "curves.png", loss=name,
-                        canvas=64, title=name)
+                        canvas=64, best_epoch=1, title=name)
         box_plot({name: [0.5]}, tmp_path / "box.png", ylabel=name, title=name)
         severity_chart([{"study": name, "percent_involved": 10.0, "ct_category": "CT-1"}],
                        tmp_path / "summary.png", name)

@@ -1225,8 +1225,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     batch_size = predictor.batch_size
     _refuse_other_model(out, earlier, predictor)
     palette = LUNG_COLOURS if predictor.target == "lung" else CLASS_COLOURS
-    names = (label_names(predictor.target or "infection", predictor.num_classes)
-             if predictor.num_classes > 2 else {})
+    names = label_names(predictor.target or "infection", predictor.num_classes)
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
@@ -1242,7 +1241,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
             for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
                 stored = labels * 255 if predictor.num_classes == 2 else labels
                 written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
-                if overlay:  # a multi-class model's colours named under the image
+                if overlay:  # the model's colours named under the image
                     write_png(out / "overlays" / output_name(path), legend_strip(
                         overlay_image(image, labels, palette=palette), labels, names, palette))
             bar.update(len(chunk))

@@ -306,10 +306,10 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                     outlined.add(label)
         volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
         effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0
-        axis.set_title(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
+        axis.set_title(f"{grid.slice_name(k)}, lesion {_ml_text(volume, 1)} mL"
                        + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else ""), fontsize=9)
         axis.set_axis_off()
-    names = LESION_NAMES if multiclass else {1: "lesion"}
+    names = LESION_NAMES if multiclass else {1: "lesion (any class)"}  # ground-glass's red
     legend = [Patch(color=colours[label], label=name) for label, name in names.items()
               if label in drawn]
     legend += [Patch(color=LUNG_COLOURS[label], label=name) for label, name in LUNG_NAMES.items()

@@ -1199,7 +1199,9 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "members_side_by_side": max(i["members_side_by_side"] for i in trained),
         "invocations": invocations, "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, data, [by_id[c] for c in val_cases])
+    metrics = _validated(out, metrics, data, [by_id[c] for c in val_cases])
+    write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def _holds_weights(path: Path, model: nn.Module) -> bool:
@@ -1548,24 +1550,27 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
             val_samples: list[Sample], record: Mapping[str, Any]) -> dict[str, Any]:
-    """Curves (a figure that cannot be drawn is a warning, :func:`~covseg.viz.drawn`: it ended
-    the run before its metrics.json, a cv fold read as unfinished), and the best model's
-    validation metrics at the original image size. ``record``: as :func:`train` takes it."""
+    """The best model's validation metrics at the original image size, then the curves that
+    mark its epoch and Dice (a figure that cannot be drawn is a warning,
+    :func:`~covseg.viz.drawn`: it ended the run before its metrics.json, a cv fold read as
+    unfinished), then metrics.json. ``record``: as :func:`train` takes it."""
     multiclass = data.num_classes > 2
-    drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
-                                  canvas=config.size, title=_curves_title(out, config, data,
-                                                                          record),
-                                  multiclass=multiclass), out / "curves.png", out / "log.csv")
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
-    metrics: dict[str, Any] = {
+    metrics = _validated(out, {
         "epochs": len(history), "best_epoch": best["epoch"],
         "best_val_dice_canvas": best.get("val_dice"),
         **({"best_epoch_by": best_epoch_by(multiclass, config.size)} if val_samples else {}),
         "train_seconds": float(sum(r["seconds"] for r in history)),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
-    }
-    return _write_metrics(out, metrics, data, val_samples)
+    }, data, val_samples)
+    kept = metrics.get("validation", {}).get("dice", {}).get("mean")
+    drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
+                                  canvas=config.size, best_epoch=int(best["epoch"]),
+                                  kept_dice=kept, title=_curves_title(out, config, data, record),
+                                  multiclass=multiclass), out / "curves.png", out / "log.csv")
+    write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def _curves_title(out: Path, config: TrainConfig, data: LoadedData,
@@ -1638,14 +1643,14 @@ BEST_SHA256 = "best_sha256"
 replaced since (:func:`covseg.checkpoint.load_checkpoint`)."""
 
 
-def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
-                   val_samples: Sequence[Sample]) -> dict[str, Any]:
+def _validated(out: Path, metrics: dict[str, Any], data: LoadedData,
+               val_samples: Sequence[Sample]) -> dict[str, Any]:
     """Add the saved model's validation metrics at the original image size, the run's
     provenance as its config.json holds it (:func:`run_provenance`), the time now
     (``finished_utc``), the SHA-256 of the best.pt described (:data:`BEST_SHA256`) and what
     loading the data and the recipe on them warned of (``warnings``, the data's notes: MosMed
-    slices no fold tests, say; :func:`recipe_notes`, added to them by :func:`train`); write
-    metrics.json."""
+    slices no fold tests, say; :func:`recipe_notes`, added to them by :func:`train`): what
+    metrics.json holds."""
     started = run_provenance(json.loads((out / "config.json").read_text()))
     metrics = {**started, "finished_utc": utc_now(), **metrics,
                BEST_SHA256: content_hash(out / "best.pt"),
@@ -1656,5 +1661,4 @@ def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))
         metrics["validation"] = {**summarize(rows), **hd95_unit_field(data.hd95_unit)}
         metrics.update(metric_notes())
-    write_json(out / "metrics.json", metrics)
     return metrics

@@ -6,6 +6,7 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,26 +150,27 @@ LEGEND_FONT_FLOOR = 10
 def legend_strip(rgb: np.ndarray, labels: np.ndarray, label_names: Mapping[int, str],
                  palette: np.ndarray = CLASS_COLOURS) -> np.ndarray:
     """``rgb`` (an :func:`overlay`) with a white band under it naming each label of
-    ``label_names`` that ``labels`` hold, one line each beside a swatch of its colour; the
-    image's own pixels are kept as they are (the band is widened to its text, never shrunk).
+    ``label_names`` that ``labels`` hold, one line each beside a swatch of its colour; where
+    they hold none, each label named "none predicted" (an empty prediction's overlay was the
+    input itself, and a binary one's had no legend). The image's own pixels are kept as they
+    are (the band is widened to its text, never shrunk).
 
     The font is 1/40 of the image's longer side, :data:`LEGEND_FONT_FLOOR` pixels at least,
     and the band scales with it: a fixed 10 px font under a 1400x1700 slice shrank to a
     smudge once the picture was fitted to a screen."""
-    present = [(label, name) for label, name in sorted(label_names.items())
-               if label > 0 and (labels == label).any()]
-    if not present:
-        return rgb
+    named = [(label, name) for label, name in sorted(label_names.items()) if label > 0]
+    present = [(label, name) for label, name in named if (labels == label).any()]
+    lines = present or [(label, f"{name}: none predicted") for label, name in named]
     height, width = rgb.shape[:2]
     size = max(LEGEND_FONT_FLOOR, round(max(height, width) / 40))
     font = ImageFont.load_default(size=size)
     line, swatch, pad = round(size * 1.4), size, max(2, size // 5)
-    text_width = max(int(np.ceil(font.getlength(name))) for _, name in present)
+    text_width = max((int(np.ceil(font.getlength(name))) for _, name in lines), default=0)
     band = Image.new("RGB", (max(width, swatch + 4 * pad + text_width),
-                             height + 2 * pad + line * len(present)), "white")
+                             height + 2 * pad + line * len(lines)), "white")
     band.paste(Image.fromarray(rgb), (0, 0))
     draw = ImageDraw.Draw(band)
-    for row, (label, name) in enumerate(present):
+    for row, (label, name) in enumerate(lines):
         top = height + 2 * pad + row * line
         draw.rectangle((pad, top + pad // 2, pad + swatch - 1, top + pad // 2 + swatch - 1),
                        fill=tuple(int(v) for v in palette[label]))
@@ -221,12 +223,17 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
 
 
 def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,
-                    loss: str, canvas: int, title: str = "", multiclass: bool = False) -> Path:
+                    loss: str, canvas: int, best_epoch: int, kept_dice: float | None = None,
+                    title: str = "", multiclass: bool = False) -> Path:
     """The ``loss`` per epoch (train, validation) and, with a validation split, the validation
     Dice per epoch as training scores it to pick the best epoch, on its ``canvas``-pixel
     canvas: a ``multiclass`` model's is the per-case mean over the lesion classes, not the
     Dice of any lesion that metrics.json's validation gives, at the images' own size (about
-    0.10 against 0.29 in one run); without a split, one panel."""
+    0.10 against 0.29 in one run); without a split, one panel. ``best_epoch`` (the one
+    best.pt keeps) is a dotted line on each panel and a star on the Dice curve, and
+    ``kept_dice`` (its validation Dice at the images' own size, which train prints) is
+    written above: nothing marked the epoch kept, and the console's Dice was not the one
+    plotted."""
     from covseg._matplotlib import Figure, MaxNLocator
 
     epochs = [row["epoch"] for row in history]
@@ -239,16 +246,10 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     left.plot(epochs, [row["train_loss"] for row in history], label="train", **point)
     if validated:
         left.plot(epochs, val_loss, label="validation", **point)
-        right = axes[0, 1]
-        right.plot(epochs, [row.get("val_dice", float("nan")) for row in history],
-                   color="tab:green", **point)
-        name = "validation Dice, mean over\nlesion classes" if multiclass else "validation Dice"
-        right.set_ylabel(f"{name}\n(on the {canvas} px training canvas)")
-        right.set_title(("picks the best epoch; metrics.json's validation.dice\nis of any "
-                         "lesion, at the images' own size") if multiclass else
-                        "picks the best epoch; metrics.json scores it at the images' own size",
-                        fontsize=8)
-        right.set_ylim(0, 1)
+        _validation_dice(axes[0, 1], history, canvas, best_epoch, kept_dice, multiclass, point)
+    for ax in axes.ravel():
+        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1,
+                   label=f"kept: epoch {best_epoch}")
     left.set_ylabel(f"loss ({loss})")
     left.legend()
     for ax in axes.ravel():
@@ -260,6 +261,31 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     heading = title if validated else f"{title} (no validation split)".strip()
     fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
+
+
+def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], canvas: int,
+                     best_epoch: int, kept_dice: float | None, multiclass: bool,
+                     point: Mapping[str, Any]) -> None:
+    """The validation Dice panel of :func:`training_curves`: the canvas Dice per epoch, a star
+    at ``best_epoch``'s, and the kept model's Dice at the images' own size as its title."""
+    dice = {row["epoch"]: row.get("val_dice", float("nan")) for row in history}
+    ax.plot(list(dice), list(dice.values()), color="tab:green", **point)
+    ax.plot([best_epoch], [dice.get(best_epoch, float("nan"))], linestyle="none", marker="*",
+            markersize=12, color="tab:green", markeredgecolor="black")
+    name = "validation Dice, mean over\nlesion classes" if multiclass else "validation Dice"
+    ax.set_ylabel(f"{name}\n(on the {canvas} px training canvas)")
+    ax.set_title(f"kept (star): epoch {best_epoch}, {_kept_dice(kept_dice, multiclass)}",
+                 fontsize=9)
+    ax.set_ylim(0, 1)
+
+
+def _kept_dice(dice: float | None, multiclass: bool) -> str:
+    """The kept model's validation Dice at the images' own size, worded as train prints it."""
+    from covseg.evaluate import any_lesion  # evaluate draws with viz: imported here
+
+    value = "undefined" if dice is None or np.isnan(dice) else f"{dice:.3f}"
+    return (f"validation {any_lesion('Dice', multiclass)} {value}\nat the images' own size, "
+            "as train prints it (metrics.json)")
 
 
 MEAN_MARK: dict[str, Any] = {"marker": "^", "markerfacecolor": "tab:green",
@@ -440,7 +466,7 @@ def _severity_bars(names: Sequence[str], values: Sequence[float], categories: Se
     ax.set_ylim(len(names) - 0.5, -0.5)  # first study on top, no empty margin
     ax.set_xlabel(unit)
     if key == "percent_involved":
-        _percent_scale(ax)
+        _percent_scale(ax, room=PERCENT_ROOM)
     else:
         ax.margins(x=0.12)  # room for the longest bar's value
     ax.legend(handles=_category_patches(categories), loc="upper left",
@@ -500,8 +526,20 @@ def _category_patches(categories: Sequence[str]) -> list[Patch]:
             for name in (*CATEGORY_COLOURS, NO_CATEGORY) if name in categories]
 
 
-def _percent_scale(ax: Axes) -> None:
-    """0 to 100 % along x, the category bounds (25, 50, 75 %) marked."""
-    ax.set_xlim(0, 100)
+PERCENT_ROOM = 112.0
+"""Where summary.png's % axis of one bar per study ends: a bar near 100 % has its value
+("99.62") written past its end, which ran past the axis under the legend."""
+
+
+def _percent_scale(ax: Axes, room: float = 100.0) -> None:
+    """0 to 100 % along x (drawn to ``room``, no tick past 100), the category bounds (25, 50,
+    75 %) marked by dashed lines that the top axis names by the categories they part."""
+    ax.set_xlim(0, room)
+    ax.set_xticks(range(0, 101, 25))
+    names = [name for _, name in CATEGORY_BOUNDS] + ["CT-4"]
     for bound, _ in CATEGORY_BOUNDS:
         ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([bound for bound, _ in CATEGORY_BOUNDS],
+                   [f"{below} | {above}" for below, above in pairwise(names)], fontsize=7)
+    top.tick_params(length=0, colors="grey")

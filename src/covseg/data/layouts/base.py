@@ -85,9 +85,17 @@ def class_labels(target: str, num_classes: int) -> dict[str, str]:
     return {"0": CLASS_NAMES[0], "1": target}
 
 
+ANY_LESION = "infection (any lesion)"
+"""A figure's name of a binary infection mask's label: every lesion class merged, drawn in
+the red that names ground-glass alone in a multi-class figure."""
+
+
 def label_names(target: str, num_classes: int) -> dict[int, str]:
     """The names of :func:`class_labels` by label as a number, background left out: what a
-    figure's legend names (a mask's background is drawn as the image, not as a class)."""
+    figure's legend names (a mask's background is drawn as the image, not as a class); a
+    binary infection mask's label is :data:`ANY_LESION`."""
+    if target == "infection" and num_classes == 2:
+        return {1: ANY_LESION}
     return {int(label): name for label, name in class_labels(target, num_classes).items()
             if label != "0"}
 
