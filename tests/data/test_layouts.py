@@ -483,6 +483,115 @@ def test_a_folder_named_as_a_medseg_stack_is_not_one(tmp_path: Path) -> None:
     assert [s.case_id for s in load_dataset(tmp_path).samples] == ["medseg_0000", "medseg_0001"]
 
 
+def test_medseg_volumes_one_folder_deeper_are_refused_naming_the_sub_folder(
+        tmp_path: Path) -> None:
+    """rp_im.zip unpacked by Windows' "Extract All" (rp_im/rp_im/*.nii.gz): beside the tr_im
+    stack its volumes were dropped without a word ("10 slices, 1 case"); rp_msk/rp_msk/ was
+    refused as "image(s) have no mask" without naming the sub-folder."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    _save_nifti(tmp_path / "rp_im" / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
+    images = tmp_path / "rp_im"
+    assert _refusal(tmp_path) == (
+        f"{images}: the MedSeg layout holds no slices it reads; {images}: sub-folders are not "
+        "read (rp_im/); put their files in rp_im/ itself (a patients.csv groups a patient's "
+        "slices)")
+    shutil.move(images / "rp_im" / "1.nii.gz", images / "1.nii.gz")
+    (tmp_path / "rp_msk" / "rp_msk").mkdir()
+    shutil.move(tmp_path / "rp_msk" / "1.nii.gz", tmp_path / "rp_msk" / "rp_msk" / "1.nii.gz")
+    assert _refusal(tmp_path) == (
+        f"{images}: 1 image(s) have no mask (1); {tmp_path / 'rp_msk'}: sub-folders are not "
+        "read (rp_msk/); put their files in rp_msk/ itself (a patients.csv groups a patient's "
+        "slices)")
+
+
+def test_medseg_lung_masks_of_the_slices_are_read(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """tr_lungmasks_updated.nii.gz, MedSeg's lung masks of the tr_im slices, was ignored:
+    --target lung refused the folder as lacking rp_lung_msk/ while the file was there. Any
+    non-zero label is lung; a mask of another shape is refused in one line."""
+    hu, lesions = _hu_volume(slices=3)
+    lungs = np.zeros_like(lesions)
+    lungs[:, 4:28, 2:14], lungs[:, 4:28, 18:30] = 1, 2
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    _save_nifti(tmp_path / "tr_lungmasks_updated.nii.gz", lungs)
+    data = load_dataset(tmp_path, target="lung")
+    assert [s.case_id for s in data.samples] == ["medseg_0000", "medseg_0001", "medseg_0002"]
+    np.testing.assert_array_equal(data.samples[1].mask, (lungs[1] > 0)[::-1, ::-1])
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
+    _save_nifti(tmp_path / "rp_lung_msk" / "1.nii.gz", lungs)
+    with caplog.at_level("WARNING"):
+        data = load_dataset(tmp_path, target="lung")
+    assert len(data.samples) == 6 and "no lung masks" not in caplog.text
+    _save_nifti(tmp_path / "tr_lungmasks_updated.nii.gz", lungs[:2])
+    assert "differs from the mask" in _refusal(tmp_path, target="lung")
+
+
+def test_medseg_stacks_in_folders_of_their_names_are_named(tmp_path: Path) -> None:
+    """7-Zip's "Extract to tr_im.nii\\" (tr_im.nii/tr_im.nii, tr_mask.nii/tr_mask.nii): the
+    folder was "a folder holding one data set (tr_im.nii/); give that folder", and that folder
+    "tr_mask.nii.gz (or tr_mask.nii) is missing", a circle."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii" / "tr_im.nii", hu)
+    _save_nifti(tmp_path / "tr_mask.nii" / "tr_mask.nii", lesions)
+    advice = ("tr_im.nii/, tr_mask.nii/ are folders holding the file of their name (an "
+              f"unpacker's \"Extract to\"); move the files up into {tmp_path} and give that "
+              "folder")
+    assert _refusal(tmp_path) == f"{tmp_path}: {advice}"
+    inner = tmp_path / "tr_im.nii"
+    assert _refusal(inner) == (f"{inner}: tr_im.nii found but tr_mask.nii.gz (or tr_mask.nii) "
+                               f"is missing; {advice}")
+
+
+def test_archives_left_packed_are_named(tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """MedSeg's rp_im.zip, rp_msk.zip, rp_lung_msk.zip beside tr_im were passed over without a
+    word (--target lung: the folder "lacks" rp_lung_msk/), and a folder of Zenodo's zips got
+    "unrecognised data layout"."""
+    hu, lesions = _hu_volume(slices=2)
+    medseg = tmp_path / "medseg"
+    _save_nifti(medseg / "tr_im.nii.gz", hu)
+    _save_nifti(medseg / "tr_mask.nii.gz", lesions)
+    for name in ("rp_im", "rp_msk", "rp_lung_msk"):
+        (medseg / f"{name}.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset(medseg).samples) == 2
+    assert ("rp_im.zip, rp_lung_msk.zip, rp_msk.zip are not unpacked, so not read; unpack them "
+            "here") in caplog.text
+    assert _refusal(medseg, target="lung").endswith(
+        "lung_mask/ (rp_lung_msk.zip is here, not unpacked: unpack it)")
+    zenodo = tmp_path / "zenodo"
+    zenodo.mkdir()
+    for name in ("COVID-19-CT-Seg_20cases", "Infection_Mask", "Lung_Mask"):
+        (zenodo / f"{name}.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    assert _refusal(zenodo) == (
+        f"{zenodo}: archives found (COVID-19-CT-Seg_20cases.zip, Infection_Mask.zip, "
+        "Lung_Mask.zip), which covseg does not unpack; unpack them here and give this folder")
+
+
+def test_a_second_copy_of_the_medseg_mask_is_named(tmp_path: Path) -> None:
+    """A browser's second copy, tr_mask (1).nii.gz, beside tr_im.nii.gz: "tr_mask.nii.gz ... is
+    missing" did not name it."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask (1).nii.gz", lesions)
+    assert _refusal(tmp_path) == (f"{tmp_path}: tr_im.nii.gz found but tr_mask.nii.gz (or "
+                                  "tr_mask.nii) is missing; tr_mask (1).nii.gz is here: rename "
+                                  "it tr_mask.nii.gz")
+
+
+def test_the_lung_target_refusal_names_medseg_lung_masks(tmp_path: Path) -> None:
+    """--target lung on MosMed's or Inf-Net's data named the generic and Zenodo lung masks but
+    not MedSeg's, which it reads too."""
+    assert _refusal(_mosmed_2d(tmp_path), target="lung").endswith(
+        "--target lung needs images/ + lungs/ folders, the Zenodo volumes' lung_mask/ or "
+        "MedSeg's rp_lung_msk/ (or tr_lungmasks_updated.nii.gz)")
+
+
 def _mosmed_2d(tmp_path: Path) -> Path:
     """Six slices of three studies (binary masks, as MosMed's), and two folds each holding one
     study out."""
@@ -2948,8 +3057,8 @@ def test_medseg_radiopaedia_volumes_are_read(tmp_path: Path, with_slices: bool) 
     lung = load_dataset(tmp_path, target="lung")
     assert lung.patients == ["medseg_rp1", "medseg_rp2"] and len(lung.samples) == 6
     assert all(int(s.mask.sum()) == 24 * 28 for s in lung.samples)
-    note = ("MedSeg's tr_im slices have no lung masks and are not read for --target lung; "
-            "the 2 rp_im/ volumes with rp_lung_msk/ are")
+    note = ("MedSeg's tr_im slices have no lung masks here (tr_lungmasks_updated.nii.gz) and "
+            "are not read for --target lung; the 2 rp_im/ volumes with rp_lung_msk/ are")
     assert lung.notes == ([note] if with_slices else [])
     shutil.rmtree(tmp_path / "rp_lung_msk")
     with pytest.raises(CovsegError, match=r"rp_im/ found but not rp_lung_msk/, which holds its "

@@ -549,6 +549,21 @@ def listed(folder: Path) -> list[Path]:
         return []
 
 
+ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tar.gz", ".tgz")
+"""Suffixes of the archives a download may be left packed in, which covseg does not unpack."""
+
+
+def archives(folder: Path) -> list[Path]:
+    """The archives in ``folder`` (:data:`ARCHIVE_SUFFIXES`), which covseg does not unpack."""
+    return [path for path in listed(folder)
+            if path.name.lower().endswith(ARCHIVE_SUFFIXES) and not path.name.startswith(".")]
+
+
+def archive_stem(path: Path) -> str:
+    """An archive's name without its suffixes (``rp_im`` of ``rp_im.zip``)."""
+    return path.name.split(".")[0]
+
+
 def sub_folders(folder: Path) -> list[Path]:
     """``folder``'s sub-folders but hidden ones and ``__MACOSX/`` (:func:`unseen`), in order;
     none where it cannot be listed."""

@@ -16,6 +16,7 @@ from covseg.data.layouts.base import (
     TARGETS,
     LoadedData,
     ReadOptions,
+    archives,
     class_notes,
     first_dir,
     kept_slices,
@@ -33,6 +34,8 @@ from covseg.data.layouts.medseg import (
     MEDSEG_RADIOPAEDIA,
     holds_medseg_slices,
     read_medseg,
+    stack_folders,
+    stack_folders_advice,
 )
 from covseg.data.layouts.mosmed import (
     read_mosmed_2d,
@@ -221,6 +224,8 @@ def _what_it_holds(root: Path) -> str:
                     f"in {images} beside it, under the same file stem")
     if zenodo_masks := missing_images(root):
         return zenodo_masks
+    if folders := stack_folders(root):  # each holds "one data set" of half a MedSeg download
+        return f"{root}: {stack_folders_advice(root, folders)}"
     children = [path for path in listed(root) if not unseen(path)]  # unreadable: none, ""
     data_sets = _data_sets_below(root, children)
     if len(data_sets) == 1:  # "X/Dataset/" of a zip with a top folder: "give one of them" misled
@@ -228,6 +233,9 @@ def _what_it_holds(root: Path) -> str:
                 f"{root / data_sets[0].rstrip('/')}")
     if data_sets:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
+    if packed := [path.name for path in archives(root)]:
+        return (f"{root}: archives found ({examples(packed)}), which covseg does not unpack; "
+                "unpack them here and give this folder")
     scans = [path for path in children
              if is_image_file(path) or is_volume_file(path) or is_dicom_file(path)]
     named = examples([path.name for path in scans])
@@ -336,8 +344,8 @@ def _read_layout(path: str | os.PathLike[str], options: ReadOptions) -> LoadedDa
     if options.target == "lung" and layout not in LUNG_LAYOUTS:
         raise CovsegError(
             f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; "
-            f"{target_option('lung')} needs images/ + lungs/ folders or the Zenodo volumes' "
-            "lung_mask/")
+            f"{target_option('lung')} needs images/ + lungs/ folders, the Zenodo volumes' "
+            "lung_mask/ or MedSeg's rp_lung_msk/ (or tr_lungmasks_updated.nii.gz)")
     return READERS[layout](Path(path), options)
 
 

@@ -4,6 +4,7 @@ stack (or ``tr_im.nii``, gunzipped), and the Radiopaedia volumes ``rp_im/``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,12 +12,15 @@ from covseg.data.layouts.base import (
     LoadedData,
     ReadOptions,
     Sample,
+    archive_stem,
+    archives,
     check_patients_listed,
     files,
     first_dir,
     listed,
     loaded,
     pair,
+    pair_folders,
     read_2d_pairs,
     read_patients_csv,
     read_volume_pairs,
@@ -37,21 +41,25 @@ MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
 MEDSEG_RADIOPAEDIA = ("rp_im", "rp_msk", "rp_lung_msk")
 """MedSeg's Radiopaedia part: 9 CT volumes, their lesion masks (labels as ``tr_mask``'s) and
 their lung masks."""
+MEDSEG_LUNG_STACK = "tr_lungmasks_updated"
+"""MedSeg's lung masks of the 100 ``tr_im`` slices, a NIfTI stack downloaded beside it."""
+MEDSEG_STACKS = ("tr_im", "tr_mask", MEDSEG_LUNG_STACK)
+"""MedSeg's NIfTI stacks, by stem."""
 
 
 def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     """MedSeg's 100 slices (``tr_im``, as PNGs or one NIfTI stack) and its Radiopaedia volumes
-    (``rp_im/``), each a study; ``--target lung`` reads the volumes' ``rp_lung_msk/`` alone, as
-    the slices have no lung masks (a note says so)."""
+    (``rp_im/``), each a study; ``--target lung`` reads the slices' lung masks
+    (``tr_lungmasks_updated.nii.gz``) and the volumes' ``rp_lung_msk/``; slices without lung
+    masks are not read then (a note says so). Archives of its parts left packed are named in a
+    note."""
     patients = read_patients_csv(root)
-    volumes = _medseg_volume_pairs(root, options.target)
-    slices: list[Sample] = []
-    cases: list[tuple[str, str]] = []
-    notes = []
-    if options.target != "lung":
-        slices, cases = _read_medseg_slices(root, options, patients)
-    elif holds_medseg_slices(root):
-        notes.append("MedSeg's tr_im slices have no lung masks and are not read for "
+    slices, cases = _read_medseg_slices(root, options, patients)
+    volumes = _medseg_volume_pairs(root, options.target, bool(slices))
+    notes = [note] if (note := _packed_note(root)) else []
+    if options.target == "lung" and not slices and holds_medseg_slices(root):
+        notes.append(f"MedSeg's tr_im slices have no lung masks here "
+                     f"({MEDSEG_LUNG_STACK}.nii.gz) and are not read for "
                      f"{target_option('lung')}; the {len(volumes)} rp_im/ volumes with "
                      "rp_lung_msk/ are")
     samples = slices + read_volume_pairs(volumes, options, "reading MedSeg volumes", patients)
@@ -59,6 +67,18 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     data = loaded(samples, "medseg", root, options, volumes=len(volumes))
     data.notes = notes
     return data
+
+
+def _packed_note(root: Path) -> str:
+    """A note naming the archives of MedSeg's Radiopaedia folders (``rp_im.zip``) left packed
+    beside the data read, whose volumes are not read; "" where there are none."""
+    packed = [path.name for path in archives(root)
+              if (name := archive_stem(path)) in MEDSEG_RADIOPAEDIA and not (root / name).is_dir()]
+    if not packed:
+        return ""
+    one = len(packed) == 1
+    return (f"{', '.join(packed)} {'is' if one else 'are'} not unpacked, so not read; unpack "
+            f"{'it' if one else 'them'} here (rp_im/, rp_msk/, rp_lung_msk/ beside tr_im)")
 
 
 def holds_medseg_slices(root: Path) -> bool:
@@ -84,22 +104,42 @@ def _stack(root: Path, stem: str) -> Path | None:
     return unique(root, stacks, volume_stem).get(stem)
 
 
-def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]]:
+def _medseg_volume_pairs(root: Path, target: str, slices_read: bool
+                         ) -> list[tuple[str, Path, Path]]:
     """(study ``medseg_rp<N>``, CT, mask) of each Radiopaedia volume: its lesion mask, or for
-    ``target`` lung its lung mask; none without ``rp_im/``."""
+    ``target`` lung its lung mask; none without ``rp_im/``. Lung masks asked of a folder with
+    neither the slices' nor the volumes' (``slices_read``: the slices' were read) are refused,
+    naming what is missing; so are volumes in a sub-folder (``rp_im/rp_im/`` of "Extract All"
+    of ``rp_im.zip``), which were dropped without a word (:func:`pair_folders`)."""
     images, lesions, lungs = (root / name for name in MEDSEG_RADIOPAEDIA)
     if not images.is_dir():
-        if target == "lung":
-            raise CovsegError(f"{root}: MedSeg's lung masks are rp_lung_msk/ beside rp_im/, "
-                              f"which this folder lacks; {target_option('lung')} needs those, "
-                              "images/ + lungs/ folders or the Zenodo volumes' lung_mask/")
+        if target == "lung" and not slices_read:
+            raise CovsegError(_no_lung_masks(root))
         return []
     masks = lungs if target == "lung" else lesions
     if not masks.is_dir():
         raise CovsegError(f"{root}: rp_im/ found but not {masks.name}/, which holds its "
-                          f"{'lung ' if target == 'lung' else ''}masks")
-    pairs = pair(files(images, is_nifti), files(masks, is_nifti), root)
+                          f"{'lung ' if target == 'lung' else ''}masks"
+                          + _packed_advice(root, masks.name))
+    pairs = pair_folders(files(images, is_nifti), files(masks, is_nifti), images, "medseg",
+                         images, masks)
     return [(f"medseg_rp{stem}", image, mask) for stem, image, mask in pairs]
+
+
+def _no_lung_masks(root: Path) -> str:
+    """The refusal of ``--target lung`` for a MedSeg folder with no lung masks, naming
+    MedSeg's two and an archive of ``rp_lung_msk/`` left packed."""
+    return (f"{root}: MedSeg's lung masks are {MEDSEG_LUNG_STACK}.nii.gz beside tr_im.nii.gz "
+            f"and rp_lung_msk/ beside rp_im/, which this folder lacks; "
+            f"{target_option('lung')} needs those, images/ + lungs/ folders or the Zenodo "
+            "volumes' lung_mask/" + _packed_advice(root, "rp_lung_msk"))
+
+
+def _packed_advice(root: Path, name: str) -> str:
+    """Advice to unpack the archive of MedSeg's folder ``name`` found in ``root`` instead;
+    "" where there is none."""
+    packed = [path.name for path in archives(root) if archive_stem(path) == name]
+    return f" ({packed[0]} is here, not unpacked: unpack it)" if packed else ""
 
 
 def _png_copy(root: Path) -> str | None:
@@ -113,20 +153,24 @@ def _png_copy(root: Path) -> str | None:
 def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, str]
                         ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """MedSeg's 100 slices (none where the folder holds its volumes alone), and the (case id,
-    file stem) of each, the names a patients.csv may give them. The NIfTI stack beside the
-    ``tr_im/`` or ``tr_mask/`` PNGs is refused: the PNGs (corrected masks, say) were dropped
-    unseen (:func:`_png_copy`)."""
+    file stem) of each, the names a patients.csv may give them; for ``--target lung`` those of
+    the NIfTI stack with its lung masks (any non-zero label is lung), none without them. The
+    NIfTI stack beside the ``tr_im/`` or ``tr_mask/`` PNGs is refused: the PNGs (corrected
+    masks, say) were dropped unseen (:func:`_png_copy`)."""
     if image_file := _stack(root, "tr_im"):
         if copy := _png_copy(root):
             raise two_copies(root, image_file.name, f"{copy}/")
-        mask_file = _stack(root, "tr_mask")
+        lung = options.target == "lung"
+        mask_file = _stack(root, MEDSEG_LUNG_STACK if lung else "tr_mask")
         if mask_file is None:
+            if lung:
+                return [], []
             raise CovsegError(f"{root}: {image_file.name} found but tr_mask.nii.gz (or "
-                              "tr_mask.nii) is missing")
+                              f"tr_mask.nii) is missing{_mask_elsewhere(root)}")
         samples = slice_volume(image_file, mask_file, replace(options, slices="all"),
                                 "medseg_{:04d}".format, lambda case: patients.get(case, case))
         return samples, [(s.case_id, s.case_id) for s in samples]
-    if not (root / "tr_im").is_dir():
+    if not (root / "tr_im").is_dir() or options.target == "lung":
         return [], []
     masks_dir = first_dir(root, MEDSEG_MASKS)
     if masks_dir is None:
@@ -134,3 +178,33 @@ def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, st
     pairs = pair(files(root / "tr_im", is_image_file), files(masks_dir, is_image_file), root)
     samples = read_2d_pairs(pairs, options, patients, "reading MedSeg slices", "medseg_")
     return samples, slice_cases(pairs, "medseg_")
+
+
+def _mask_elsewhere(root: Path) -> str:
+    """Where MedSeg's ``tr_mask`` stack missing from ``root`` was put instead, said for the
+    user: in a folder of its name (7-Zip's "Extract to tr_mask.nii\\"), or under a near name (a
+    browser's second copy, ``tr_mask (1).nii.gz``); "" where neither is seen. ``root`` may be
+    such a folder itself (given as the data set a folder of them was said to hold)."""
+    absolute = Path(os.path.abspath(root))
+    for folder in (root, absolute.parent if named_as_nifti(absolute) else None):
+        if folder and (folders := stack_folders(folder)):
+            return f"; {stack_folders_advice(folder, folders)}"
+    near = [path.name for path in listed(root) if named_as_nifti(path) and path.is_file()
+            and volume_stem(path).startswith("tr_mask")]
+    return f"; {near[0]} is here: rename it tr_mask.nii.gz" if near else ""
+
+
+def stack_folders(root: Path) -> list[Path]:
+    """The folders in ``root`` named as one of MedSeg's NIfTI stacks that hold that stack
+    (``tr_im.nii/tr_im.nii``: 7-Zip's or WinRAR's "Extract to tr_im.nii\\" of the download), in
+    which the stack is not read."""
+    return [path for path in listed(root) if path.is_dir() and named_as_nifti(path)
+            and volume_stem(path) in MEDSEG_STACKS and _stacks(path, volume_stem(path))]
+
+
+def stack_folders_advice(root: Path, folders: list[Path]) -> str:
+    """What :func:`stack_folders` found and what to do: move each stack up into ``root``."""
+    named = ", ".join(f"{path.name}/" for path in folders)
+    return (f"{named} {'is a folder' if len(folders) == 1 else 'are folders'} holding the file "
+            f"of {'its' if len(folders) == 1 else 'their'} name (an unpacker's \"Extract to\"); "
+            f"move the file{'s' if len(folders) > 1 else ''} up into {root} and give that folder")
