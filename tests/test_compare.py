@@ -1032,7 +1032,7 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
 def test_the_comparison_plot_shows_the_paired_differences_its_test_takes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
     """comparison_boxplot.png drew each model's per-case Dice alone: two boxes that overlap
-    (medians 0.20 and 0.19) beside a paired difference of -0.041 with p = 3e-15. A second
+    (medians 0.20 and 0.18) beside a paired difference of -0.041 with p = 3e-15. A second
     panel draws each candidate's per-patient differences from the baseline, the pairs the test
     takes, over a line at zero; the title names the data and the folds."""
     slices = {f"p{p}_{k}": f"P{p}" for p in range(6) for k in range(2)}

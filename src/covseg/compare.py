@@ -692,6 +692,6 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
                      f"{cost_text(row['gflops_per_slice'])} | "
                      f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
-    lines += ["", *figure_link(f"per-case {columns[0]} by model", "comparison_boxplot.png",
-                               plotted)]
+    caption = f"per-case {columns[0]} by model and paired differences from the baseline"
+    lines += ["", *figure_link(caption, "comparison_boxplot.png", plotted)]
     return "\n".join(lines)

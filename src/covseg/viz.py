@@ -386,7 +386,7 @@ def _boxes(ax: Axes, groups: Mapping[str, Sequence[float]], ylabel: str) -> list
                    s=8, alpha=0.5, color="black")
     handles = ([Line2D([], [], linestyle="none", label="mean", **MEAN_MARK),
                 Line2D([], [], label="median", **MEDIAN_LINE)] if boxed else [])
-    if len(boxed) < len(values):
+    if any(0 < v.size < FEW_FOR_A_BOX for v in values):
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=3, alpha=0.5,
                               color="black", label=f"values (no box\nbelow {FEW_FOR_A_BOX})"))
     ax.set_ylabel(ylabel)

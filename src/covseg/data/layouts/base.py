@@ -377,7 +377,7 @@ class LoadedData:
     @property
     def kind(self) -> str:
         """The data named for a user by their layout (:data:`LAYOUT_NAMES`): "Inf-Net data",
-        "SYNTHETIC data", for titles and descriptions."""
+        "SYNTHETIC data", for descriptions (a figure's title: :attr:`named`)."""
         name = LAYOUT_NAMES.get(self.layout, self.layout)
         if self.synthetic:
             name = "SYNTHETIC" if self.layout == "synthetic" else f"SYNTHETIC {name}"
@@ -386,7 +386,7 @@ class LoadedData:
     @property
     def named(self) -> str:
         """The data as a figure's title names them: the folder's name and :attr:`kind`
-        ("medseg-covid19-100 (MedSeg data)", "synthetic:0 (SYNTHETIC data)"), as
+        ("medseg-covid19-100 (generic (images/ + masks/) data)", "synthetic:0 (SYNTHETIC data)"), as
         :meth:`describe` names the folder; the kind alone left two runs' figures alike."""
         return f"{Path(self.root).name} ({self.kind})"
 
