@@ -362,8 +362,8 @@ def test_a_lung_run_retrained_while_a_fold_trains_refuses_its_test_until_a_resum
     with pytest.raises(CovsegError, match=re.escape(
             f"{cv / 'fold_0'}: the saved run was trained with another lung model than the lung "
             f"run {lungs} now holds") + r".*; put the original lung run back and run the same "
-            r"command with resume$"):
-        api.cross_validate(synthetic_folder, cv, folds=2, fold=0, lung_guide=str(lungs), **TINY)
+            r"command with resume$"):  # a whole run's fold, with its command's pin
+        api.cross_validate(synthetic_folder, cv, folds=2, lung_guide=str(lungs), **TINY)
     assert (cv / "fold_0" / "best.pt").is_file()
     monkeypatch.undo()
     (lungs / "best.pt").write_bytes(original)

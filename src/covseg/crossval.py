@@ -493,7 +493,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
     trained = train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val,
                     record=record, weights=weights, notes=notes, lung_sha256=lung_sha256)
-    refuse_retrained_lungs(config, fold_dir)  # the fold's files kept: a resume tests it
+    # the fold's files kept: a resume tests it
+    refuse_retrained_lungs(config, fold_dir, lung_sha256)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)

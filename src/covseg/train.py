@@ -743,18 +743,19 @@ def _pinned_guide(config: TrainConfig, out: Path, pin: str | None) -> LungGuide 
     return guide.pinned(out, now)
 
 
-def refuse_retrained_lungs(config: TrainConfig, out: Path) -> None:
+def refuse_retrained_lungs(config: TrainConfig, out: Path, pin: str | None) -> None:
     """Refuse the test of the network just trained into ``out`` (a cross-validation's fold)
     where its lung run was retrained while it trained: its lung channels were made by the
-    lung model it records, which its test needs too. The fold is kept, and a ``--resume`` with
-    the original lung run back tests it (said so, not "retrain the cascade")."""
+    lung model it records (``pin``, its command's; None: looked up in its checkpoint), which
+    its test needs too. The fold is kept, and a ``--resume`` with the original lung run back
+    tests it (said so, not "retrain the cascade")."""
     from covseg.volumes import model_hash  # it imports this module
 
     guide = config.guide()
     if guide is None or guide.source == THRESHOLD:
         return
     now = model_hash(guide.source) or ""
-    recorded = _recorded_lung_sha256([out], guide.source)
+    recorded = (_recorded_lung_sha256([out], guide.source) if pin is None else (out, pin))
     if recorded is not None and recorded[1] != now:
         raise _other_lungs(out, *recorded, now, guide.source,
                            "put the original lung run back and run the same command with "
