@@ -307,6 +307,71 @@ def test_a_fold_started_after_the_lung_run_was_retrained_is_refused(
     assert meta["sha256"] == recorded["sha256"]
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too), by relative path, with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_refused_cv_resume_leaves_its_folder_as_it_was_and_starts_no_ray(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cv --resume whose folds recorded another lung model than the lung run holds now was
+    refused only as its next fold started: after the killed fold's record and the stale locks
+    were cleaned up (the refused command changed --out), and on Ray after Ray was started and
+    a task run. It is refused as the command begins, before Ray and any clean-up."""
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    cv = tmp_path / "cv"
+    api.cross_validate(synthetic_folder, cv, folds=2, fold=0, lung_guide=str(lungs), **TINY)
+    (cv / "fold_1").mkdir()  # as a fold killed before its first epoch leaves it
+    shutil.copyfile(cv / "fold_0" / "config.json", cv / "fold_1" / "config.json")
+    for stale in (cv / ".covseg.lock", cv / "fold_1" / ".covseg.lock"):
+        stale.write_text("999999999\n")
+    shutil.rmtree(lungs)
+    api.train(synthetic_folder, lungs, target="lung", seed=5, **TINY)
+    before = _files(cv)
+    monkeypatch.setattr("covseg.api.joined", lambda *_: pytest.fail("Ray was joined"))
+    for ray in ("local", None):  # on Ray, then here
+        with pytest.raises(CovsegError, match="^" + re.escape(
+                f"{cv / 'fold_1'}: {cv / 'fold_0'} was trained with another lung model than "
+                f"the lung run {lungs} now holds")):
+            api.cross_validate(synthetic_folder, cv, folds=2, resume=True, ray=ray,
+                               lung_guide=str(lungs), **TINY)
+        assert _files(cv) == before
+
+
+def test_a_lung_run_retrained_while_a_fold_trains_refuses_its_test_until_a_resume(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lung run retrained while a fold trained: the fold's test refused it with a
+    predict's advice ("retrain the cascade with lung_guide ..."). It is refused as a fold's,
+    the fold kept: with the original lung run back, a --resume tests the fold."""
+    lungs, other = tmp_path / "lungs", tmp_path / "other"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    api.train(synthetic_folder, other, target="lung", seed=5, **TINY)
+    original = (lungs / "best.pt").read_bytes()
+    crossval = importlib.import_module("covseg.crossval")
+    trained = crossval.train
+
+    def retrained(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = trained(*args, **kwargs)
+        shutil.copyfile(other / "best.pt", lungs / "best.pt")
+        return dict(result)
+
+    monkeypatch.setattr(crossval, "train", retrained)
+    cv = tmp_path / "cv"
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{cv / 'fold_0'}: the saved run was trained with another lung model than the lung "
+            f"run {lungs} now holds") + r".*; put the original lung run back and run the same "
+            r"command with resume$"):  # a whole run's fold, with its command's pin
+        api.cross_validate(synthetic_folder, cv, folds=2, lung_guide=str(lungs), **TINY)
+    assert (cv / "fold_0" / "best.pt").is_file()
+    monkeypatch.undo()
+    (lungs / "best.pt").write_bytes(original)
+    api.cross_validate(synthetic_folder, cv, folds=2, fold=0, resume=True,
+                       lung_guide=str(lungs), **TINY)
+    assert (cv / "fold_0" / "fold_metrics.json").is_file()
+
+
 def test_a_users_own_runs_named_as_folds_or_members_are_not_one_command(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """A plain run into a folder named fold_2 (or member1-unet) took its siblings fold_0,
@@ -375,13 +440,11 @@ def test_a_compare_models_fold_is_checked_against_its_own_folds_lung_model(
     refusal = "^" + re.escape(f"{second / 'fold_1'}: {second / 'fold_0'} was trained with "
                               f"another lung model than the lung run {lungs} now holds "
                               f"(SHA-256 {old[:12]}... at training, now ")
-    for _ in range(2):  # the first trains the first model again, on the lung run as it is now
-        with pytest.raises(CovsegError, match=refusal):
-            api.compare(synthetic_folder, models, cmp, folds=2, resume=True,
-                        lung_guide=str(lungs), **recipe)
-        assert not (second / "fold_1" / "best.pt").exists()
-    assert {torch.load(network, weights_only=True)["meta"]["lung_guide"]["sha256"]
-            for network in first.rglob("best.pt")} == {content_hash(lungs / "best.pt")}
+    with pytest.raises(CovsegError, match=refusal):  # before the first model trains again
+        api.compare(synthetic_folder, models, cmp, folds=2, resume=True,
+                    lung_guide=str(lungs), **recipe)
+    assert not first.exists()
+    assert not (second / "fold_1").exists()
 
 
 def test_a_lung_run_retrained_before_the_lung_channels_are_made_is_refused(

@@ -2491,3 +2491,18 @@ def test_a_resume_says_nothing_to_do_only_where_train_found_the_run_finished(
     assert code == 0, err
     assert said.startswith("trained 1 epoch (") and said.endswith(f"; run in {run}\n"), said
     assert (run / "best.pt").is_file()
+
+
+def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fold of a finished cross-validation resumed alone (--fold K --resume) said "once
+    every fold is done, the same command without --fold writes the summary", though it was
+    written. It says so; a fold of an unfinished one still gives that advice."""
+    cv = tmp_path / "cv"
+    recipe = ["synthetic", "--out", str(cv), *TINY_RECIPE, "--folds", "2"]
+    code, out, _ = _run(capsys, "cv", *recipe, "--fold", "0")
+    assert code == 0 and out.rstrip().endswith("with --resume) writes the summary"), out
+    assert _run(capsys, "cv", *recipe, "--resume")[0] == 0
+    code, out, _ = _run(capsys, "cv", *recipe, "--fold", "0", "--resume")
+    assert code == 0 and out.rstrip().endswith(
+        f"; every fold is done and the summary written ({cv / 'summary.json'})"), out

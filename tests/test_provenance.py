@@ -513,6 +513,24 @@ def test_a_resume_under_the_same_code_and_threads_is_not_warned_of(
     assert not [r for r in caplog.records if r.name == "covseg.train"]
 
 
+def test_a_replaced_best_pt_is_warned_of_once_per_process(
+        tmp_path: Path, tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A cascade's lung run is loaded by each network and each test: its replaced best.pt was
+    warned of on every load (3 times for a guided train, 7 for a cv of two folds). Once for
+    each run and best.pt; replaced again, it is warned of again."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    caplog.set_level(logging.WARNING, logger="covseg")
+    for change in (1, 2):
+        payload = torch.load(run / "best.pt", weights_only=True)
+        first = next(iter(payload["state_dict"]))
+        payload["state_dict"][first] = payload["state_dict"][first] + change
+        torch.save(payload, run / "best.pt")
+        for _ in range(3):
+            load_checkpoint(run)
+    warned = [r.getMessage() for r in caplog.records if r.name == "covseg.checkpoint"]
+    assert len(warned) == 2 and all("is not the model its metrics.json" in w for w in warned)
+
+
 def test_metrics_name_their_best_pt_and_predict_warns_of_one_replaced(
         tmp_path: Path, tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A best.pt copied over a run's was predicted under the run's config.json without a word,

@@ -36,6 +36,7 @@ from covseg.compare import (
     check_specs,
     compare_models,
     refuse_gone_spec_weights,
+    spec_pins,
 )
 from covseg.config import (
     Int,
@@ -561,11 +562,15 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                           f"{option_name('ray')}; give {option_name('ray')} too")
     check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
     refuse_gone_fold_weights(recipe, out, folds, None if fold is None else [fold])
+    # before Ray starts or anything in out changes; None: worked out again once the data count
+    # the folds (or nothing trains)
+    pin = pinned_lungs(recipe, out, folds, None if fold is None else [fold])
     with resume_advised(out):
         if fold is not None:
             return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
         if ray is None:
-            return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
+            return _cross_validate(recipe, _load(data, recipe), out, folds, resume,
+                                   lung_sha256=pin)
         check_cluster_options(ray, cpus_per_fold)
         started, started_utc = time.perf_counter(), utc_now()
         cpus = cpus_per_fold or default_cpus_per_fold(recipe)
@@ -584,7 +589,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                 # timed as a run here: whether it trains is known before its folds run on Ray
                 begun = begin(out, len(splits), resume, started, started_utc)
                 cv_notes = None
-                pin = pinned_lungs(recipe, out, len(splits))  # as a run here pins it
+                if pin is None:  # as a run here pins it
+                    pin = pinned_lungs(recipe, out, len(splits))
                 if begun.trains:  # else none runs on Ray: the summary is written, or finished
                     cv_notes = warned_cv_notes(recipe, loaded, splits)  # once, for every fold
                     with stop_recorded(recipe, loaded, out, begun):
@@ -631,8 +637,9 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     out = _resumable(_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
     refuse_gone_spec_weights(recipe, specs, out, folds)
+    pins = spec_pins(recipe, specs, out, folds)
     with resume_advised(out):
-        return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
+        return compare_models(recipe, _load(data, recipe), specs, out, folds, resume, pins)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]],

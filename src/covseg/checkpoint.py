@@ -291,16 +291,24 @@ def _trainers(run: Path) -> list[Path]:
     return [run, cv, *([compared] if in_comparison else [])]
 
 
+_WARNED_REPLACED: set[tuple[Path, str]] = set()
+"""The (run, best.pt's SHA-256) pairs :func:`_warn_replaced` warned of in this process."""
+
+
 def _warn_replaced(run: Path) -> None:
     """Warn in one line where ``run``'s best.pt is not the one its metrics.json describes (its
     ``best_sha256``): copied over since, its masks would be credited to the run's recipe and
-    scores. Records written before covseg kept the hash are not checked."""
+    scores. Records written before covseg kept the hash are not checked. Once per process for
+    each run and best.pt: a cascade's lung run is loaded by every network and test (a cv of
+    two folds said it 7 times)."""
     try:
         recorded = json.loads((run / "metrics.json").read_text()).get("best_sha256")
     except (OSError, ValueError, AttributeError):
         return
     actual = content_hash(run / "best.pt") if isinstance(recorded, str) else None
-    if actual is not None and actual != recorded:
+    seen = (run.resolve(), actual or "")
+    if actual is not None and actual != recorded and seen not in _WARNED_REPLACED:
+        _WARNED_REPLACED.add(seen)
         log.warning("%s: best.pt (sha256 %s) is not the model its metrics.json describes "
                     "(best_sha256 %s): it was replaced since training, so the run's config.json "
                     "and metrics.json may not describe it", run, actual[:12], recorded[:12])

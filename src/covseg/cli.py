@@ -25,7 +25,7 @@ from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.console import STDERR, StdoutFailed, flush_stdout, say, tell, write_stdout
-from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
+from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, reads_finished, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import (
     BatchFailed,
@@ -247,9 +247,13 @@ def cmd_cv(args: argparse.Namespace) -> int:
                               counted(len(summary["per_fold"]), "fold"), summary)
     if args.fold is not None:
         dice = shown(summary["summary"].get("dice", {}).get("mean"))
+        # a finished cross-validation's summary is written already (and holds this fold)
+        then = (f"every fold is done and the summary written ({Path(args.out) / 'summary.json'})"
+                if reads_finished(Path(args.out), args.folds) else
+                "once every fold is done, the same command without --fold (and with --resume) "
+                "writes the summary")
         say(f"fold {args.fold}: {any_lesion('Dice', args.target == 'multiclass')} {dice} on "
-              f"{counted(summary['test_cases'], 'slice')}; once every fold is done, the same "
-              "command without --fold (and with --resume) writes the summary")
+              f"{counted(summary['test_cases'], 'slice')}; {then}")
         return 0
     folds = len(summary["per_fold"])
     say(f"{any_lesion('Dice', args.target == 'multiclass')} "

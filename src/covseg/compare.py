@@ -298,25 +298,28 @@ def _resolved_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 @fingerprints_kept()
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
-                   out: str | os.PathLike[str], folds: int | None = None, resume: bool = False
-                   ) -> dict[str, Any]:
+                   out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
+                   pins: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Cross-validate every model on identical folds; write comparison.json, .md and box plot.
 
     The first spec is the baseline that every other model is tested against. Finished folds
     are reused with ``resume`` only: without it, a comparison already in ``out`` is refused.
     Models of an earlier comparison there that ``specs`` leave out (their folds stay) are
     warned of and listed as ``left_out``. ``specs`` are checked by the caller, before data are
-    read (:func:`check_specs`, as :func:`covseg.api.compare` does).
+    read (:func:`check_specs`, as :func:`covseg.api.compare` does). ``pins``: each model's
+    :func:`spec_pins`, where the caller worked them out before the data were read (one None
+    is worked out again here).
     """
     out = Path(out)
     refuse_other_output(out, COMPARISON)
     with writing_to(out):  # a second comparison into ``out`` is refused, naming this one
         check_compare_folder(out, specs, resume)
-        return _compare_held(config, data, specs, out, folds, resume)
+        return _compare_held(config, data, specs, out, folds, resume, pins or {})
 
 
 def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: Path,
-                  folds: int | None, resume: bool) -> dict[str, Any]:
+                  folds: int | None, resume: bool, given: Mapping[str, str | None]
+                  ) -> dict[str, Any]:
     """:func:`compare_models` inside ``out``'s lock (each model's cross-validation holds its own
     folder's, each fold its fold's); comparison.json keeps the command that started the
     comparison and its start, each ``resume`` listed under ``resumed_by`` (:func:`continued`)."""
@@ -345,7 +348,8 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     cv_notes = warned_cv_notes(config, data, splits)  # every model's folds: the same
     # each model's lung model, as its own saved folds record it (another model's folds may
     # record another): looked up once per model left to train, not once per fold
-    pins = {spec: pinned_lungs(recipes[spec], out / model_folder(spec), len(splits))
+    pins = {spec: given.get(spec) or pinned_lungs(recipes[spec], out / model_folder(spec),
+                                                  len(splits))
             for spec in specs}
     for spec in specs:
         model_config = recipes[spec]
@@ -507,6 +511,15 @@ def refuse_gone_spec_weights(config: TrainConfig, specs: Sequence[str], out: Pat
     data are read."""
     for spec in specs:
         refuse_gone_fold_weights(_spec_recipe(config, spec), out / model_folder(spec), folds)
+
+
+def spec_pins(config: TrainConfig, specs: Sequence[str], out: Path,
+              folds: int | None) -> dict[str, str | None]:
+    """Every model's :func:`~covseg.crossval.pinned_lungs`, before the data are read: a lung
+    run retrained since a model's folds trained is refused before any model trains or any
+    file in ``out`` changes."""
+    return {spec: pinned_lungs(_spec_recipe(config, spec), out / model_folder(spec), folds)
+            for spec in specs}
 
 
 def _check_folder_holds(folder: Path, spec: str) -> None:

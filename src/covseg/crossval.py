@@ -77,6 +77,7 @@ from covseg.train import (
     refuse_gone_weights,
     refuse_other_output,
     refuse_other_weights,
+    refuse_retrained_lungs,
     train,
     unreadable_record,
     unresumed,
@@ -165,14 +166,17 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
     return None
 
 
-def pinned_lungs(config: TrainConfig, out: Path, folds: int) -> str | None:
-    """The lung model the cross-validation of ``folds`` folds in ``out`` pins its cascade's
-    networks to (:func:`~covseg.train.pin_lungs`, its own folds' records looked up): worked
-    out once, where a fold is left to train; None where none is (nothing trains on it) or
-    without a lung model. The one rule of cv, on Ray or not, and of each model of compare."""
-    if all(fold_done(out / f"fold_{k}") for k in range(folds)):
-        return None
-    return pin_lungs(config, [out])
+def pinned_lungs(config: TrainConfig, out: Path, folds: int | None,
+                 trained: Sequence[int] | None = None) -> str | None:
+    """The lung model the cross-validation in ``out`` pins its cascade's networks to
+    (:func:`~covseg.train.pin_lungs`, its own folds' records looked up, a lung run that holds
+    another model than they record refused): worked out once, where one of the folds this
+    command trains (:func:`_folds_of`) is left to train; None where none is (nothing trains
+    on it) or without a lung model. The one rule of cv, on Ray or not, and of each model of
+    compare; made before the data are read too (``folds`` None: the folds started then), so
+    that a refused resume starts no Ray and leaves ``out`` as it was."""
+    left = [folder for folder in _folds_of(out, folds, trained) if not fold_done(folder)]
+    return pin_lungs(config, left[0]) if left else None
 
 
 def reads_finished(out: Path, folds: int | None) -> bool:
@@ -447,11 +451,17 @@ def refuse_gone_fold_weights(config: TrainConfig, out: Path, folds: int | None,
     would start from it (:func:`~covseg.train.refuse_gone_weights`). It needs the fold folders
     alone, so it is made before the data are read too (a volume data set takes minutes), where
     ``folds`` may be None (the data's split files or the default): the folds started then."""
+    refuse_gone_weights(out, config, [folder for folder in _folds_of(out, folds, trained)
+                                      if not fold_done(folder)])
+
+
+def _folds_of(out: Path, folds: int | None, trained: Sequence[int] | None) -> list[Path]:
+    """The fold folders of ``out`` a command trains: ``trained`` (``--fold K``'s one), else all
+    ``folds``, else (before the data are read: their split files may count them) those
+    started."""
     if trained is None and folds is None:
-        folders = fold_folders(out)
-    else:
-        folders = [out / f"fold_{k}" for k in (range(folds or 0) if trained is None else trained)]
-    refuse_gone_weights(out, config, [folder for folder in folders if not fold_done(folder)])
+        return fold_folders(out)
+    return [out / f"fold_{k}" for k in (range(folds or 0) if trained is None else trained)]
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
@@ -484,6 +494,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
     trained = train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val,
                     record=record, weights=weights, notes=notes, lung_sha256=lung_sha256)
+    # the fold's files kept: a resume tests it
+    refuse_retrained_lungs(config, fold_dir, lung_sha256)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)
@@ -822,12 +834,12 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     finished = finished_summary(out, len(splits)) if nothing_to_train else None
     if finished is not None:  # nothing left to do: every file left as it was
         return AlreadyTrained(finished)
+    if lung_sha256 is None:  # before the clean-up: a refused resume leaves every file as it was
+        lung_sha256 = pinned_lungs(config, out, len(splits))
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     if cv_notes is None:
         cv_notes = warned_cv_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
-    if lung_sha256 is None:
-        lung_sha256 = pinned_lungs(config, out, len(splits))
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
         all_rows: list[dict[str, Any]] = []

@@ -489,9 +489,10 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         if finished is not None:  # nothing left to train: every file left as it was
             return AlreadyTrained(finished)
         refuse_gone_weights(out, config, [out])
+        # before the clean-up: a refused resume leaves every file as it was
+        pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
-            pin = pin_lungs(config, [out]) if lung_sha256 is None else lung_sha256
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
                                        fingerprint, weights, pin, progress, record)
@@ -696,21 +697,25 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"or pick a new {option_name('out')}")
 
 
-def pin_lungs(config: TrainConfig, runs: Iterable[Path]) -> str | None:
-    """The SHA-256 of the lung model a command training ``config`` into ``runs`` (a run's
-    folder, a cross-validation's, a comparison's models') pins its cascade networks to: the one
-    the saved epochs of their networks record (:func:`_recorded_lung_sha256`), else its file's
-    now; None without a lung model. Worked out once as the command starts and handed to each
-    network (:func:`_pinned_guide`), as its ``weights=`` file's hash is: each network looked
-    every checkpoint of its command up again (two loads a folder) as it started."""
+def pin_lungs(config: TrainConfig, out: Path) -> str | None:
+    """The SHA-256 of the lung model a command training ``config`` into ``out`` (a run's
+    folder, a cross-validation's first fold left to train) pins its cascade networks to: the
+    one the saved epochs of its command's networks record (:func:`_recorded_lung_sha256`), else
+    its file's now; None without a lung model. Worked out once as the command starts, before
+    anything in its folder changes (a killed fold's files, a stale lock) and before Ray starts,
+    and handed to each network (:func:`_pinned_guide`), as its ``weights=`` file's hash is. A
+    lung run that holds another lung model than the one recorded is refused there
+    (:func:`_other_lungs`): a network left to train would train on two."""
     from covseg.volumes import model_hash  # it imports this module
 
     guide = config.guide()
     if guide is None or guide.source == THRESHOLD:
         return None
-    folders = [folder for run in runs for folder in _command_folders(run)]
-    recorded = _recorded_lung_sha256(folders, guide.source)
-    return recorded[1] if recorded else model_hash(guide.source) or ""
+    now = model_hash(guide.source) or ""
+    recorded = _recorded_lung_sha256(_command_folders(out), guide.source)
+    if recorded is not None and recorded[1] != now:
+        raise _other_lungs(out, *recorded, now, guide.source)
+    return now
 
 
 def _pinned_guide(config: TrainConfig, out: Path, pin: str | None) -> LungGuide | None:
@@ -734,13 +739,39 @@ def _pinned_guide(config: TrainConfig, out: Path, pin: str | None) -> LungGuide 
     recorded = (None if pin == now
                 else _recorded_lung_sha256(_command_folders(out), guide.source))
     if recorded is not None and now != recorded[1]:
-        folder, digest = recorded
-        saved = "the saved run was" if folder == out else f"{folder} was"
-        raise CovsegError(f"{out}: {saved} trained with another lung model than the lung run "
-                          f"{guide.source} now holds (SHA-256 {digest[:12]}... at training, now "
-                          f"{now[:12]}...); restore that lung run or pick a new "
-                          f"{option_name('out')}")
+        raise _other_lungs(out, *recorded, now, guide.source)
     return guide.pinned(out, now)
+
+
+def refuse_retrained_lungs(config: TrainConfig, out: Path, pin: str | None) -> None:
+    """Refuse the test of the network just trained into ``out`` (a cross-validation's fold)
+    where its lung run was retrained while it trained: its lung channels were made by the
+    lung model it records (``pin``, its command's; None: looked up in its checkpoint), which
+    its test needs too. The fold is kept, and a ``--resume`` with the original lung run back
+    tests it (said so, not "retrain the cascade")."""
+    from covseg.volumes import model_hash  # it imports this module
+
+    guide = config.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return
+    now = model_hash(guide.source) or ""
+    recorded = (_recorded_lung_sha256([out], guide.source) if pin is None else (out, pin))
+    if recorded is not None and recorded[1] != now:
+        raise _other_lungs(out, *recorded, now, guide.source,
+                           "put the original lung run back and run the same command with "
+                           f"{option_name('resume')}")
+
+
+def _other_lungs(out: Path, folder: Path, digest: str, now: str, source: str,
+                 advice: str | None = None) -> CovsegError:
+    """The refusal of a network trained into ``out`` whose command's saved epochs (in
+    ``folder``) record the lung model ``digest`` while the lung run ``source`` holds ``now``;
+    ``advice``: what to do (else restore the lung run or train elsewhere)."""
+    saved = "the saved run was" if folder == out else f"{folder} was"
+    advice = advice or f"restore that lung run or pick a new {option_name('out')}"
+    return CovsegError(f"{out}: {saved} trained with another lung model than the lung run "
+                       f"{source} now holds (SHA-256 {digest[:12]}... at training, now "
+                       f"{now[:12]}...); {advice}")
 
 
 def _recorded_lung_sha256(folders: Iterable[Path], source: str) -> tuple[Path, str] | None:
