@@ -606,6 +606,19 @@ def test_every_archive_suffix_is_named_by_its_stem(tmp_path: Path,
     assert "rp_im.tar.xz is not unpacked, so not read" in caplog.text
 
 
+def test_packed_lung_masks_are_not_named_for_lesions(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """rp_lung_msk.zip left packed was named in a warning under --target infection, which never
+    reads it."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    (tmp_path / "rp_lung_msk.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    with caplog.at_level("WARNING"):
+        load_dataset(tmp_path)
+    assert "not unpacked" not in caplog.text
+
+
 def test_medseg_stacks_in_folders_of_their_names_beside_rp_im_are_refused(
         tmp_path: Path) -> None:
     """tr_im.nii/ and tr_mask.nii/ (7-Zip's "Extract to") beside readable rp_im/ + rp_msk/ were
