@@ -19,6 +19,7 @@ import covseg
 from covseg.burden import holds_classes
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
+from covseg.data.fetch import archive_stem
 from covseg.data.layouts import LoadedData
 from covseg.data.layouts.base import (
     data_fingerprint,
@@ -495,14 +496,14 @@ def test_medseg_volumes_one_folder_deeper_are_refused_naming_the_sub_folder(
     _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
     images = tmp_path / "rp_im"
     assert _refusal(tmp_path) == (
-        f"{images}: the MedSeg layout holds no slices it reads; {images}: sub-folders are not "
+        f"{tmp_path}: rp_im/ holds no volumes it reads; {images}: sub-folders are not "
         "read (rp_im/); put their files in rp_im/ itself (a patients.csv groups a patient's "
         "slices)")
     shutil.move(images / "rp_im" / "1.nii.gz", images / "1.nii.gz")
     (tmp_path / "rp_msk" / "rp_msk").mkdir()
     shutil.move(tmp_path / "rp_msk" / "1.nii.gz", tmp_path / "rp_msk" / "rp_msk" / "1.nii.gz")
     assert _refusal(tmp_path) == (
-        f"{images}: 1 image(s) have no mask (1); {tmp_path / 'rp_msk'}: sub-folders are not "
+        f"{tmp_path}: 1 image(s) have no mask (1); {tmp_path / 'rp_msk'}: sub-folders are not "
         "read (rp_msk/); put their files in rp_msk/ itself (a patients.csv groups a patient's "
         "slices)")
 
@@ -560,8 +561,8 @@ def test_archives_left_packed_are_named(tmp_path: Path,
         (medseg / f"{name}.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
     with caplog.at_level("WARNING"):
         assert len(load_dataset(medseg).samples) == 2
-    assert ("rp_im.zip, rp_lung_msk.zip, rp_msk.zip are not unpacked, so not read; unpack them "
-            "here") in caplog.text
+    assert ("rp_im.zip, rp_msk.zip are not unpacked, so not read; unpack them here"
+            in caplog.text)
     assert _refusal(medseg, target="lung").endswith(
         "lung_mask/ (rp_lung_msk.zip is here, not unpacked: unpack it)")
     zenodo = tmp_path / "zenodo"
@@ -571,6 +572,103 @@ def test_archives_left_packed_are_named(tmp_path: Path,
     assert _refusal(zenodo) == (
         f"{zenodo}: archives found (COVID-19-CT-Seg_20cases.zip, Infection_Mask.zip, "
         "Lung_Mask.zip), which covseg does not unpack; unpack them here and give this folder")
+
+
+def test_archives_beside_data_files_get_the_usual_refusal(tmp_path: Path) -> None:
+    """Kaggle's images_medseg.npy + masks_medseg.npy beside covid-segmentation.zip were told to
+    unpack the zip here, which gives those files again: archives are named only where they are
+    all the folder shows (hidden entries and __MACOSX/ apart)."""
+    np.save(tmp_path / "images_medseg.npy", np.zeros((2, 8, 8)))
+    np.save(tmp_path / "masks_medseg.npy", np.zeros((2, 8, 8)))
+    (tmp_path / "covid-segmentation.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    assert _refusal(tmp_path).startswith(
+        f"{tmp_path}: files found (images_medseg.npy, masks_medseg.npy) in none of the data "
+        "layouts covseg reads")
+    for name in ("images_medseg.npy", "masks_medseg.npy"):
+        (tmp_path / name).unlink()
+    (tmp_path / "__MACOSX").mkdir()
+    assert _refusal(tmp_path) == (f"{tmp_path}: archives found (covid-segmentation.zip), which "
+                                  "covseg does not unpack; unpack them here and give this folder")
+
+
+def test_every_archive_suffix_is_named_by_its_stem(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The readers' archive suffixes lacked fetch's .tar.bz2 and .tar.xz (rp_im.tar.xz left
+    packed was passed over) and their stem was the name up to its first dot."""
+    assert [archive_stem(name) for name in ("rp_im.tar.xz", "rp.im.7z", "a.RAR", "x.nii")] == [
+        "rp_im", "rp.im", "a", "x.nii"]
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    (tmp_path / "rp_im.tar.xz").write_bytes(b"\xfd7zXZ\0")
+    with caplog.at_level("WARNING"):
+        load_dataset(tmp_path)
+    assert "rp_im.tar.xz is not unpacked, so not read" in caplog.text
+
+
+def test_packed_lung_masks_are_not_named_for_lesions(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """rp_lung_msk.zip left packed was named in a warning under --target infection, which never
+    reads it."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    (tmp_path / "rp_lung_msk.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    with caplog.at_level("WARNING"):
+        load_dataset(tmp_path)
+    assert "not unpacked" not in caplog.text
+
+
+def test_medseg_stacks_in_folders_of_their_names_beside_rp_im_are_refused(
+        tmp_path: Path) -> None:
+    """tr_im.nii/ and tr_mask.nii/ (7-Zip's "Extract to") beside readable rp_im/ + rp_msk/ were
+    dropped without a word: the 100 slices were not read."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii" / "tr_im.nii", hu)
+    _save_nifti(tmp_path / "tr_mask.nii" / "tr_mask.nii", lesions)
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
+    assert _refusal(tmp_path) == (
+        f"{tmp_path}: tr_im.nii/, tr_mask.nii/ are folders holding the file of their name (an "
+        f"unpacker's \"Extract to\"); move the files up into {tmp_path} and give that folder")
+
+
+def test_medseg_volumes_under_macos_folder_are_read_without_a_note(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """rp_im/__MACOSX/ (a Mac's unzip) was reported as a sub-folder whose files to move up."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
+    (tmp_path / "rp_im" / "__MACOSX").mkdir()
+    (tmp_path / "rp_im" / "__MACOSX" / "._1.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset(tmp_path).samples) == 2
+    assert "sub-folders" not in caplog.text
+
+
+def test_medseg_lung_stack_beside_png_slices_is_said_unread(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--target lung of PNG tr_im/ with tr_lungmasks_updated.nii.gz said the lung file was
+    missing; a copy of it under a near name got the generic refusal too."""
+    hu, lesions = _hu_volume(slices=2)
+    for folder in ("tr_im", "tr_mask"):
+        (tmp_path / folder).mkdir()
+        _save_png(tmp_path / folder / "0.png", np.zeros((8, 8), np.uint8))
+    _save_nifti(tmp_path / "tr_lungmasks_updated.nii.gz", lesions)
+    unread = ("tr_lungmasks_updated.nii.gz is read only with the tr_im.nii.gz stack, whose "
+              "slices' lung masks it holds, not with the tr_im/ PNGs; put tr_im.nii.gz beside it")
+    assert _refusal(tmp_path, target="lung") == f"{tmp_path}: {unread}"
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_lung_msk" / "1.nii.gz", lesions)
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset(tmp_path, target="lung").samples) == 2
+    assert f"no lung masks here ({unread}) and are not read" in caplog.text
+    for folder in ("rp_im", "rp_lung_msk"):
+        shutil.rmtree(tmp_path / folder)
+    (tmp_path / "tr_lungmasks_updated.nii.gz").rename(
+        tmp_path / "tr_lungmasks_updated (1).nii.gz")
+    assert _refusal(tmp_path, target="lung").endswith(
+        "; tr_lungmasks_updated (1).nii.gz is here: rename it tr_lungmasks_updated.nii.gz")
 
 
 def test_a_second_copy_of_the_medseg_mask_is_named(tmp_path: Path) -> None:

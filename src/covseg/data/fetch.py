@@ -63,7 +63,9 @@ from covseg.provenance import option_name
 CHUNK = 1 << 20
 HEAD = 1024
 """Bytes read from a file's start to tell what it is."""
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+"""Suffixes of the archives a download may come or be left packed in: fetch unpacks its zips and
+tars, a data folder's reader names any left packed (covseg unpacks none of a user's)."""
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 CORRUPT = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 """What reading a damaged archive raises (a bad CRC, truncated or garbled compressed data), with

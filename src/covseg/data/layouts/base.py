@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 
+from covseg.data.fetch import ARCHIVE_SUFFIXES
 from covseg.errors import CovsegError, counted, examples, read_naming_out_of_memory, them
 from covseg.io.atomic import refuse_undecodable_name, utf8_text
 from covseg.io.ct import (
@@ -549,19 +550,10 @@ def listed(folder: Path) -> list[Path]:
         return []
 
 
-ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tar.gz", ".tgz")
-"""Suffixes of the archives a download may be left packed in, which covseg does not unpack."""
-
-
 def archives(folder: Path) -> list[Path]:
     """The archives in ``folder`` (:data:`ARCHIVE_SUFFIXES`), which covseg does not unpack."""
     return [path for path in listed(folder)
             if path.name.lower().endswith(ARCHIVE_SUFFIXES) and not path.name.startswith(".")]
-
-
-def archive_stem(path: Path) -> str:
-    """An archive's name without its suffixes (``rp_im`` of ``rp_im.zip``)."""
-    return path.name.split(".")[0]
 
 
 def sub_folders(folder: Path) -> list[Path]:
@@ -587,17 +579,19 @@ def _refuse_masks_among_images(images: dict[str, Path], key: Callable[[str], str
 
 
 def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, layout: str,
-                  images_dir: Path | None, masks_dir: Path) -> list[tuple[str, Path, Path]]:
+                  images_dir: Path | None, masks_dir: Path, nothing: str = ""
+                  ) -> list[tuple[str, Path, Path]]:
     """:func:`pair` of the files read from ``images_dir`` (None: the data folder itself, whose
     sub-folders are the layout's) and ``masks_dir``, saying what of those folders is not read
     (:func:`unread_notes`): in the refusal of images without masks, in one of a layout that
     holds nothing it reads (the CT folder one folder deeper, ``ct_scans/ct_scans/``), else in
-    warnings."""
+    warnings. ``nothing``: what that refusal says where the folders hold only part of the
+    layout (MedSeg's ``rp_im/`` volumes beside its slices), instead of the layout's name."""
     masks_unread = unread_notes(masks_dir)
     unread = (unread_notes(images_dir) if images_dir else []) + masks_unread
     if unread and not images:  # before pair's warning that every mask lacks its image
-        raise CovsegError(f"{where}: the {LAYOUT_NAMES[layout]} layout holds no slices it reads; "
-                          + "; ".join(unread))
+        said = nothing or f"the {LAYOUT_NAMES[layout]} layout holds no slices it reads"
+        raise CovsegError(f"{where}: {said}; " + "; ".join(unread))
     pairs = pair(images, masks, where, masks_dir=masks_dir)
     for note in unread:
         log.warning("%s", note)
@@ -639,7 +633,7 @@ class _Listing:
 
     @classmethod
     def of(cls, folder: Path) -> _Listing:
-        visible = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+        visible = [path for path in sorted(folder.iterdir()) if not unseen(path)]
         series = [path for path in visible if path.is_dir()
                   and any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
         return cls(folder, visible, series)

@@ -91,7 +91,8 @@ LAYOUTS_READ = ("images/ + masks/, MedSeg tr_im/, tr_im.nii.gz or rp_im/, Inf-Ne
                 "Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt")
 """The folders and files by which :data:`LAYOUTS` are told, as a message names them."""
 LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo", "medseg")
-"""The layouts with lung masks (the synthetic generator draws lungs too; MedSeg's volumes)."""
+"""The layouts with lung masks (the synthetic generator draws lungs too; MedSeg's, for its
+slices and its volumes)."""
 
 READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
     "mosmed-2d": read_mosmed_2d,
@@ -233,7 +234,8 @@ def _what_it_holds(root: Path) -> str:
                 f"{root / data_sets[0].rstrip('/')}")
     if data_sets:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
-    if packed := [path.name for path in archives(root)]:
+    packed = [path.name for path in archives(root)]
+    if packed and len(packed) == len(children):  # else unpacking them here may change nothing
         return (f"{root}: archives found ({examples(packed)}), which covseg does not unpack; "
                 "unpack them here and give this folder")
     scans = [path for path in children

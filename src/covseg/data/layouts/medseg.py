@@ -8,11 +8,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from covseg.data.fetch import archive_stem
 from covseg.data.layouts.base import (
     LoadedData,
     ReadOptions,
     Sample,
-    archive_stem,
     archives,
     check_patients_listed,
     files,
@@ -52,16 +52,19 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     (``rp_im/``), each a study; ``--target lung`` reads the slices' lung masks
     (``tr_lungmasks_updated.nii.gz``) and the volumes' ``rp_lung_msk/``; slices without lung
     masks are not read then (a note says so). Archives of its parts left packed are named in a
-    note."""
+    note. Stacks in folders of their names (:func:`stack_folders`) are refused, as where they
+    are all the folder holds: they were dropped without a word beside ``rp_im/``."""
+    if folders := stack_folders(root):
+        raise CovsegError(f"{root}: {stack_folders_advice(root, folders)}")
     patients = read_patients_csv(root)
     slices, cases = _read_medseg_slices(root, options, patients)
     volumes = _medseg_volume_pairs(root, options.target, bool(slices))
-    notes = [note] if (note := _packed_note(root)) else []
+    notes = [note] if (note := _packed_note(root, options.target)) else []
     if options.target == "lung" and not slices and holds_medseg_slices(root):
         notes.append(f"MedSeg's tr_im slices have no lung masks here "
-                     f"({MEDSEG_LUNG_STACK}.nii.gz) and are not read for "
-                     f"{target_option('lung')}; the {len(volumes)} rp_im/ volumes with "
-                     "rp_lung_msk/ are")
+                     f"({_lung_stack_unread(root) or f'{MEDSEG_LUNG_STACK}.nii.gz'}) and are "
+                     f"not read for {target_option('lung')}; the {len(volumes)} rp_im/ volumes "
+                     "with rp_lung_msk/ are")
     samples = slices + read_volume_pairs(volumes, options, "reading MedSeg volumes", patients)
     check_patients_listed(patients, cases, study_cases(volumes))
     data = loaded(samples, "medseg", root, options, volumes=len(volumes))
@@ -69,11 +72,14 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     return data
 
 
-def _packed_note(root: Path) -> str:
-    """A note naming the archives of MedSeg's Radiopaedia folders (``rp_im.zip``) left packed
-    beside the data read, whose volumes are not read; "" where there are none."""
+def _packed_note(root: Path, target: str) -> str:
+    """A note naming the archives of the Radiopaedia folders that ``target`` reads
+    (``rp_im.zip``; ``rp_lung_msk.zip`` for lungs only) left packed beside the data read,
+    whose volumes are not read; "" where there are none."""
+    lesions, lungs = MEDSEG_RADIOPAEDIA[1:]
+    read = set(MEDSEG_RADIOPAEDIA) - {lesions if target == "lung" else lungs}
     packed = [path.name for path in archives(root)
-              if (name := archive_stem(path)) in MEDSEG_RADIOPAEDIA and not (root / name).is_dir()]
+              if (name := archive_stem(path.name)) in read and not (root / name).is_dir()]
     if not packed:
         return ""
     one = len(packed) == 1
@@ -121,24 +127,38 @@ def _medseg_volume_pairs(root: Path, target: str, slices_read: bool
         raise CovsegError(f"{root}: rp_im/ found but not {masks.name}/, which holds its "
                           f"{'lung ' if target == 'lung' else ''}masks"
                           + _packed_advice(root, masks.name))
-    pairs = pair_folders(files(images, is_nifti), files(masks, is_nifti), images, "medseg",
-                         images, masks)
+    pairs = pair_folders(files(images, is_nifti), files(masks, is_nifti), root, "medseg",
+                         images, masks, "rp_im/ holds no volumes it reads")
     return [(f"medseg_rp{stem}", image, mask) for stem, image, mask in pairs]
 
 
 def _no_lung_masks(root: Path) -> str:
-    """The refusal of ``--target lung`` for a MedSeg folder with no lung masks, naming
-    MedSeg's two and an archive of ``rp_lung_msk/`` left packed."""
+    """The refusal of ``--target lung`` for a MedSeg folder with no lung masks it reads,
+    naming MedSeg's two, the lung stack beside the PNG slices (read with the NIfTI stack only),
+    one under a near name and an archive of ``rp_lung_msk/`` left packed."""
+    if unread := _lung_stack_unread(root):
+        return f"{root}: {unread}"
     return (f"{root}: MedSeg's lung masks are {MEDSEG_LUNG_STACK}.nii.gz beside tr_im.nii.gz "
             f"and rp_lung_msk/ beside rp_im/, which this folder lacks; "
             f"{target_option('lung')} needs those, images/ + lungs/ folders or the Zenodo "
-            "volumes' lung_mask/" + _packed_advice(root, "rp_lung_msk"))
+            "volumes' lung_mask/" + _packed_advice(root, "rp_lung_msk")
+            + _mask_elsewhere(root, MEDSEG_LUNG_STACK))
+
+
+def _lung_stack_unread(root: Path) -> str:
+    """Why MedSeg's lung stack in ``root`` is not read: it holds the lung masks of the
+    ``tr_im.nii.gz`` stack's slices, and the slices here are the ``tr_im/`` PNGs; "" where
+    there is no such stack."""
+    if not _stacks(root, MEDSEG_LUNG_STACK) or _stacks(root, "tr_im"):
+        return ""
+    return (f"{MEDSEG_LUNG_STACK}.nii.gz is read only with the tr_im.nii.gz stack, whose slices' "
+            "lung masks it holds, not with the tr_im/ PNGs; put tr_im.nii.gz beside it")
 
 
 def _packed_advice(root: Path, name: str) -> str:
     """Advice to unpack the archive of MedSeg's folder ``name`` found in ``root`` instead;
     "" where there is none."""
-    packed = [path.name for path in archives(root) if archive_stem(path) == name]
+    packed = [path.name for path in archives(root) if archive_stem(path.name) == name]
     return f" ({packed[0]} is here, not unpacked: unpack it)" if packed else ""
 
 
@@ -166,7 +186,7 @@ def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, st
             if lung:
                 return [], []
             raise CovsegError(f"{root}: {image_file.name} found but tr_mask.nii.gz (or "
-                              f"tr_mask.nii) is missing{_mask_elsewhere(root)}")
+                              f"tr_mask.nii) is missing{_mask_elsewhere(root, 'tr_mask')}")
         samples = slice_volume(image_file, mask_file, replace(options, slices="all"),
                                 "medseg_{:04d}".format, lambda case: patients.get(case, case))
         return samples, [(s.case_id, s.case_id) for s in samples]
@@ -180,18 +200,19 @@ def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, st
     return samples, slice_cases(pairs, "medseg_")
 
 
-def _mask_elsewhere(root: Path) -> str:
-    """Where MedSeg's ``tr_mask`` stack missing from ``root`` was put instead, said for the
-    user: in a folder of its name (7-Zip's "Extract to tr_mask.nii\\"), or under a near name (a
-    browser's second copy, ``tr_mask (1).nii.gz``); "" where neither is seen. ``root`` may be
-    such a folder itself (given as the data set a folder of them was said to hold)."""
+def _mask_elsewhere(root: Path, stem: str) -> str:
+    """Where MedSeg's mask stack ``stem`` (``tr_mask``, or its lung masks) missing from ``root``
+    was put instead, said for the user: in a folder of its name (7-Zip's "Extract to
+    tr_mask.nii\\"), or under a near name (a browser's second copy, ``tr_mask (1).nii.gz``); ""
+    where neither is seen. ``root`` may be such a folder itself (given as the data set a folder
+    of them was said to hold)."""
     absolute = Path(os.path.abspath(root))
     for folder in (root, absolute.parent if named_as_nifti(absolute) else None):
         if folder and (folders := stack_folders(folder)):
             return f"; {stack_folders_advice(folder, folders)}"
     near = [path.name for path in listed(root) if named_as_nifti(path) and path.is_file()
-            and volume_stem(path).startswith("tr_mask")]
-    return f"; {near[0]} is here: rename it tr_mask.nii.gz" if near else ""
+            and volume_stem(path).startswith(stem)]
+    return f"; {near[0]} is here: rename it {stem}.nii.gz" if near else ""
 
 
 def stack_folders(root: Path) -> list[Path]:
