@@ -63,9 +63,11 @@ from covseg.provenance import option_name
 CHUNK = 1 << 20
 HEAD = 1024
 """Bytes read from a file's start to tell what it is."""
-ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-"""Suffixes of the archives a download may come or be left packed in: fetch unpacks its zips and
-tars, a data folder's reader names any left packed (covseg unpacks none of a user's)."""
+UNPACKED_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+"""Suffixes of the archives fetch unpacks (zip and tar: Python reads them)."""
+ARCHIVE_SUFFIXES = (*UNPACKED_SUFFIXES, ".7z", ".rar")
+"""Suffixes of the archives a download may be left packed in, which a data folder's reader names
+(covseg unpacks none of a user's)."""
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 CORRUPT = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 """What reading a damaged archive raises (a bad CRC, truncated or garbled compressed data), with
@@ -167,7 +169,7 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
             except Unreachable as exc:
                 missing = [file for file in source.files if not (to_dir / file.name).is_file()]
                 raise Unreachable(exc.host, exc.reason, missing, to_dir) from None
-            if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            if path.name.lower().endswith(UNPACKED_SUFFIXES):
                 extract_archive(path, to_dir / archive_stem(path.name))
             paths.append(path)
     return paths
