@@ -1240,7 +1240,7 @@ def test_a_multiclass_run_names_its_two_validation_dices(
                                  "(on the 32 px training canvas)")
     assert dice.get_title() == (
         f"kept (star): epoch 1, validation Dice (any lesion) {dice_mean:.3f}\nat the images' "
-        "own size, as train prints it (metrics.json)")
+        "own size (metrics.json's validation.dice)")
     recipe = ["--target", "multiclass", "--epochs", "1", "--size", "32", "--batch-size", "4",
               "--model", "unet", "--model-option", "width=4", "--folds", "2"]
     code, out, _ = _run(capsys, "cv", "synthetic", "--out", str(tmp_path / "cv"), *recipe)

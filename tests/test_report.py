@@ -266,6 +266,23 @@ def test_a_mask_montaged_without_its_ct_is_drawn_in_the_legends_colour(
     np.testing.assert_allclose(drawn[drawn.any(axis=2)], [swatch] * 16, atol=1e-6)
 
 
+def test_montage_and_overlays_name_a_binary_mask_alike(tmp_path: Path,
+                                                       saved_figures: list) -> None:
+    """A CT study's montage named a binary mask's red "lesion (any class)", visualize's and
+    predict's overlays "infection (any lesion)": one name for one label in one colour."""
+    from covseg.data.layouts import label_names
+    from covseg.report import write_montage
+
+    lesions = np.zeros((2, 30, 30), dtype=np.int16)
+    lesions[1, 5:9, 5:9] = 1
+    nib.save(nib.Nifti1Image(lesions.T, np.diag([-1.0, -1.0, 2.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    write_montage(tmp_path / "montage.png", grid.array, grid, count=1, title="binary")
+    (name,) = [text.get_text() for text in saved_figures[-1].legends[0].get_texts()]
+    assert name == label_names("infection", 2)[1]
+
+
 def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
                                                         saved_figures: list) -> None:
     """The legend listed "lesion" over an empty mask, and both lungs over slices showing
@@ -284,11 +301,11 @@ def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
     lungs[7, 10:20, 2:12] = 1  # the right lung on a slice the montage does not show
     write_montage(tmp_path / "lesion.png", lesions, grid, lungs=lungs, count=1, title="one")
     assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
-        "lesion (any class)"]
+        "infection (any lesion)"]
     lungs[2, 10:20, 2:12] = 1
     write_montage(tmp_path / "lung.png", lesions, grid, lungs=lungs, count=1, title="one")
     assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
-        "lesion (any class)", "right lung"]
+        "infection (any lesion)", "right lung"]
 
 
 def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figures: list) -> None:

@@ -59,9 +59,11 @@ def test_legend_names_only_the_labels_present() -> None:
     assert legend_handles([np.zeros((2, 2))], names) == []
 
 
-def test_legends_name_the_classes_as_the_records_do() -> None:
+def test_legends_name_the_classes_as_the_records_do_and_a_binary_mask_any_lesion() -> None:
     """visualize's grid legends and predict's overlay legends built names of their own beside
-    the records' ``classes``: both take them from :func:`class_labels`, background left out."""
+    the records' ``classes``: both take a multi-class or lung mask's from
+    :func:`class_labels`, background left out; a binary infection mask's label, which the
+    records call "infection", is named as every lesion class merged (:data:`ANY_LESION`)."""
     assert label_names("multiclass", 4) == {1: "ground-glass", 2: "consolidation", 3: "effusion"}
     assert label_names("infection", 2) == {1: "infection (any lesion)"}
     assert label_names("lung", 2) == {1: "lung"}
@@ -319,11 +321,11 @@ def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
     plotted is the canvas one, not metrics.json's; epochs read 1.0, 1.5...; "loss" named none."""
     history = [{"epoch": e, "train_loss": 1 / e, "lr": 0.1, "seconds": 1.0} for e in (1, 2, 3)]
     training_curves(history, tmp_path / "plain.png", loss="bce+dice", canvas=256, best_epoch=3,
-                    title="unet")
+                    kept_dice=None, title="unet")
     validated = [{**row, "val_loss": 1.2 / row["epoch"], "val_dice": 0.2 * row["epoch"]}
                  for row in history]
     training_curves(validated, tmp_path / "split.png", loss="dice", canvas=128, best_epoch=3,
-                    title="unet")
+                    kept_dice=0.5, title="unet")
     plain, split = saved_figures
     (loss,) = plain.axes
     assert plain.get_suptitle() == "unet (no validation split)"
@@ -331,17 +333,18 @@ def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
     left, right = split.axes
     assert split.get_suptitle() == "unet" and left.get_ylabel() == "loss (dice)"
     assert "128 px training canvas" in right.get_ylabel()
-    assert "metrics.json" in right.get_title()
+    assert right.get_title() == ("kept (star): epoch 3, validation Dice 0.500\nat the images' "
+                                 "own size (metrics.json's validation.dice)")
     for axis in (loss, left, right):
         ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
         assert ticks == [1, 2, 3] and axis.get_xlabel() == "epoch"
 
 
-def test_training_curves_mark_the_kept_epoch_and_its_dice_as_train_reports_it(
+def test_training_curves_mark_the_kept_epoch_and_its_dice_at_the_images_size(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
-    """curves.png marked no epoch as the one best.pt keeps, and the Dice train prints (at the
+    """curves.png marked no epoch as the one best.pt keeps, and metrics.json's Dice (at the
     images' own size) was nowhere beside the canvas Dice plotted: a dotted line on each panel
-    and a star on the Dice curve mark the epoch, the title gives train's Dice."""
+    and a star on the Dice curve mark the epoch, the title gives metrics.json's Dice."""
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_dice": dice,
                 "seconds": 1.0} for e, dice in ((1, 0.2), (2, 0.5), (3, 0.4))]
     training_curves(history, tmp_path / "curves.png", loss="dice", canvas=64, best_epoch=2,
@@ -357,7 +360,7 @@ def test_training_curves_mark_the_kept_epoch_and_its_dice_as_train_reports_it(
     assert [text.get_text() for text in left.get_legend().get_texts()] == [
         "train", "validation", "kept: epoch 2"]
     training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "plain.png", loss="dice",
-                    canvas=64, best_epoch=1)  # no validation split: the last epoch is kept
+                    canvas=64, best_epoch=1, kept_dice=None)  # no split: the last epoch is kept
     (plain,) = saved_figures[-1].axes
     assert [line.get_xdata()[0] for line in plain.get_lines() if line.get_linestyle() == ":"] == [1]
 
@@ -388,7 +391,8 @@ def test_training_curves_of_one_epoch_show_the_point_at_a_whole_epoch(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """One epoch drew an invisible line over ticks 0.945..1.050."""
     training_curves([{"epoch": 1, "train_loss": 0.5, "lr": 0.1, "seconds": 1.0}],
-                    tmp_path / "one.png", loss="bce+dice", canvas=64, best_epoch=1, title="unet")
+                    tmp_path / "one.png", loss="bce+dice", canvas=64, best_epoch=1,
+                    kept_dice=None, title="unet")
     (axis,) = saved_figures[0].axes
     assert list(axis.get_xticks()) == [1] and axis.get_lines()[0].get_marker() == "o"
 
@@ -614,7 +618,7 @@ import numpy as np
 out = {str(tmp_path)!r}
 box_plot({{"a": [0.2, 0.4]}}, out + "/box.png")
 training_curves([{{"epoch": 1, "train_loss": 0.5}}], out + "/curves.png", loss="dice", canvas=64,
-                best_epoch=1)
+                best_epoch=1, kept_dice=None)
 sample_grid([np.zeros((8, 8))], [np.ones((8, 8), np.uint8)], ["t"], out + "/grid.png")
 severity_chart([{{"study": "s", "percent_involved": 5.0, "ct_category": "CT-1"}}],
                out + "/chart.png")
@@ -671,7 +675,7 @@ def test_names_read_under_a_c_locale_are_drawn_as_the_utf_8_they_are(
     sample_grid([image], [np.zeros((8, 8), dtype=np.int64)], [C_LOCALE_NAME],
                 tmp_path / "grid.png", heading=C_LOCALE_NAME)
     training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "curves.png", loss="dice",
-                    canvas=64, best_epoch=1, title=C_LOCALE_NAME)
+                    canvas=64, best_epoch=1, kept_dice=None, title=C_LOCALE_NAME)
     box_plot({C_LOCALE_NAME: [0.5]}, tmp_path / "box.png", ylabel=C_LOCALE_NAME,
              title=C_LOCALE_NAME)
     severity_chart([{"study": C_LOCALE_NAME, "percent_involved": 10.0, "ct_category": "CT-1"}],
@@ -715,7 +719,7 @@ def test_names_that_read_as_tex_are_drawn_literally(tmp_path: Path, saved_figure
         sample_grid([image], [np.ones((8, 8), dtype=np.int64)], [name], tmp_path / "grid.png",
                     heading=name, label_names={1: name})
         training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "curves.png", loss=name,
-                        canvas=64, best_epoch=1, title=name)
+                        canvas=64, best_epoch=1, kept_dice=None, title=name)
         box_plot({name: [0.5]}, tmp_path / "box.png", ylabel=name, title=name)
         severity_chart([{"study": name, "percent_involved": 10.0, "ct_category": "CT-1"}],
                        tmp_path / "summary.png", name)

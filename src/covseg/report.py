@@ -31,6 +31,7 @@ from covseg.burden import (
     REGIONS,
     lesion_voxels,
 )
+from covseg.data.layouts.base import ANY_LESION
 from covseg.io.atomic import atomic_path, csv_writer, write_json, write_text
 from covseg.io.nifti import NO_ITK_GEOMETRY, no_geometry, unit_voxels_assumed
 from covseg.io.volume import Volume
@@ -309,7 +310,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
         axis.set_title(f"{grid.slice_name(k)}, lesion {_ml_text(volume, 1)} mL"
                        + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else ""), fontsize=9)
         axis.set_axis_off()
-    names = LESION_NAMES if multiclass else {1: "lesion (any class)"}  # ground-glass's red
+    names = LESION_NAMES if multiclass else {1: ANY_LESION}  # ground-glass's red
     legend = [Patch(color=colours[label], label=name) for label, name in names.items()
               if label in drawn]
     legend += [Patch(color=LUNG_COLOURS[label], label=name) for label, name in LUNG_NAMES.items()

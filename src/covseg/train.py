@@ -1230,7 +1230,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "members_side_by_side": max(i["members_side_by_side"] for i in trained),
         "invocations": invocations, "synthetic": data.synthetic,
     }
-    metrics = _validated(out, metrics, data, [by_id[c] for c in val_cases])
+    metrics = _metrics_record(out, metrics, data, [by_id[c] for c in val_cases])
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -1587,7 +1587,7 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
     unfinished), then metrics.json. ``record``: as :func:`train` takes it."""
     multiclass = data.num_classes > 2
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
-    metrics = _validated(out, {
+    metrics = _metrics_record(out, {
         "epochs": len(history), "best_epoch": best["epoch"],
         "best_val_dice_canvas": best.get("val_dice"),
         **({"best_epoch_by": best_epoch_by(multiclass, config.size)} if val_samples else {}),
@@ -1595,7 +1595,7 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }, data, val_samples)
-    kept = metrics.get("validation", {}).get("dice", {}).get("mean")
+    kept = metrics["validation"]["dice"]["mean"] if val_samples else None
     drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
                                   canvas=config.size, best_epoch=int(best["epoch"]),
                                   kept_dice=kept, title=_curves_title(out, config, data, record),
@@ -1607,7 +1607,7 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
 def _curves_title(out: Path, config: TrainConfig, data: LoadedData,
                   record: Mapping[str, Any]) -> str:
     """curves.png's title: the model and the data folder (:attr:`~LoadedData.named`), and a
-    cross-validation fold's place, "fold 1 of 5" (its ``record`` holds the count of
+    cross-validation fold's place, "fold 0 of 5" (its ``record`` holds the count of
     :data:`FOLDS`): five folds' curves read alike."""
     fold = f", fold {fold_index(out)} of {record[FOLDS]}" if FOLDS in record else ""
     return f"{config.model} on {data.named}{fold}"
@@ -1674,14 +1674,14 @@ BEST_SHA256 = "best_sha256"
 replaced since (:func:`covseg.checkpoint.load_checkpoint`)."""
 
 
-def _validated(out: Path, metrics: dict[str, Any], data: LoadedData,
-               val_samples: Sequence[Sample]) -> dict[str, Any]:
-    """Add the saved model's validation metrics at the original image size, the run's
-    provenance as its config.json holds it (:func:`run_provenance`), the time now
-    (``finished_utc``), the SHA-256 of the best.pt described (:data:`BEST_SHA256`) and what
-    loading the data and the recipe on them warned of (``warnings``, the data's notes: MosMed
-    slices no fold tests, say; :func:`recipe_notes`, added to them by :func:`train`): what
-    metrics.json holds."""
+def _metrics_record(out: Path, metrics: dict[str, Any], data: LoadedData,
+                    val_samples: Sequence[Sample]) -> dict[str, Any]:
+    """The whole metrics.json record: ``metrics`` with the saved model's validation metrics at
+    the original image size, the run's provenance as its config.json holds it
+    (:func:`run_provenance`), the time now (``finished_utc``), the SHA-256 of the best.pt
+    described (:data:`BEST_SHA256`) and what loading the data and the recipe on them warned of
+    (``warnings``, the data's notes: MosMed slices no fold tests, say; :func:`recipe_notes`,
+    added to them by :func:`train`)."""
     started = run_provenance(json.loads((out / "config.json").read_text()))
     metrics = {**started, "finished_utc": utc_now(), **metrics,
                BEST_SHA256: content_hash(out / "best.pt"),

@@ -223,28 +223,28 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
 
 
 def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,
-                    loss: str, canvas: int, best_epoch: int, kept_dice: float | None = None,
+                    loss: str, canvas: int, best_epoch: int, kept_dice: float | None,
                     title: str = "", multiclass: bool = False) -> Path:
     """The ``loss`` per epoch (train, validation) and, with a validation split, the validation
     Dice per epoch as training scores it to pick the best epoch, on its ``canvas``-pixel
     canvas: a ``multiclass`` model's is the per-case mean over the lesion classes, not the
     Dice of any lesion that metrics.json's validation gives, at the images' own size (about
-    0.10 against 0.29 in one run); without a split, one panel. ``best_epoch`` (the one
-    best.pt keeps) is a dotted line on each panel and a star on the Dice curve, and
-    ``kept_dice`` (its validation Dice at the images' own size, which train prints) is
-    written above: nothing marked the epoch kept, and the console's Dice was not the one
-    plotted."""
+    0.10 against 0.29 in one run); without a split (``kept_dice`` None), one panel.
+    ``best_epoch`` (the one best.pt keeps) is a dotted line on each panel and a star on the
+    Dice curve, and ``kept_dice`` (its metrics.json ``validation.dice``, at the images' own
+    size) is written above: nothing marked the epoch kept, and the Dice scored at the images'
+    own size was not the one plotted."""
     from covseg._matplotlib import Figure, MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     val_loss = [row.get("val_loss") for row in history]
-    validated = any(v is not None and not np.isnan(v) for v in val_loss)
+    validated = kept_dice is not None
     fig = Figure(figsize=(10 if validated else 5.5, 3.5), layout="constrained")
     axes = fig.subplots(1, 1 + validated, squeeze=False)
     left = axes[0, 0]
     point = {"marker": "o"} if len(epochs) == 1 else {}  # a line of one point draws nothing
     left.plot(epochs, [row["train_loss"] for row in history], label="train", **point)
-    if validated:
+    if kept_dice is not None:
         left.plot(epochs, val_loss, label="validation", **point)
         _validation_dice(axes[0, 1], history, canvas, best_epoch, kept_dice, multiclass, point)
     for ax in axes.ravel():
@@ -264,7 +264,7 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
 
 
 def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], canvas: int,
-                     best_epoch: int, kept_dice: float | None, multiclass: bool,
+                     best_epoch: int, kept_dice: float, multiclass: bool,
                      point: Mapping[str, Any]) -> None:
     """The validation Dice panel of :func:`training_curves`: the canvas Dice per epoch, a star
     at ``best_epoch``'s, and the kept model's Dice at the images' own size as its title."""
@@ -279,13 +279,13 @@ def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], canvas: i
     ax.set_ylim(0, 1)
 
 
-def _kept_dice(dice: float | None, multiclass: bool) -> str:
-    """The kept model's validation Dice at the images' own size, worded as train prints it."""
+def _kept_dice(dice: float, multiclass: bool) -> str:
+    """The kept model's validation Dice at the images' own size, named as metrics.json holds
+    it: train printed an ensemble's Dice, not its members', and cv a fold's test Dice."""
     from covseg.evaluate import any_lesion  # evaluate draws with viz: imported here
 
-    value = "undefined" if dice is None or np.isnan(dice) else f"{dice:.3f}"
-    return (f"validation {any_lesion('Dice', multiclass)} {value}\nat the images' own size, "
-            "as train prints it (metrics.json)")
+    return (f"validation {any_lesion('Dice', multiclass)} {dice:.3f}\nat the images' own size "
+            "(metrics.json's validation.dice)")
 
 
 MEAN_MARK: dict[str, Any] = {"marker": "^", "markerfacecolor": "tab:green",

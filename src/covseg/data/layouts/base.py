@@ -87,8 +87,9 @@ def class_labels(target: str, num_classes: int) -> dict[str, str]:
 
 
 ANY_LESION = "infection (any lesion)"
-"""A figure's name of a binary infection mask's label: every lesion class merged, drawn in
-the red that names ground-glass alone in a multi-class figure."""
+"""A figure's name of a binary infection mask's label (visualize's and predict's overlays, a CT
+study's montage): every lesion class merged, drawn in the red that names ground-glass alone in
+a multi-class figure. The montage said "lesion (any class)" for the same red."""
 
 
 def label_names(target: str, num_classes: int) -> dict[int, str]:
