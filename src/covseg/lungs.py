@@ -259,14 +259,6 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.center_of_mass(mask[box])) + [s.start for s in box]
 
 
-def _face_their_sides(counts: np.ndarray, means: np.ndarray) -> bool:
-    """Whether the right lung (label 1) lies at larger world x (RAS: the patient's right) than
-    the left lung (label 2), centre to centre, from the labels' voxel counts and world-x
-    centres; True when either is missing (nothing to compare)."""
-    missing = not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]
-    return missing or bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
-
-
 def _world_x_spread(volume: np.ndarray, affine: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel count, mean and standard deviation of world x (mm) of labels 0, 1 and 2 of a
@@ -340,14 +332,14 @@ def labels_as_sides(labels: np.ndarray, affine: np.ndarray) -> tuple[str | None,
             return (f"label {label} lies among label {other}: {100 * between:.0f} % of its "
                     f"voxels between label {other}'s, {100 * facing:.0f} % of its surface "
                     "facing it: a lesion or the airway?"), True
-    counts, means, spreads = _world_x_spread(volume, affine)  # on the box: x shifted alike
+    _, means, spreads = _world_x_spread(volume, affine)  # on the box: x shifted alike
     apart = abs(means[RIGHT_LUNG] - means[LEFT_LUNG])
     spread = spreads[RIGHT_LUNG] + spreads[LEFT_LUNG]
     if apart < SIDES_APART_MIN * spread:
         return (f"not apart left-right: their centres lie {apart:.0f} mm apart across the "
                 f"body, under the sum of their spreads across it ({spread:.0f} mm): two lobes "
                 "of one lung?"), True
-    return None, _face_their_sides(counts, means)
+    return None, bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
 
 
 LUNG_PIECE_SHARE = 0.9

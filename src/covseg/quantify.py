@@ -57,10 +57,9 @@ from covseg.io.nifti import (
 from covseg.io.quiet import warnings_logged_quiet
 from covseg.io.volume import (
     Volume,
-    check_same_grid,
     hounsfield,
     is_segmentation,
-    padded_onto,
+    paired_onto,
 )
 from covseg.lungs import (
     LEFT_LUNG,
@@ -322,8 +321,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     lesions, ct = _read_lesions_and_ct(mask_path, image_path,
                                        _ct_hu(hu, read_as if recorded_ct else None))
     if ct is not None:
-        lesions = padded_onto(lesions, ct)
-        check_same_grid(lesions, ct)
+        lesions = paired_onto(lesions, ct)
     classes = is_multiclass(lesions.array, classes)  # read once: auto reads every label held
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
     sides: list[str] = []
@@ -334,10 +332,10 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         stage("reading the lung mask")
         lung_volume, _ = _read_label_mask(lung_path, lesions, "lung mask",
                                           f"a lung mask as {option_name('lungs')}")
-        lung_volume = padded_onto(lung_volume, lesions, ("CT", ct.source) if ct is not None
-                                  else ("mask", lesions.source))
-        check_same_grid(lesions, lung_volume,
-                        [lung_volume] if ct is not None else [lesions, lung_volume])
+        lung_volume = paired_onto(lung_volume, lesions, ("CT", ct.source) if ct is not None
+                                  else ("mask", lesions.source),
+                                  [lung_volume] if ct is not None else [lesions, lung_volume],
+                                  onto_is_the_mask=True)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct, sides), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
             stage("finding the lungs in the CT")

@@ -112,13 +112,11 @@ def _ended_as_it_went(handler: _Handler, finished: bool) -> _Handler:
 
 
 @contextmanager
-def _handlers_put_back(put_back: Callable[[_Handler, bool], _Handler],
-                       then: Callable[[], object] = lambda: None
+def _handlers_put_back(put_back: Callable[[_Handler, bool], _Handler]
                        ) -> Iterator[dict[int, _Handler] | None]:
     """Yield the stops' handlers before the block, for it to replace, and put each back after
-    it (where Python set it) as ``put_back(handler, whether the block finished)`` says, then
-    call ``then``, past the block's handlers. Off the main thread, where handlers cannot be
-    set, yield None and do nothing."""
+    it (where Python set it) as ``put_back(handler, whether the block finished)`` says. Off
+    the main thread, where handlers cannot be set, yield None and do nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield None
         return
@@ -131,7 +129,6 @@ def _handlers_put_back(put_back: Callable[[_Handler, bool], _Handler],
         for signum, handler in previous.items():
             if handler is not None:
                 signal.signal(signum, put_back(handler, finished))
-        then()
 
 
 @contextmanager
@@ -142,23 +139,27 @@ def stops_recorded() -> Iterator[None]:
     but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`
     or, where the block raised, :func:`stopped_after_it_failed`. Off the main thread, handlers
     cannot be set: nothing is done."""
-    # the stops recorded are cleared once the handlers are back: none landing before stays
-    with _handlers_put_back(_ended_as_it_went, _asked.clear) as previous:
-        if previous is None:
-            yield
-            return
-        signal.signal(signal.SIGTERM, _record_and_raise)
-        if previous[signal.SIGINT] in (signal.default_int_handler, *ENDED_AT_ONCE):
-            signal.signal(signal.SIGINT, _record_and_raise)
-        if (getattr(signal, "SIGHUP", None) in previous
-                and previous[signal.SIGHUP] in (signal.SIG_DFL, *ENDED_AT_ONCE)):
-            signal.signal(signal.SIGHUP, _record_and_raise)
-        hook = sys.unraisablehook
-        sys.unraisablehook = _quiet_about_stops(hook)
-        try:
-            yield
-        finally:
-            sys.unraisablehook = hook
+    previous: dict[int, _Handler] | None = None
+    try:
+        with _handlers_put_back(_ended_as_it_went) as previous:
+            if previous is None:
+                yield
+                return
+            signal.signal(signal.SIGTERM, _record_and_raise)
+            if previous[signal.SIGINT] in (signal.default_int_handler, *ENDED_AT_ONCE):
+                signal.signal(signal.SIGINT, _record_and_raise)
+            if (getattr(signal, "SIGHUP", None) in previous
+                    and previous[signal.SIGHUP] in (signal.SIG_DFL, *ENDED_AT_ONCE)):
+                signal.signal(signal.SIGHUP, _record_and_raise)
+            hook = sys.unraisablehook
+            sys.unraisablehook = _quiet_about_stops(hook)
+            try:
+                yield
+            finally:
+                sys.unraisablehook = hook
+    finally:
+        if previous is not None:  # once the handlers are back: none landing before stays
+            _asked.clear()
 
 
 @contextmanager

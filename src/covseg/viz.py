@@ -237,7 +237,6 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     from covseg._matplotlib import Figure, MaxNLocator
 
     epochs = [row["epoch"] for row in history]
-    val_loss = [row.get("val_loss") for row in history]
     validated = kept_dice is not None
     fig = Figure(figsize=(10 if validated else 5.5, 3.5), layout="constrained")
     axes = fig.subplots(1, 1 + validated, squeeze=False)
@@ -245,19 +244,19 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     point = {"marker": "o"} if len(epochs) == 1 else {}  # a line of one point draws nothing
     left.plot(epochs, [row["train_loss"] for row in history], label="train", **point)
     if kept_dice is not None:
-        left.plot(epochs, val_loss, label="validation", **point)
+        left.plot(epochs, [row.get("val_loss") for row in history], label="validation",
+                  **point)
         _validation_dice(axes[0, 1], history, canvas, best_epoch, kept_dice, multiclass, point)
     for ax in axes.ravel():
         ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1,
                    label=f"kept: epoch {best_epoch}")
-    left.set_ylabel(f"loss ({loss})")
-    left.legend()
-    for ax in axes.ravel():
         ax.set_xlabel("epoch")
         if len(epochs) == 1:
             ax.set_xticks(epochs)  # the integer locator has no whole number near one epoch
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_ylabel(f"loss ({loss})")
+    left.legend()
     heading = title if validated else f"{title} (no validation split)".strip()
     fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
@@ -267,25 +266,21 @@ def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], canvas: i
                      best_epoch: int, kept_dice: float, multiclass: bool,
                      point: Mapping[str, Any]) -> None:
     """The validation Dice panel of :func:`training_curves`: the canvas Dice per epoch, a star
-    at ``best_epoch``'s, and the kept model's Dice at the images' own size as its title."""
+    at ``best_epoch``'s, and the kept model's Dice at the images' own size as its title, named
+    as metrics.json holds it: train printed an ensemble's Dice, not its members', and cv a
+    fold's test Dice."""
+    from covseg.evaluate import any_lesion  # evaluate draws with viz: imported here
+
     dice = {row["epoch"]: row.get("val_dice", float("nan")) for row in history}
     ax.plot(list(dice), list(dice.values()), color="tab:green", **point)
     ax.plot([best_epoch], [dice.get(best_epoch, float("nan"))], linestyle="none", marker="*",
             markersize=12, color="tab:green", markeredgecolor="black")
     name = "validation Dice, mean over\nlesion classes" if multiclass else "validation Dice"
     ax.set_ylabel(f"{name}\n(on the {canvas} px training canvas)")
-    ax.set_title(f"kept (star): epoch {best_epoch}, {_kept_dice(kept_dice, multiclass)}",
-                 fontsize=9)
+    ax.set_title(f"kept (star): epoch {best_epoch}, validation "
+                 f"{any_lesion('Dice', multiclass)} {kept_dice:.3f}\nat the images' own size "
+                 "(metrics.json's validation.dice)", fontsize=9)
     ax.set_ylim(0, 1)
-
-
-def _kept_dice(dice: float, multiclass: bool) -> str:
-    """The kept model's validation Dice at the images' own size, named as metrics.json holds
-    it: train printed an ensemble's Dice, not its members', and cv a fold's test Dice."""
-    from covseg.evaluate import any_lesion  # evaluate draws with viz: imported here
-
-    return (f"validation {any_lesion('Dice', multiclass)} {dice:.3f}\nat the images' own size "
-            "(metrics.json's validation.dice)")
 
 
 MEAN_MARK: dict[str, Any] = {"marker": "^", "markerfacecolor": "tab:green",

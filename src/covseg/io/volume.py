@@ -578,6 +578,22 @@ def padded_onto(mask: Volume, onto: Volume, grid: tuple[str, str] | None = None)
     return replace(onto, array=array, source=mask.source, intensity=mask.intensity, dicom=None)
 
 
+def paired_onto(mask: Volume, onto: Volume, grid: tuple[str, str] | None = None,
+                reshaped: Sequence[Volume] | None = None, *, onto_is_the_mask: bool = False
+                ) -> Volume:
+    """``mask`` padded onto ``onto``'s grid (:func:`padded_onto`, naming it by ``grid``) and
+    refused on another (:func:`check_same_grid`, with ``reshaped``), for quantify and the
+    training layouts to pair them voxel for voxel. The refusal names the padded ``mask`` as
+    the mask, or ``onto`` where ``onto_is_the_mask`` (quantify's lesion mask, onto which its
+    lung mask is padded)."""
+    mask = padded_onto(mask, onto, grid)
+    if onto_is_the_mask:
+        check_same_grid(onto, mask, reshaped)
+    else:
+        check_same_grid(mask, onto, reshaped)
+    return mask
+
+
 def _crop_start(mask: Volume, onto: Volume) -> np.ndarray | None:
     """The voxel (z, y, x) of ``onto`` where a NRRD ``mask`` cropped from its grid starts
     (:func:`padded_onto`); None where it is no such crop: another format, ``onto``'s own shape,

@@ -42,7 +42,7 @@ from covseg.io.image import (
     refuse_negative,
 )
 from covseg.io.nifti import is_nifti, read_paired
-from covseg.io.volume import Volume, check_same_grid, padded_onto, refuse_unwindowed_grey
+from covseg.io.volume import Volume, paired_onto, refuse_unwindowed_grey
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
 from covseg.transforms import (
@@ -554,7 +554,7 @@ def listed(folder: Path) -> list[Path]:
 def archives(folder: Path) -> list[Path]:
     """The archives in ``folder`` (:data:`ARCHIVE_SUFFIXES`), which covseg does not unpack."""
     return [path for path in listed(folder)
-            if path.name.lower().endswith(ARCHIVE_SUFFIXES) and not path.name.startswith(".")]
+            if path.name.lower().endswith(ARCHIVE_SUFFIXES) and not unseen(path)]
 
 
 def sub_folders(folder: Path) -> list[Path]:
@@ -930,9 +930,7 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     image, mask = read_paired(lambda like: read_volume_file(image_path, like), image_path,
                               lambda like: read_mask_volume(mask_path, np.int16, like),
                               mask_path)
-    mask = padded_onto(mask, image)
-    check_same_grid(mask, image)
-    return image, mask
+    return image, paired_onto(mask, image)
 
 
 def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
