@@ -23,7 +23,14 @@ from covseg.evaluate import evaluate_folders, metrics_plot
 from covseg.io.image import read_oriented_mask
 from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
-from tests.conftest import THIN_MASKS, refuse_writing_under, saved_as, square_mask, write_mask
+from tests.conftest import (
+    THIN_MASKS,
+    calls_counted,
+    refuse_writing_under,
+    saved_as,
+    square_mask,
+    write_mask,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,6 +87,31 @@ def test_the_record_fingerprints_the_truths_and_predictions_it_scored(tmp_path: 
     _save(tmp_path / "pred" / "a.png", square_mask(32, 8, 6, 12) * 255)
     assert evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "four.json")[
         "prediction_fingerprint"] != first["prediction_fingerprint"]
+
+
+def test_each_scored_prediction_is_hashed_once_for_its_fingerprint_and_edited_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prediction fingerprint and the check of masks edited since predict each hashed
+    every scored prediction: each is read once for both, and both records stay as they were."""
+    from covseg import records
+    from covseg.io.atomic import write_json
+
+    for case in ("a", "b"):
+        _save(tmp_path / "truth" / f"{case}.png", square_mask(32, 4, 4, 12) * 255)
+        _save(tmp_path / "pred" / f"{case}.png", square_mask(32, 6, 6, 12) * 255)
+    preds = sorted((tmp_path / "pred").glob("*.png"))
+    write_json(tmp_path / "pred" / records.PREDICT_RECORD, {records.OUTPUT_SHA256: {
+        "a.png": records.content_hash(preds[0]), "b.png": "edited since"}})
+    evaluate_module = importlib.import_module("covseg.evaluate")
+    in_records = calls_counted(monkeypatch, records, "content_hash")
+    in_evaluate = calls_counted(monkeypatch, evaluate_module, "content_hash")
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    each_once = [(pred,) for pred in preds]
+    assert [call for call in in_records + in_evaluate if call in each_once] == each_once
+    assert result["edited_predictions"] == ["b.png"]
+    monkeypatch.undo()
+    assert result["prediction_fingerprint"] == records.masks_fingerprint(
+        {"a": preds[0], "b": preds[1]})
 
 
 def test_images_given_as_masks_are_refused(tmp_path: Path,

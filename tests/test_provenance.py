@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from covseg.provenance import (
     source_sha256,
 )
 from covseg.transforms import LUNG_WINDOW
+from tests.conftest import calls_counted
 from tests.test_quantify import synthetic_study
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -529,6 +531,24 @@ def test_a_replaced_best_pt_is_warned_of_once_per_process(
             load_checkpoint(run)
     warned = [r.getMessage() for r in caplog.records if r.name == "covseg.checkpoint"]
     assert len(warned) == 2 and all("is not the model its metrics.json" in w for w in warned)
+
+
+def test_a_runs_best_pt_is_hashed_once_for_the_replaced_check_of_each_load(
+        tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check of a replaced best.pt hashed it at every load (a cascade's lung run is loaded
+    by every network and test), though it warns once: hashed once for each file identity, as
+    :func:`~covseg.volumes.model_hash` hashes a model, and again once rewritten."""
+    volumes = importlib.import_module("covseg.volumes")
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    hashed = calls_counted(monkeypatch, volumes, "content_hash")
+    time.sleep(0.2)  # older than RECENT_NS: its file times tell a rewrite
+    for _ in range(3):
+        load_checkpoint(run)
+    assert hashed == [(run / "best.pt",)]
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes())
+    time.sleep(0.2)
+    load_checkpoint(run)
+    assert hashed == [(run / "best.pt",)] * 2
 
 
 def test_metrics_name_their_best_pt_and_predict_warns_of_one_replaced(

@@ -26,7 +26,6 @@ from covseg.io.lock import holder
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure, without_weights_file
 from covseg.provenance import API_COMMAND, option_given
-from covseg.records import content_hash
 from covseg.transforms import INTENSITY_MODES
 
 log = logging.getLogger(__name__)
@@ -300,12 +299,15 @@ def _warn_replaced(run: Path) -> None:
     ``best_sha256``): copied over since, its masks would be credited to the run's recipe and
     scores. Records written before covseg kept the hash are not checked. Once per process for
     each run and best.pt: a cascade's lung run is loaded by every network and test (a cv of
-    two folds said it 7 times)."""
+    two folds said it 7 times); best.pt is hashed once for each file identity
+    (:func:`~covseg.volumes.model_hash`), not at every load."""
+    from covseg.volumes import model_hash  # it imports this module
+
     try:
         recorded = json.loads((run / "metrics.json").read_text()).get("best_sha256")
     except (OSError, ValueError, AttributeError):
         return
-    actual = content_hash(run / "best.pt") if isinstance(recorded, str) else None
+    actual = model_hash(str(run / "best.pt")) if isinstance(recorded, str) else None
     seen = (run.resolve(), actual or "")
     if actual is not None and actual != recorded and seen not in _WARNED_REPLACED:
         _WARNED_REPLACED.add(seen)

@@ -6,7 +6,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -580,15 +580,16 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
                          preds, len(unmatched))
     scored = [preds[case] for case in cases if case in preds]
+    hashes = {mask: content_hash(mask) for mask in scored}  # each read once: two records
     result = {
         **provenance(prediction_dir=pred_dir, truth_dir=truth_dir),
         TRUTH_FINGERPRINT: masks_fingerprint({case: truths[case] for case in cases}),
         PREDICTION_FINGERPRINT: masks_fingerprint({case: preds[case] for case in cases
-                                                   if case in preds}),
+                                                   if case in preds}, hashes.__getitem__),
         "cases": len(rows),
         "per_slice": per_slice, "predict_record": recorded,
         "models": _recorded_models(pred_folder, scored),
-        "edited_predictions": _edited_predictions(pred_folder, scored),
+        "edited_predictions": _edited_predictions(pred_folder, scored, hashes.__getitem__),
         "unrecorded_predictions": _unrecorded_predictions(pred_folder, scored),
         "missing_predictions": missing,
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
@@ -883,10 +884,12 @@ def _recorded_models(pred_dir: Path, masks: Sequence[Path]) -> list[dict[str, An
     return models
 
 
-def _edited_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[str]:
-    """The scored masks (paths in ``pred_dir``) whose content is no longer what covseg
-    predict recorded writing (its ``output_sha256``): edited since, so their scores are not
-    the model's. Warned of in one line."""
+def _edited_predictions(pred_dir: Path, masks: Sequence[Path],
+                        digest: Callable[[Path], str | None] = content_hash) -> list[str]:
+    """The scored masks (paths in ``pred_dir``) whose content (``digest``: their
+    :func:`~covseg.records.content_hash`, where the caller holds them) is no longer what
+    covseg predict recorded writing (its ``output_sha256``): edited since, so their scores
+    are not the model's. Warned of in one line."""
     edited = []
     for record, covered in _prediction_records(pred_dir, masks):
         written = record.get(OUTPUT_SHA256)
@@ -894,7 +897,7 @@ def _edited_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[str]:
             continue
         for mask in covered:
             key = "mask" if mask.name == INFECTION_NII else mask.name
-            if isinstance(written.get(key), str) and written[key] != content_hash(mask):
+            if isinstance(written.get(key), str) and written[key] != digest(mask):
                 edited.append(str(mask.relative_to(pred_dir)))
     if edited:
         log.warning("%s: %s no longer what covseg predict wrote (first: %s): edited since, "

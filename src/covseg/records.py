@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,15 +177,16 @@ def content_hash(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def masks_fingerprint(masks: Mapping[str, Path]) -> str:
-    """SHA-256 over each case id and its mask's :func:`content_hash`, in case-id order, as
-    :func:`~covseg.data.layouts.data_fingerprint` fingerprints a run's slices: which masks an
-    evaluation scored, so that two records of one folder whose masks changed between them tell
-    apart."""
-    digest = hashlib.sha256()
+def masks_fingerprint(masks: Mapping[str, Path],
+                      digest: Callable[[Path], str | None] = content_hash) -> str:
+    """SHA-256 over each case id and its mask's :func:`content_hash` (``digest``, where the
+    caller holds them), in case-id order, as :func:`~covseg.data.layouts.data_fingerprint`
+    fingerprints a run's slices: which masks an evaluation scored, so that two records of one
+    folder whose masks changed between them tell apart."""
+    fingerprint = hashlib.sha256()
     for case in sorted(masks):
-        digest.update(f"{case}\0{content_hash(masks[case])}\0".encode())
-    return digest.hexdigest()
+        fingerprint.update(f"{case}\0{digest(masks[case])}\0".encode())
+    return fingerprint.hexdigest()
 
 
 def _file_sha256(path: Path) -> bytes:

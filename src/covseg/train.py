@@ -697,6 +697,18 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"or pick a new {option_name('out')}")
 
 
+def _lung_model(config: TrainConfig) -> tuple[LungGuide, str] | None:
+    """The lung guide of a cascade trained with ``config`` and the SHA-256 of the lung model
+    its lung run holds now ("" where its file is gone); None without a lung model (no guide,
+    or thresholded lungs)."""
+    from covseg.volumes import model_hash  # it imports this module
+
+    guide = config.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return None
+    return guide, model_hash(guide.source) or ""
+
+
 def pin_lungs(config: TrainConfig, out: Path) -> str | None:
     """The SHA-256 of the lung model a command training ``config`` into ``out`` (a run's
     folder, a cross-validation's first fold left to train) pins its cascade networks to: the
@@ -706,12 +718,10 @@ def pin_lungs(config: TrainConfig, out: Path) -> str | None:
     and handed to each network (:func:`_pinned_guide`), as its ``weights=`` file's hash is. A
     lung run that holds another lung model than the one recorded is refused there
     (:func:`_other_lungs`): a network left to train would train on two."""
-    from covseg.volumes import model_hash  # it imports this module
-
-    guide = config.guide()
-    if guide is None or guide.source == THRESHOLD:
+    lungs = _lung_model(config)
+    if lungs is None:
         return None
-    now = model_hash(guide.source) or ""
+    guide, now = lungs
     recorded = _recorded_lung_sha256(_command_folders(out), guide.source)
     if recorded is not None and recorded[1] != now:
         raise _other_lungs(out, *recorded, now, guide.source)
@@ -730,17 +740,11 @@ def _pinned_guide(config: TrainConfig, out: Path, pin: str | None) -> LungGuide 
     pinned to the lung model there now. Checked as each network (run, member, fold) starts,
     before its lung channels are made, which stay as made for its epochs; the pinned guide
     loads the lung model only where its SHA-256 is still the one pinned."""
-    from covseg.volumes import model_hash  # it imports this module
-
-    guide = config.guide()
-    if guide is None or guide.source == THRESHOLD:
-        return guide
-    now = model_hash(guide.source) or ""
-    recorded = (None if pin == now
-                else _recorded_lung_sha256(_command_folders(out), guide.source))
-    if recorded is not None and now != recorded[1]:
-        raise _other_lungs(out, *recorded, now, guide.source)
-    return guide.pinned(out, now)
+    lungs = _lung_model(config)
+    if lungs is None:
+        return config.guide()
+    guide, now = lungs
+    return guide.pinned(out, now if pin == now else pin_lungs(config, out))
 
 
 def refuse_retrained_lungs(config: TrainConfig, out: Path, pin: str | None) -> None:
@@ -749,12 +753,10 @@ def refuse_retrained_lungs(config: TrainConfig, out: Path, pin: str | None) -> N
     lung model it records (``pin``, its command's; None: looked up in its checkpoint), which
     its test needs too. The fold is kept, and a ``--resume`` with the original lung run back
     tests it (said so, not "retrain the cascade")."""
-    from covseg.volumes import model_hash  # it imports this module
-
-    guide = config.guide()
-    if guide is None or guide.source == THRESHOLD:
+    lungs = _lung_model(config)
+    if lungs is None:
         return
-    now = model_hash(guide.source) or ""
+    guide, now = lungs
     recorded = (_recorded_lung_sha256([out], guide.source) if pin is None else (out, pin))
     if recorded is not None and recorded[1] != now:
         raise _other_lungs(out, *recorded, now, guide.source,
