@@ -522,7 +522,7 @@ def test_the_headline_over_folds_is_the_mean_and_sample_sd() -> None:
             for k, d in enumerate(dice)]
     begun = crossval.Begun(clock=0.0, utc="2026-12-05T00:00:00Z", resume=False, saved=())
     summary = crossval._summary(TrainConfig(), load_dataset("synthetic"), Path("cv"), "3 folds",
-                                per_fold, rows, begun, 1.0)
+                                per_fold, rows, begun, 1.0, fingerprint="0" * 64)
     across = summary["mean_std_over_folds"]["dice"]
     assert across["mean"] == pytest.approx(1.9 / 3)
     # deviations -13/30, 5/30, 8/30: sum of squares 258/900 over n - 1 = 2

@@ -185,7 +185,8 @@ def masks_fingerprint(masks: Mapping[str, Path],
     folder whose masks changed between them tell apart."""
     fingerprint = hashlib.sha256()
     for case in sorted(masks):
-        fingerprint.update(f"{case}\0{digest(masks[case])}\0".encode())
+        # A file name's undecodable bytes (surrogate escapes, a C locale) are hashed as they are.
+        fingerprint.update(f"{case}\0{digest(masks[case])}\0".encode("utf-8", "surrogateescape"))
     return fingerprint.hexdigest()
 
 
