@@ -682,6 +682,39 @@ def test_a_second_copy_of_the_medseg_mask_is_named(tmp_path: Path) -> None:
                                   "it tr_mask.nii.gz")
 
 
+@pytest.mark.parametrize("copy", ["tr_im (1).nii.gz", "tr_im (1).nii"])
+def test_a_second_copy_of_the_medseg_image_stack_beside_its_volumes_is_named(
+        tmp_path: Path, copy: str) -> None:
+    """A browser's second copy of the image stack, tr_im (1).nii.gz (or gunzipped, .nii),
+    beside rp_im/: only the volumes were read, the slices dropped without a word."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / copy, hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
+    renamed = copy.replace(" (1)", "")
+    assert _refusal(tmp_path) == (f"{tmp_path}: tr_im.nii.gz (or tr_im.nii) not found, so "
+                                  f"MedSeg's slices are not read; {copy} is here: rename it "
+                                  f"{renamed}")
+    (tmp_path / copy).rename(tmp_path / renamed)
+    assert len(load_dataset(tmp_path).samples) == 4
+
+
+def test_a_second_copy_of_the_medseg_image_stack_beside_its_mask_is_named(
+        tmp_path: Path) -> None:
+    """tr_im (1).nii.gz beside tr_mask.nii.gz (or its own second copy) was refused as files of
+    no layout, not naming the copy; the mask's copy is named with it."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im (1).nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    unread = (f"{tmp_path}: tr_im.nii.gz (or tr_im.nii) not found, so MedSeg's slices are not "
+              "read; tr_im (1).nii.gz is here: rename it tr_im.nii.gz")
+    assert _refusal(tmp_path) == unread
+    (tmp_path / "tr_mask.nii.gz").rename(tmp_path / "tr_mask (1).nii.gz")
+    assert _refusal(tmp_path) == (f"{unread}; tr_mask (1).nii.gz is here: rename it "
+                                  "tr_mask.nii.gz")
+
+
 def test_the_lung_target_refusal_names_medseg_lung_masks(tmp_path: Path) -> None:
     """--target lung on MosMed's or Inf-Net's data named the generic and Zenodo lung masks but
     not MedSeg's, which it reads too."""

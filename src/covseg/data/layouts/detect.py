@@ -33,6 +33,7 @@ from covseg.data.layouts.medseg import (
     MEDSEG_MASKS,
     MEDSEG_RADIOPAEDIA,
     holds_medseg_slices,
+    medseg_slices_renamed,
     read_medseg,
     stack_folders,
     stack_folders_advice,
@@ -80,7 +81,8 @@ def _generic_images(root: Path) -> Path | None:
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {
     "mosmed-2d": lambda root: bool(split_files(root)),
-    "medseg": lambda root: holds_medseg_slices(root) or (root / "rp_im").is_dir(),
+    "medseg": lambda root: holds_medseg_slices(root) or (root / "rp_im").is_dir()
+    or bool(medseg_slices_renamed(root)),
     "infnet": lambda root: _infnet_slices(root) or (root / "TrainingSet").is_dir()
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
     "zenodo": lambda root: first_dir(root, ZENODO_IMAGES) is not None,

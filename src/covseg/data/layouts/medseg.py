@@ -53,9 +53,13 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     (``tr_lungmasks_updated.nii.gz``) and the volumes' ``rp_lung_msk/``; slices without lung
     masks are not read then (a note says so). Archives of its parts left packed are named in a
     note. Stacks in folders of their names (:func:`stack_folders`) are refused, as where they
-    are all the folder holds: they were dropped without a word beside ``rp_im/``."""
+    are all the folder holds: they were dropped without a word beside ``rp_im/``; so is the
+    image stack under a near name (:func:`medseg_slices_renamed`)."""
     if folders := stack_folders(root):
         raise CovsegError(f"{root}: {stack_folders_advice(root, folders)}")
+    if renamed := medseg_slices_renamed(root):
+        raise CovsegError(f"{root}: tr_im.nii.gz (or tr_im.nii) not found, so MedSeg's slices "
+                          f"are not read; {renamed}{_mask_renamed(root, options.target)}")
     patients = read_patients_csv(root)
     slices, cases = _read_medseg_slices(root, options, patients)
     volumes = _medseg_volume_pairs(root, options.target, bool(slices))
@@ -90,6 +94,33 @@ def _packed_note(root: Path, target: str) -> str:
 def holds_medseg_slices(root: Path) -> bool:
     """Whether ``root`` holds MedSeg's 100 slices: ``tr_im/`` or a ``tr_im`` NIfTI stack."""
     return bool(_stacks(root, "tr_im")) or (root / "tr_im").is_dir()
+
+
+def medseg_slices_renamed(root: Path) -> str:
+    """Advice to rename MedSeg's image stack found in ``root`` under a near name only (a
+    browser's second copy, ``tr_im (1).nii.gz``), with no ``tr_im`` stack or ``tr_im/`` beside
+    it: its slices were dropped without a word beside ``rp_im/``; "" where there is none."""
+    return "" if holds_medseg_slices(root) else _renamed(root, "tr_im")
+
+
+def _mask_renamed(root: Path, target: str) -> str:
+    """Advice, after "; ", to rename the mask stack of ``target`` (the lung stack for lungs)
+    found in ``root`` under a near name only; "" where the stack is here or no copy is."""
+    stem = MEDSEG_LUNG_STACK if target == "lung" else "tr_mask"
+    renamed = "" if _stacks(root, stem) else _renamed(root, stem)
+    return f"; {renamed}" if renamed else ""
+
+
+def _renamed(root: Path, stem: str) -> str:
+    """Advice to rename the first file in ``root`` named as MedSeg's NIfTI stack ``stem`` under
+    a near name (``tr_mask (1).nii.gz``, ``tr_im(1).nii``) to the stack's own name, its suffix
+    kept; "" where there is none."""
+    near = [path for path in listed(root) if named_as_nifti(path) and path.is_file()
+            and (name := volume_stem(path)) != stem and name.startswith(stem)]
+    if not near:
+        return ""
+    suffix = near[0].name[len(volume_stem(near[0])):]
+    return f"{near[0].name} is here: rename it {stem}{suffix}"
 
 
 def _stacks(root: Path, stem: str) -> list[Path]:
@@ -210,9 +241,8 @@ def _mask_elsewhere(root: Path, stem: str) -> str:
     for folder in (root, absolute.parent if named_as_nifti(absolute) else None):
         if folder and (folders := stack_folders(folder)):
             return f"; {stack_folders_advice(folder, folders)}"
-    near = [path.name for path in listed(root) if named_as_nifti(path) and path.is_file()
-            and volume_stem(path).startswith(stem)]
-    return f"; {near[0]} is here: rename it {stem}.nii.gz" if near else ""
+    renamed = _renamed(root, stem)
+    return f"; {renamed}" if renamed else ""
 
 
 def stack_folders(root: Path) -> list[Path]:
