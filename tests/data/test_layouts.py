@@ -496,16 +496,11 @@ def test_medseg_volumes_one_folder_deeper_are_refused_naming_the_sub_folder(
     _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
     images = tmp_path / "rp_im"
     assert _refusal(tmp_path) == (
-        f"{tmp_path}: rp_im/ holds no volumes it reads; {images}: sub-folders are not "
-        "read (rp_im/); put their files in rp_im/ itself (a patients.csv groups a patient's "
-        "slices)")
+        f"{tmp_path}: rp_im/ holds no volumes it reads; {_sub_folders_unread(images, 'rp_im')}")
     shutil.move(images / "rp_im" / "1.nii.gz", images / "1.nii.gz")
     (tmp_path / "rp_msk" / "rp_msk").mkdir()
     shutil.move(tmp_path / "rp_msk" / "1.nii.gz", tmp_path / "rp_msk" / "rp_msk" / "1.nii.gz")
-    assert _refusal(tmp_path) == (
-        f"{tmp_path}: 1 image(s) have no mask (1); {tmp_path / 'rp_msk'}: sub-folders are not "
-        "read (rp_msk/); put their files in rp_msk/ itself (a patients.csv groups a patient's "
-        "slices)")
+    assert _refusal(tmp_path) == _unmasked(tmp_path, "1", tmp_path / "rp_msk")
 
 
 def test_medseg_lung_masks_of_the_slices_are_read(tmp_path: Path,
@@ -1829,6 +1824,19 @@ def _refusal(folder: Path, **options: str) -> str:
     return str(caught.value)
 
 
+def _sub_folders_unread(folder: Path, sub: str) -> str:
+    """What a layout's reader says of ``folder``'s sub-folder ``sub``, whose files it does not
+    read."""
+    return (f"{folder}: sub-folders are not read ({sub}/); put their files in {folder.name}/ "
+            "itself (a patients.csv groups a patient's slices)")
+
+
+def _unmasked(root: Path, stem: str, masks: Path) -> str:
+    """The refusal of ``root`` whose one image ``stem`` has its mask in a sub-folder of
+    ``masks`` named as ``masks`` itself (``masks/masks/`` of "Extract All" of a zip)."""
+    return f"{root}: 1 image(s) have no mask ({stem}); {_sub_folders_unread(masks, masks.name)}"
+
+
 def test_a_layouts_sub_folder_is_named_with_the_folder_to_give(tmp_path: Path) -> None:
     """Inf-Net's Imgs/ or GT/ (or a generic images/, a MosMed study's CT-1/) given instead of
     their data folder got the generic "unrecognised data layout"."""
@@ -2706,17 +2714,15 @@ def test_masks_one_folder_deeper_are_named_with_their_sub_folder(tmp_path: Path)
         _save_png(tmp_path / "generic" / "masks" / "masks" / f"{stem}.png", grey > 50)
     masks = tmp_path / "generic" / "masks"
     assert _refusal(tmp_path / "generic") == (
-        f"{tmp_path / 'generic'}: 2 image(s) have no mask (a, b); {masks}: sub-folders are not "
-        "read (masks/); put their files in masks/ itself (a patients.csv groups a patient's "
-        "slices)")
+        f"{tmp_path / 'generic'}: 2 image(s) have no mask (a, b); "
+        f"{_sub_folders_unread(masks, 'masks')}")
     hu, lesions = _hu_volume(slices=2)
     zenodo = tmp_path / "zenodo"
     _save_nifti(zenodo / "COVID-19-CT-Seg_20cases" / "coronacases_001.nii.gz", hu)
     _save_nifti(zenodo / "Infection_Mask" / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
     assert _refusal(zenodo) == (
-        f"{zenodo}: 1 image(s) have no mask (coronacases_001); {zenodo / 'Infection_Mask'}: "
-        "sub-folders are not read (Infection_Mask/); put their files in Infection_Mask/ itself "
-        "(a patients.csv groups a patient's slices)")
+        f"{zenodo}: 1 image(s) have no mask (coronacases_001); "
+        f"{_sub_folders_unread(zenodo / 'Infection_Mask', 'Infection_Mask')}")
 
 
 def test_mosmed_2d_slices_or_masks_one_folder_deeper_are_named(tmp_path: Path) -> None:
@@ -2729,8 +2735,7 @@ def test_mosmed_2d_slices_or_masks_one_folder_deeper_are_named(tmp_path: Path) -
     shutil.move(root / "inner", masks / "masks")
     assert _refusal(root) == (
         f"{root}: 6 image(s) have no mask (study_0001_0, study_0001_1, study_0002_0 ...); "
-        f"{masks}: sub-folders are not read (masks/); put their files in masks/ itself (a "
-        "patients.csv groups a patient's slices)")
+        f"{_sub_folders_unread(masks, 'masks')}")
     shutil.move(masks / "masks", root / "inner")
     shutil.rmtree(masks)
     shutil.move(root / "inner", masks)
@@ -2738,9 +2743,8 @@ def test_mosmed_2d_slices_or_masks_one_folder_deeper_are_named(tmp_path: Path) -
     shutil.move(images, root / "inner")
     shutil.move(root / "inner", images / "imgs")
     assert _refusal(root) == (
-        f"{root}: the MosMedData 2D layout holds no slices it reads; {images}: sub-folders are "
-        "not read (imgs/); put their files in imgs/ itself (a patients.csv groups a patient's "
-        "slices)")
+        f"{root}: the MosMedData 2D layout holds no slices it reads; "
+        f"{_sub_folders_unread(images, 'imgs')}")
 
 
 @pytest.mark.parametrize("name", ["COVID-19-CT-Seg_20cases", "ct_scans"])
@@ -2751,9 +2755,8 @@ def test_zenodo_ct_one_folder_deeper_is_named(tmp_path: Path, name: str) -> None
     _save_nifti(tmp_path / name / name / "coronacases_001.nii.gz", hu)
     _save_nifti(tmp_path / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
     assert _refusal(tmp_path) == (
-        f"{tmp_path}: the Zenodo layout holds no slices it reads; {tmp_path / name}: "
-        f"sub-folders are not read ({name}/); put their files in {name}/ itself (a patients.csv "
-        "groups a patient's slices)")
+        f"{tmp_path}: the Zenodo layout holds no slices it reads; "
+        f"{_sub_folders_unread(tmp_path / name, name)}")
 
 
 def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
@@ -2772,8 +2775,7 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     assert len(load_dataset(tmp_path).samples) == 1
     assert "not read" not in caplog.text
     _save_png(tmp_path / "masks" / "extra" / "a.png", grey > 50)
-    unread = (f"{tmp_path / 'masks'}: sub-folders are not read (extra/); put their files in "
-              "masks/ itself (a patients.csv groups a patient's slices)")
+    unread = _sub_folders_unread(tmp_path / "masks", "extra")
     assert len(load_dataset(tmp_path).samples) == 1
     assert unread in caplog.text
     _save_png(tmp_path / "images" / "b.png", grey)
@@ -2781,10 +2783,7 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     assert _refusal(tmp_path) == (f"{tmp_path}: 1 image(s) have no mask (b); give every image a "
                                   "mask with the same file stem (or the stem plus _mask or _seg)")
     _save_png(tmp_path / "masks" / "masks" / "b_mask.png", grey > 50)
-    assert _refusal(tmp_path) == (
-        f"{tmp_path}: 1 image(s) have no mask (b); {tmp_path / 'masks'}: sub-folders are not "
-        "read (masks/); put their files in masks/ itself (a patients.csv groups a patient's "
-        "slices)")
+    assert _refusal(tmp_path) == _unmasked(tmp_path, "b", tmp_path / "masks")
 
 
 def test_masks_without_an_image_are_named(tmp_path: Path,
