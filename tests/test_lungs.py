@@ -220,6 +220,32 @@ def test_labels_not_side_by_side_are_not_sides() -> None:
         "not apart left-right: their centres lie 0 mm apart")
 
 
+def test_labels_on_one_side_of_the_body_midline_are_not_sides() -> None:
+    """Two parts of one lung side by side left-right (medial and lateral, 1.7 sums of their
+    spreads apart) passed for two lungs. With the CT, labels whose centres lie on one side of
+    the body's midline are not sides, whichever way the axes run; two lungs lie on opposite
+    sides and stay sides. Without the CT, or with the body cut by the image edge in every slice
+    (no midline), the rule is as before."""
+    hu, truth = chest()
+    band = np.zeros(truth.shape, dtype=bool)
+    band[:, 32:48] = True  # flat lungs: a medial/lateral split faces little of their surface
+    lungs = np.where(band, truth, 0)
+    hu = np.where((truth > 0) & ~band, 40.0, hu)
+    columns = np.arange(truth.shape[2])[None, None, :]
+    parts = np.where(lungs == LEFT_LUNG, np.where(columns < 68, 1, 2), 0)  # medial 1, lateral 2
+    for affine, side in ((LPS_LIKE, "left"), (np.diag([1.5, 1.5, 2.5, 1.0]), "right")):
+        reason, _ = labels_as_sides(parts, affine, hu)
+        assert reason == (f"both on the patient's {side} of the body's midline in the CT (their "
+                          "centres 21 and 38 mm from it): two parts of one lung?")
+        assert labels_as_sides(lungs, affine, hu)[0] is None
+    assert labels_as_sides(lungs, LPS_LIKE, hu) == (None, True)
+    lobes = np.where(lungs == LEFT_LUNG, 1 + (np.arange(80) >= 40)[None, :, None], 0)
+    assert labels_as_sides(lobes, LPS_LIKE, hu)[0] is not None  # front and back
+    assert labels_as_sides(parts, LPS_LIKE) == (None, True)
+    cut = np.where(hu == -1000.0, 40.0, hu)  # the body fills every slice
+    assert labels_as_sides(parts, LPS_LIKE, cut) == (None, True)
+
+
 def test_a_lung_crossing_the_midline_past_a_small_one_leaves_both_sides() -> None:
     """A right lung whose front reaches across the midline in front of a small collapsed left
     lung held the left lung within its span across the body: the labels were discarded and

@@ -349,6 +349,58 @@ def test_two_lobes_of_one_lung_are_not_read_as_two_lungs(tmp_path: Path, caplog,
         assert "read as 1 = left, 2 = right" not in caplog.text
 
 
+def _phantom_lungs(parts: str) -> np.ndarray:
+    """Lung labels of a (x, y, z) RAS phantom (large x is the patient's right): both lungs, or
+    the left lung alone in two parts, front and back or medial and lateral."""
+    labels = np.zeros((96, 80, 24), dtype=np.uint8)
+    if parts == "two lungs":
+        labels[52:84, 28:52, 2:22] = 1
+        labels[12:44, 28:52, 2:22] = 2
+    elif parts == "front/back":
+        labels[12:44, 28:52, 2:22] = np.where(np.arange(28, 52) >= 40, 1, 2)[None, :, None]
+    else:  # medial/lateral: the medial part lies towards the midline (x 48), the patient's right
+        labels[28:44, 28:52, 2:22] = 1
+        labels[12:28, 28:52, 2:22] = 2
+    return labels
+
+
+@pytest.mark.parametrize("axes", ["RAS", "LPS"])
+@pytest.mark.parametrize("parts", ["two lungs", "front/back", "medial/lateral"])
+def test_labels_on_one_side_of_the_body_in_the_ct_are_not_two_lungs(
+        tmp_path: Path, caplog, axes: str, parts: str) -> None:
+    """A 0/1/2 lung mask's medial and lateral parts of one lung, lying apart left-right as two
+    lungs do, were read as the right lung and the left (quantified with the CT, a left-lung-only
+    study's medial half was a "right lung", 0 % involved, and the left 50 %). With the CT, two
+    lungs lie on opposite sides of the body's midline: labels on one side are one lung, sided
+    again (the left lung, 25 % involved, no right lung); two lungs keep their labels."""
+    labels = _phantom_lungs(parts)
+    lesion = np.zeros(labels.shape, dtype=np.int16)
+    lesion[12:28, 28:40, 2:22] = 1  # the left lung's lateral back quarter
+    ct = np.full(labels.shape, -1000, dtype=np.int16)
+    i, j = np.indices(labels.shape[:2])
+    ct[((i - 48) / 45.0) ** 4 + ((j - 40) / 38.0) ** 4 <= 1] = 40  # the body
+    ct[labels > 0] = -850
+    ct[lesion > 0] = -300
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    flip = np.s_[:, :] if axes == "RAS" else np.s_[::-1, ::-1]  # LPS: x and y run backwards
+    if axes == "LPS":
+        affine = np.diag([-0.7, -0.7, 5.0, 1.0])
+    for name, data in (("ct", ct), ("mask", lesion), ("lungs", labels)):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(data[flip]), affine),
+                 str(tmp_path / f"{name}.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "mask.nii.gz", tmp_path / "out",
+                                lungs=tmp_path / "lungs.nii.gz", image=tmp_path / "ct.nii.gz")
+    assert result["left_lung"]["percent_involved"] == pytest.approx(25.0)
+    assert result["right_lung"]["lesion_ml"] == 0.0
+    assert (result["right_lung"]["lung_ml"] > 0) == (parts == "two lungs")
+    sided_again = "labels 1 and 2 are not read as the right and left lungs"
+    assert (sided_again in caplog.text) == (parts != "two lungs")
+    if parts == "medial/lateral":
+        assert (f"{sided_again} (both on the patient's left of the body's midline in the CT "
+                "(their centres") in caplog.text
+
+
 @pytest.mark.parametrize("lesion_side", ["right", "left"])
 def test_a_lung_mask_with_a_lesion_labelled_2_is_not_read_as_sides(tmp_path: Path, caplog,
                                                                     lesion_side: str) -> None:

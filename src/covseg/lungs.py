@@ -259,18 +259,22 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.center_of_mass(mask[box])) + [s.start for s in box]
 
 
-def _world_x_spread(volume: np.ndarray, affine: np.ndarray
+def _world_x_spread(volume: np.ndarray, affine: np.ndarray, origin: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel count, mean and standard deviation of world x (mm) of labels 0, 1 and 2 of a
     (z, y, x) lung labelling (indexed by label; mean and deviation 0 where none), counted
     slice by slice (a whole study's world x map would be large). Any other label counts as 0:
-    a lung-and-infection mask's label 3 lies within the lungs, not in label 2."""
+    a lung-and-infection mask's label 3 lies within the lungs, not in label 2. Given ``origin``
+    (one world x per slice), x is measured from it and slices where it is NaN are left out."""
     rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
     counts, sums, squares = np.zeros(3), np.zeros(3), np.zeros(3)
     for k, plane in enumerate(volume):
+        if origin is not None and not np.isfinite(origin[k]):
+            continue
+        shift = 0.0 if origin is None else affine[0, 3] - origin[k]
         lung = (plane == RIGHT_LUNG) | (plane == LEFT_LUNG)
         code = np.where(lung, plane, 0).astype(np.intp).ravel()
-        world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k).ravel()
+        world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k + shift).ravel()
         counts += np.bincount(code, minlength=3)[:3]
         sums += np.bincount(code, weights=world_x, minlength=3)[:3]
         squares += np.bincount(code, weights=world_x**2, minlength=3)[:3]
@@ -285,7 +289,9 @@ standard deviations, for them to be the right and the left lung (:func:`why_labe
 two lungs side by side lie about 1.7 such sums apart when touching (two equal boxes), farther
 when apart, and 1.8 for a large lung reaching across the midline past a small collapsed one; two
 lobes of one lung (lungmask's lobe labels 1 and 2 of a left lung alone) split by a fissure from
-front to back or top to bottom lie about 0 apart, and were read as two lungs."""
+front to back or top to bottom lie about 0 apart, and were read as two lungs. Two parts of one
+lung side by side left-right (medial and lateral) lie 1.7 apart as well: only the CT's midline
+tells them (:func:`labels_as_sides`)."""
 
 
 SIDES_MIXED_MAX = 0.32
@@ -313,16 +319,19 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     return labels_as_sides(labels, affine)[0]
 
 
-def labels_as_sides(labels: np.ndarray, affine: np.ndarray) -> tuple[str | None, bool]:
+def labels_as_sides(labels: np.ndarray, affine: np.ndarray, hu: np.ndarray | None = None
+                    ) -> tuple[str | None, bool]:
     """:func:`why_labels_are_not_sides` of a (z, y, x) lung labelling and, where they are sides
     (else True), whether they face their sides: label 1 (the right lung) at larger world x (RAS:
     the patient's right) than label 2, centre to centre; its world x counted once for both (a
-    pass over every slice of a study)."""
+    pass over every slice of a study). With the CT (``hu``, on the labels' grid) they must also
+    lie on opposite sides of the body's midline (:func:`_one_side_of_midline`): two parts of one
+    lung side by side left-right (a medial and a lateral part) lie apart as two lungs do."""
     affine = _check_affine(affine)
-    volume, _ = _as_volume(labels, "lung labels")
-    if not any((plane == RIGHT_LUNG).any() and (plane == LEFT_LUNG).any() for plane in volume):
+    whole, _ = _as_volume(labels, "lung labels")
+    if not any((plane == RIGHT_LUNG).any() and (plane == LEFT_LUNG).any() for plane in whole):
         return "no slice holds both", True
-    volume = volume[_bounding_box(volume > 0, pad=(1, 1, 1))]  # a layer of what lies around
+    volume = whole[_bounding_box(whole > 0, pad=(1, 1, 1))]  # a layer of what lies around
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
     for label, other in ((LEFT_LUNG, RIGHT_LUNG), (RIGHT_LUNG, LEFT_LUNG)):
         mine, theirs = volume == label, volume == other
@@ -339,7 +348,26 @@ def labels_as_sides(labels: np.ndarray, affine: np.ndarray) -> tuple[str | None,
         return (f"not apart left-right: their centres lie {apart:.0f} mm apart across the "
                 f"body, under the sum of their spreads across it ({spread:.0f} mm): two lobes "
                 "of one lung?"), True
+    one_side = None if hu is None else _one_side_of_midline(whole, affine, hu)
+    if one_side is not None:
+        return one_side, True
     return None, bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
+
+
+def _one_side_of_midline(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray) -> str | None:
+    """Why labels 1 and 2 of a (z, y, x) lung labelling are not two lungs: their centres lie on
+    one side of the body's midline in the CT (``hu``, on the labels' grid; :func:`_body_midline`),
+    counted in the slices whose body the image edge does not cut. None when they lie on opposite
+    sides, or no such slice holds both (nothing to tell)."""
+    midline, cut = _body_midline(hu, volume > 0, affine)
+    midline[cut] = np.nan
+    counts, means, _ = _world_x_spread(volume, affine, midline)
+    right, left = means[RIGHT_LUNG], means[LEFT_LUNG]
+    if not (counts[RIGHT_LUNG] and counts[LEFT_LUNG]) or (right > 0) != (left > 0):
+        return None
+    return (f"both on the patient's {'right' if right > 0 else 'left'} of the body's midline in "
+            f"the CT (their centres {abs(right):.0f} and {abs(left):.0f} mm from it): two parts "
+            "of one lung?")
 
 
 LUNG_PIECE_SHARE = 0.9

@@ -135,10 +135,12 @@ model zoo's networks come from the optional rest."""
 @cache
 def _libraries() -> dict[str, str | None]:
     """Each of :data:`LIBRARIES`' installed version, None where it is not installed."""
-    return {key: _installed_version(name) for key, name in LIBRARIES.items()}
+    return {key: installed_version(name) for key, name in LIBRARIES.items()}
 
 
-def _installed_version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (its metadata's), None where it is not
+    installed."""
     try:
         return version(distribution)
     except PackageNotFoundError:

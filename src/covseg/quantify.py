@@ -534,9 +534,10 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     Labels 1 and 2 (both lungs, or the one lung predict's record beside its ``lungs.nii.gz``
     found) are the sides: as predict wrote them where its record vouches for them, else as
     :func:`_labelled_sides` reads them. In any other mask (0/1, 0/255, lobe labels, or 1 and 2
-    not lying side by side: a lesion or the airway labelled 2, two lobes of one lung) the sides
-    are found by :func:`lung_sides`, at the body's midline in the ``ct`` when there is one. What
-    made the sides a guess is added to ``notes``. A mask of no lung voxels is refused (counted,
+    not lying side by side: a lesion or the airway labelled 2, two lobes of one lung, or with the
+    ``ct`` two parts of one lung on one side of the body's midline) the sides are found by
+    :func:`lung_sides`, at the body's midline in the ``ct`` when there is one. What made the
+    sides a guess is added to ``notes``. A mask of no lung voxels is refused (counted,
     it gave 0 mL of lung, no % involved, and a warning that the lesion lay outside the lungs)
     but where predict's record beside it found no lungs in the CT.
     """
@@ -550,17 +551,19 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     present = labels_held(labels)
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
+    hu = hounsfield(ct) if ct is not None else None
     if present == {RIGHT_LUNG, LEFT_LUNG}:
-        sides = _labelled_sides(volume, path, notes)
+        sides = _labelled_sides(volume, path, hu, notes)
         if sides is not None:
             return sides
-    hu = hounsfield(ct) if ct is not None else None
     return lung_sides(labels > 0, volume.affine, hu, source=str(path), notes=notes)
 
 
-def _labelled_sides(volume: Volume, path: Path, notes: list[str]) -> np.ndarray | None:
+def _labelled_sides(volume: Volume, path: Path, hu: np.ndarray | None, notes: list[str]
+                    ) -> np.ndarray | None:
     """A 0/1/2 lung mask's own labels as 1 right / 2 left; None, with a warning, when 1 and 2
-    are not two lungs side by side (:func:`why_labels_are_not_sides`).
+    are not two lungs side by side (:func:`~covseg.lungs.labels_as_sides`; with the CT in HU,
+    ``hu``, also on opposite sides of the body's midline).
 
     They are swapped, with a warning, where label 1 lies on the patient's left of label 2 by
     the affine (Zenodo's 1 = left, 2 = right). An identity affine (a numpy pipeline's
@@ -570,7 +573,7 @@ def _labelled_sides(volume: Volume, path: Path, notes: list[str]) -> np.ndarray 
     warning that its sides could not be checked, added to ``notes``.
     """
     labels = volume.array
-    reason, face_their_sides = labels_as_sides(labels, volume.affine)
+    reason, face_their_sides = labels_as_sides(labels, volume.affine, hu)
     if reason is not None:
         log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s); all its "
                     "non-zero voxels are lung, their sides found again", path, reason)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from covseg import api, cli_models
+from covseg import api, cli_models, provenance
 from covseg.errors import CovsegError
 from covseg.models import REGISTRY, build_model, parameter_count, registry
 from covseg.models.ensemble import member_names
@@ -499,12 +499,10 @@ def test_a_model_whose_package_is_missing_fails_before_data_are_read(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import PackageNotFoundError
 
-    from covseg.models import registry
-
     def absent(distribution: str) -> str:
         raise PackageNotFoundError(distribution)
 
-    monkeypatch.setattr(registry, "version", absent)
+    monkeypatch.setattr(provenance, "version", absent)  # the one lookup of installed versions
     needs = r"'deeplabv3' needs torchvision: pip install 'covseg\[zoo\]'"
     with pytest.raises(CovsegError, match=needs):
         registry.check_model_names("miniseg,deeplabv3")

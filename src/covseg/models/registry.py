@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from types import ModuleType
 from typing import Any, cast, get_args, get_type_hints
@@ -24,7 +23,7 @@ from torch import nn
 from covseg.errors import CovsegError, is_out_of_memory
 from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.pretrained import weights_path
-from covseg.provenance import option_name
+from covseg.provenance import installed_version, option_name
 
 Builder = Callable[..., nn.Module]
 AsBuilt = Callable[[dict[str, Any]], dict[str, Any]]
@@ -185,10 +184,7 @@ def unavailable(distribution: str) -> str | None:
     extra's ``torchvision>=0.19`` is met by the torchvision that does not load, so
     ``pip install 'covseg[zoo]'`` leaves it as it is."""
     module = ZOO_MODULES.get(distribution, distribution)
-    try:
-        installed = version(distribution)
-    except PackageNotFoundError:
-        installed = None
+    installed = installed_version(distribution)
     failure = _load_failure(module) if installed else None
     if installed is None or failure == f"No module named {module!r}":  # or only its metadata
         return f" needs {distribution}: pip install 'covseg[zoo]'"
