@@ -7,7 +7,7 @@ average), ``best.pt`` (best validation Dice, or the last epoch; the average when
 
 An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
 ``seed + i`` on the same slices (side by side when there are threads for it), then writes the
-averaged model to ``best.pt``.
+averaged model to ``best.pt`` and its members' curves to ``curves.png``.
 
 MONAI is imported where it is used, so that ``import covseg`` and the CLI's help and refusals
 stay fast.
@@ -15,6 +15,7 @@ stay fast.
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import json
 import logging
@@ -104,7 +105,7 @@ from covseg.provenance import (
 from covseg.records import content_hash, read_record
 from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
-from covseg.viz import drawn, training_curves
+from covseg.viz import MemberCurves, drawn, members_curves, training_curves
 
 if TYPE_CHECKING:
     from monai.data import DataLoader
@@ -1233,8 +1234,28 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "invocations": invocations, "synthetic": data.synthetic,
     }
     metrics = _metrics_record(out, metrics, data, [by_id[c] for c in val_cases])
+    members = [MemberCurves(member_label(folder).removeprefix(_fold_named(out)),
+                            _logged_history(folder), int(m["best_epoch"]),
+                            m["validation"]["dice"]["mean"] if val_cases else None)
+               for (_, folder), m in zip(jobs, member_metrics, strict=True)]
+    drawn(lambda: members_curves(members, out / "curves.png", loss=config.loss,
+                                 canvas=config.size,
+                                 ensemble_dice=metrics["validation"]["dice"]["mean"]
+                                 if val_cases else None,
+                                 title=_curves_title(out, config, data, record),
+                                 multiclass=data.num_classes > 2,
+                                 averaged=config.ema_decay > 0),
+          out / "curves.png", out / "member*" / "log.csv")
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _logged_history(out: Path) -> list[dict[str, float]]:
+    """A run's log.csv rows (an ensemble member's, for the ensemble's curves.png), each value
+    a number, an empty cell left out."""
+    with (out / "log.csv").open(newline="") as handle:
+        return [{key: float(value) for key, value in row.items() if value}
+                for row in csv.DictReader(handle)]
 
 
 def _holds_weights(path: Path, model: nn.Module) -> bool:
@@ -1601,7 +1622,8 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
     drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
                                   canvas=config.size, best_epoch=int(best["epoch"]),
                                   kept_dice=kept, title=_curves_title(out, config, data, record),
-                                  multiclass=multiclass), out / "curves.png", out / "log.csv")
+                                  multiclass=multiclass, averaged=config.ema_decay > 0),
+          out / "curves.png", out / "log.csv")
     write_json(out / "metrics.json", metrics)
     return metrics
 
