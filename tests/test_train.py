@@ -212,6 +212,26 @@ def test_an_ensembles_folder_has_curves_naming_each_member_and_its_kept_epoch(
         dice.get_title())
 
 
+def test_an_ensemble_whose_members_log_is_gone_finishes_without_its_curves(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A member's log.csv deleted before the resume that finishes its ensemble: the
+    ensemble's curves.png, drawn from it, is a one-line warning, and the run finishes."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1, "size": 32})
+    out = tmp_path / "ens"
+    train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
+    (out / "metrics.json").unlink()
+    (out / "member1-unet" / "log.csv").unlink()
+    train_module.train(config, load_dataset(synthetic_folder), out, resume=True,
+                       progress=False)
+    assert (out / "metrics.json").is_file() and not (out / "curves.png").exists()
+    told = (f"{out / 'curves.png'}: not drawn (ValueError: {out / 'member1-unet' / 'log.csv'}: "
+            f"No such file or directory); the numbers are in {out / 'member*' / 'log.csv'}")
+    assert [record.getMessage() for record in caplog.records
+            if "not drawn" in record.getMessage()] == [told]
+
+
 def test_curves_that_cannot_be_drawn_are_a_warning_and_the_run_finishes(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

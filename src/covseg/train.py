@@ -1234,11 +1234,9 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "invocations": invocations, "synthetic": data.synthetic,
     }
     metrics = _metrics_record(out, metrics, data, [by_id[c] for c in val_cases])
-    members = [MemberCurves(member_label(folder).removeprefix(_fold_named(out)),
-                            _logged_history(folder), int(m["best_epoch"]),
-                            m["validation"]["dice"]["mean"] if val_cases else None)
-               for (_, folder), m in zip(jobs, member_metrics, strict=True)]
-    drawn(lambda: members_curves(members, out / "curves.png", loss=config.loss,
+    members = [(folder, m) for (_, folder), m in zip(jobs, member_metrics, strict=True)]
+    drawn(lambda: members_curves(_members_curves(members, bool(val_cases)),
+                                 out / "curves.png", loss=config.loss,
                                  canvas=config.size,
                                  ensemble_dice=metrics["validation"]["dice"]["mean"]
                                  if val_cases else None,
@@ -1250,12 +1248,26 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     return metrics
 
 
-def _logged_history(out: Path) -> list[dict[str, float]]:
-    """A run's log.csv rows (an ensemble member's, for the ensemble's curves.png), each value
-    a number, an empty cell left out."""
-    with (out / "log.csv").open(newline="") as handle:
-        return [{key: float(value) for key, value in row.items() if value}
-                for row in csv.DictReader(handle)]
+def _members_curves(members: Sequence[tuple[Path, Mapping[str, Any]]], validated: bool
+                    ) -> list[MemberCurves]:
+    """What the ensemble's curves.png draws of each member (its folder and metrics.json):
+    its name, its log.csv's rows (each value a number, an empty cell left out), its kept epoch
+    and, ``validated``, that model's Dice at the images' own size. A log.csv that cannot be
+    read (deleted since the member finished) is a ValueError, so that the figure alone is lost
+    (:func:`~covseg.viz.drawn`), not the run."""
+    drawn_members = []
+    for folder, metrics in members:
+        try:
+            with (folder / "log.csv").open(newline="") as handle:
+                rows = [{key: float(value) for key, value in row.items() if value}
+                        for row in csv.DictReader(handle)]
+        except OSError as exc:
+            raise ValueError(f"{folder / 'log.csv'}: {exc.strerror or exc}") from None
+        drawn_members.append(MemberCurves(
+            member_label(folder).removeprefix(_fold_named(folder.parent)), rows,
+            int(metrics["best_epoch"]),
+            metrics["validation"]["dice"]["mean"] if validated else None))
+    return drawn_members
 
 
 def _holds_weights(path: Path, model: nn.Module) -> bool:
