@@ -566,7 +566,8 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert candidate["parameters"] > 0 and candidate["gflops_per_slice"] > 0
     miniseg_summary = json.loads((tmp_path / "miniseg" / "summary.json").read_text())
     assert candidate["train_seconds"] == miniseg_summary["train_seconds"] > 0
-    assert (tmp_path / "comparison_boxplot.png").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [  # as docs/outputs.md lists
+        "comparison.json", "comparison.md", "comparison_boxplot.png", "miniseg", "unet_width-4"]
     report = (tmp_path / "comparison.md").read_text()
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
     for synthetic in (True, False):  # real data's report had two blank lines under the title

@@ -1805,11 +1805,26 @@ def test_a_masks_raw_data_file_given_is_refused_naming_its_header(tmp_path: Path
 def test_the_metrics_plot_names_each_class_dice_for_a_reader(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """A multi-class evaluation's boxes were labelled with per_case.csv's column names
-    ("ground-glass_dice (n=3)"): they read "Dice, ground-glass"."""
+    ("ground-glass_dice (n=3)"): they read "Dice, ground-glass", and the scores of any lesion
+    beside them in the same style ("dice (any lesion)", the CSV's column, before); the rows,
+    the CSV's and JSON's columns, are left as they are."""
     rows = [{"dice": 0.5, "iou": 0.3, "sensitivity": 0.6, "precision": 0.4,
              "ground-glass_dice": 0.2, "ground-glass_iou": 0.1, "consolidation_dice": 0.1}] * 3
+    columns = list(rows[0])
     metrics_plot(rows, tmp_path / "plot.png", title="3 cases")
     (axes,) = saved_figures[0].axes
     assert [t.get_text() for t in axes.get_xticklabels()] == [
-        "dice (any lesion) (n=3)", "iou (any lesion) (n=3)", "sensitivity (any lesion) (n=3)",
-        "precision (any lesion) (n=3)", "Dice, ground-glass (n=3)", "Dice, consolidation (n=3)"]
+        "Dice, any lesion (n=3)", "IoU, any lesion (n=3)", "sensitivity, any lesion (n=3)",
+        "precision, any lesion (n=3)", "Dice, ground-glass (n=3)", "Dice, consolidation (n=3)"]
+    assert list(rows[0]) == columns
+
+
+def test_the_metrics_plot_of_binary_masks_names_its_metrics_as_compare_does(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A binary evaluation's boxes read "Dice", "IoU", as compare's table names them, not the
+    CSV's columns ("dice", "iou"); nothing says "any lesion" where there are no classes."""
+    rows = [{"dice": 0.5, "iou": 0.3, "sensitivity": 0.6, "precision": 0.4}] * 2
+    metrics_plot(rows, tmp_path / "plot.png", title="2 cases")
+    (axes,) = saved_figures[0].axes
+    assert [t.get_text() for t in axes.get_xticklabels()] == [
+        "Dice (n=2)", "IoU (n=2)", "sensitivity (n=2)", "precision (n=2)"]

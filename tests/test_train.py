@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint
@@ -39,6 +40,7 @@ from covseg.provenance import cli_command, invoked_as
 from covseg.train import handler_restored, member_label, train_label
 from tests.conftest import (
     NEEDS_ZOO,
+    calls_counted,
     data_unread,
     effusion_frames,
     folder_holding,
@@ -174,6 +176,62 @@ def test_curves_mark_the_kept_epoch_with_the_dice_train_reports(
     assert [line.get_xdata()[0] for line in dice.get_lines() if line.get_marker() == "*"] == [2]
 
 
+def test_an_ensembles_folder_has_curves_naming_each_member_and_its_kept_epoch(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        saved_figures: list) -> None:
+    """An ensemble's run folder had no curves.png, its members' folders each theirs: it has
+    one now, written atomically, drawing each member's curves from its records in a colour of
+    its own, named in the legend, its kept epoch a dotted line and a star as a run's are."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    drawn_to = calls_counted(monkeypatch, Figure, "savefig")
+    out = tmp_path / "ens"
+    config = _scripted_validation(monkeypatch, [0.6, 0.2, 0.3, 0.7])  # members keep 1 and 2
+    metrics = train_module.train(replace(config, model="unet,unet", epochs=2),
+                                 load_dataset(synthetic_folder), out, progress=False)
+    assert [member["best_epoch"] for member in metrics["members"]] == [1, 2]
+    figure, written = drawn_to[-1]  # type: ignore[misc]  # (figure, path) each
+    assert Path(written).parent == out and Path(written).name.startswith(".curves.")
+    assert (out / "curves.png").is_file() and not list(out.glob(".curves.*"))
+    assert figure is saved_figures[-1]
+    assert figure.get_suptitle().endswith(": its members")
+    loss, dice = figure.axes
+    (legend,) = figure.legends
+    names = [text.get_text() for text in legend.get_texts()]
+    for index, member in enumerate(metrics["members"]):
+        name, best = f"member {index} unet", member["best_epoch"]
+        kept = (f"{name}: kept epoch {best} (validation Dice "
+                f"{member['validation']['dice']['mean']:.3f} at the images' own size)")
+        assert names[3 * index:3 * index + 3] == [f"{name}, train", f"{name}, validation", kept]
+        for axis in (loss, dice):
+            assert [line.get_xdata()[0] for line in axis.get_lines()
+                    if line.get_linestyle() == ":" and line.get_color() == f"C{index}"] == [best]
+        (star,) = [line for line in dice.get_lines()
+                   if line.get_marker() == "*" and line.get_color() == f"C{index}"]
+        assert star.get_xdata()[0] == best
+    assert f"the ensemble's validation Dice {metrics['validation']['dice']['mean']:.3f}" in (
+        dice.get_title())
+
+
+def test_an_ensemble_whose_members_log_is_gone_finishes_without_its_curves(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A member's log.csv deleted before the resume that finishes its ensemble: the
+    ensemble's curves.png, drawn from it, is a one-line warning, and the run finishes."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1, "size": 32})
+    out = tmp_path / "ens"
+    train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
+    (out / "metrics.json").unlink()
+    (out / "member1-unet" / "log.csv").unlink()
+    train_module.train(config, load_dataset(synthetic_folder), out, resume=True,
+                       progress=False)
+    assert (out / "metrics.json").is_file() and not (out / "curves.png").exists()
+    told = (f"{out / 'curves.png'}: not drawn (ValueError: {out / 'member1-unet' / 'log.csv'}: "
+            f"No such file or directory); the numbers are in {out / 'member*' / 'log.csv'}")
+    assert [record.getMessage() for record in caplog.records
+            if "not drawn" in record.getMessage()] == [told]
+
+
 def test_curves_that_cannot_be_drawn_are_a_warning_and_the_run_finishes(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -240,11 +298,16 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
             torch.testing.assert_close(again[key], value)
 
 
-def test_moving_average_is_the_saved_model(tmp_path: Path, synthetic_folder: Path) -> None:
+def test_moving_average_is_the_saved_model(tmp_path: Path, synthetic_folder: Path,
+                                           saved_figures: list) -> None:
     """With ``ema_decay`` the predicting model (best.pt) is the EMA, distinct from the raw
-    weights kept in last.pt, and its weights lie on the path the raw ones took."""
+    weights kept in last.pt, and its weights lie on the path the raw ones took; curves.png
+    names the epoch kept as its moving average ("kept: epoch 4" read as that epoch's weights)."""
     data = load_dataset(synthetic_folder)
     train_module.train(TrainConfig(**TINY, ema_decay=0.5), data, tmp_path / "ema", progress=False)
+    (loss,) = saved_figures[-1].axes
+    assert [text.get_text() for text in loss.get_legend().get_texts()] == [
+        "train", f"kept: epoch {TINY['epochs']}'s moving average"]
     served = load_checkpoint(tmp_path / "ema" / "best.pt")["state_dict"]
     raw = load_checkpoint(tmp_path / "ema" / "last.pt")
     assert set(raw["moving_average"]) >= {"n_averaged"}

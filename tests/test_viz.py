@@ -23,11 +23,13 @@ from covseg.viz import (
     LUNG_COLOURS,
     NO_CATEGORY_COLOUR,
     PREDICTION_COLOUR,
+    MemberCurves,
     box_plot,
     class_colour,
     is_sample_grid,
     legend_handles,
     legend_strip,
+    members_curves,
     overlay,
     sample_grid,
     save_figure,
@@ -363,6 +365,39 @@ def test_training_curves_mark_the_kept_epoch_and_its_dice_at_the_images_size(
                     canvas=64, best_epoch=1, kept_dice=None)  # no split: the last epoch is kept
     (plain,) = saved_figures[-1].axes
     assert [line.get_xdata()[0] for line in plain.get_lines() if line.get_linestyle() == ":"] == [1]
+
+
+def test_training_curves_with_a_moving_average_name_it_as_the_model_kept(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """With --ema-decay, best.pt keeps the weights' moving average at the epoch marked, which
+    the validation curves score (the training loss is the raw weights'): the mark read "kept:
+    epoch 2" and the validation curve "validation", as if that epoch's weights were kept."""
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_dice": dice,
+                "seconds": 1.0} for e, dice in ((1, 0.2), (2, 0.5), (3, 0.4))]
+    training_curves(history, tmp_path / "curves.png", loss="dice", canvas=64, best_epoch=2,
+                    kept_dice=0.4371, title="unet", averaged=True)
+    left, right = saved_figures[-1].axes
+    assert [text.get_text() for text in left.get_legend().get_texts()] == [
+        "train", "validation (moving average)", "kept: epoch 2's moving average"]
+    assert right.get_title().startswith("kept (star): epoch 2's moving average, validation Dice")
+
+
+def test_members_curves_draw_each_member_apart_without_a_split(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """An ensemble trained without a validation split: one panel, each member's training loss
+    and kept (last) epoch in its colour, named."""
+    history = [{"epoch": e, "train_loss": 1 / e} for e in (1, 2)]
+    members_curves([MemberCurves("member 0 unet", history, 2, None),
+                    MemberCurves("member 1 miniseg", history, 2, None)],
+                   tmp_path / "curves.png", loss="dice", canvas=64, ensemble_dice=None,
+                   title="unet,miniseg on d")
+    figure = saved_figures[-1]
+    (axis,) = figure.axes
+    assert figure.get_suptitle() == "unet,miniseg on d: its members (no validation split)"
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == [
+        "member 0 unet, train", "member 0 unet: kept epoch 2", "member 1 miniseg, train",
+        "member 1 miniseg: kept epoch 2"]
+    assert [line.get_color() for line in axis.get_lines()] == ["C0", "C0", "C1", "C1"]
 
 
 def test_severity_chart_keeps_a_value_near_100_on_the_axis_and_names_the_bounds(

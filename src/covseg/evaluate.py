@@ -964,8 +964,10 @@ def _lung_truths_note(looks: dict[Path, str], num_classes: int) -> str | None:
     return note
 
 
-PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")
-"""The per-case metrics in [0, 1] that the box plot of an evaluation shows."""
+PLOTTED_METRICS = {"dice": "Dice", "iou": "IoU", "sensitivity": "sensitivity",
+                   "precision": "precision"}
+"""The per-case metrics in [0, 1] that the box plot of an evaluation shows (per_case.csv's
+column: the name its box reads, as compare's table names them)."""
 
 
 def any_lesion(metric: str, multiclass: bool) -> str:
@@ -984,10 +986,12 @@ def lesion_class_dice(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
 
 def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Box plot of each case's Dice, IoU, sensitivity and precision, then the Dice of each
-    lesion class for multi-class masks ("Dice, ground-glass"; undefined values left out); with
-    classes, the first four are named as scores of any lesion, which they are."""
+    lesion class for multi-class masks (undefined values left out); with classes, the first
+    four are named as scores of any lesion, which they are, in the classes' style ("Dice, any
+    lesion" beside "Dice, ground-glass": they read "dice (any lesion)", the CSV's column)."""
     classes = lesion_class_dice(rows)
-    shown = {name: any_lesion(name, bool(classes)) for name in PLOTTED_METRICS}
-    values = {shown[name]: [row[name] for row in rows] for name in PLOTTED_METRICS}
+    scope = ", any lesion" if classes else ""
+    values = {f"{shown}{scope}": [row[column] for row in rows]
+              for column, shown in PLOTTED_METRICS.items()}
     values.update({f"Dice, {name}": dice for name, dice in classes.items()})
     return box_plot(values, path, ylabel="value per case", title=title)

@@ -7,7 +7,7 @@ average), ``best.pt`` (best validation Dice, or the last epoch; the average when
 
 An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
 ``seed + i`` on the same slices (side by side when there are threads for it), then writes the
-averaged model to ``best.pt``.
+averaged model to ``best.pt`` and its members' curves to ``curves.png``.
 
 MONAI is imported where it is used, so that ``import covseg`` and the CLI's help and refusals
 stay fast.
@@ -15,6 +15,7 @@ stay fast.
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import json
 import logging
@@ -104,7 +105,7 @@ from covseg.provenance import (
 from covseg.records import content_hash, read_record
 from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
-from covseg.viz import drawn, training_curves
+from covseg.viz import MemberCurves, drawn, members_curves, training_curves
 
 if TYPE_CHECKING:
     from monai.data import DataLoader
@@ -1233,8 +1234,40 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "invocations": invocations, "synthetic": data.synthetic,
     }
     metrics = _metrics_record(out, metrics, data, [by_id[c] for c in val_cases])
+    members = [(folder, m) for (_, folder), m in zip(jobs, member_metrics, strict=True)]
+    drawn(lambda: members_curves(_members_curves(members, bool(val_cases)),
+                                 out / "curves.png", loss=config.loss,
+                                 canvas=config.size,
+                                 ensemble_dice=metrics["validation"]["dice"]["mean"]
+                                 if val_cases else None,
+                                 title=_curves_title(out, config, data, record),
+                                 multiclass=data.num_classes > 2,
+                                 averaged=config.ema_decay > 0),
+          out / "curves.png", out / "member*" / "log.csv")
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _members_curves(members: Sequence[tuple[Path, Mapping[str, Any]]], validated: bool
+                    ) -> list[MemberCurves]:
+    """What the ensemble's curves.png draws of each member (its folder and metrics.json):
+    its name, its log.csv's rows (each value a number, an empty cell left out), its kept epoch
+    and, ``validated``, that model's Dice at the images' own size. A log.csv that cannot be
+    read (deleted since the member finished) is a ValueError, so that the figure alone is lost
+    (:func:`~covseg.viz.drawn`), not the run."""
+    drawn_members = []
+    for folder, metrics in members:
+        try:
+            with (folder / "log.csv").open(newline="") as handle:
+                rows = [{key: float(value) for key, value in row.items() if value}
+                        for row in csv.DictReader(handle)]
+        except OSError as exc:
+            raise ValueError(f"{folder / 'log.csv'}: {exc.strerror or exc}") from None
+        drawn_members.append(MemberCurves(
+            member_label(folder).removeprefix(_fold_named(folder.parent)), rows,
+            int(metrics["best_epoch"]),
+            metrics["validation"]["dice"]["mean"] if validated else None))
+    return drawn_members
 
 
 def _holds_weights(path: Path, model: nn.Module) -> bool:
@@ -1601,7 +1634,8 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
     drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
                                   canvas=config.size, best_epoch=int(best["epoch"]),
                                   kept_dice=kept, title=_curves_title(out, config, data, record),
-                                  multiclass=multiclass), out / "curves.png", out / "log.csv")
+                                  multiclass=multiclass, averaged=config.ema_decay > 0),
+          out / "curves.png", out / "log.csv")
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -222,9 +222,15 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
     return save_figure(fig, path, metadata=dict([GRID_MARK]))
 
 
+MOVING_AVERAGE = "'s moving average"
+"""How curves.png names the kept model of a run with ``--ema-decay``: best.pt holds the
+weights' moving average at that epoch, which the validation curves score, not the weights
+that epoch trained (the training loss's)."""
+
+
 def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,
                     loss: str, canvas: int, best_epoch: int, kept_dice: float | None,
-                    title: str = "", multiclass: bool = False) -> Path:
+                    title: str = "", multiclass: bool = False, averaged: bool = False) -> Path:
     """The ``loss`` per epoch (train, validation) and, with a validation split, the validation
     Dice per epoch as training scores it to pick the best epoch, on its ``canvas``-pixel
     canvas: a ``multiclass`` model's is the per-case mean over the lesion classes, not the
@@ -233,54 +239,136 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     ``best_epoch`` (the one best.pt keeps) is a dotted line on each panel and a star on the
     Dice curve, and ``kept_dice`` (its metrics.json ``validation.dice``, at the images' own
     size) is written above: nothing marked the epoch kept, and the Dice scored at the images'
-    own size was not the one plotted."""
-    from covseg._matplotlib import Figure, MaxNLocator
-
+    own size was not the one plotted. ``averaged`` (``--ema-decay``): the validation curves
+    and the kept model are the weights' moving average, and are named so
+    (:data:`MOVING_AVERAGE`)."""
     epochs = [row["epoch"] for row in history]
     validated = kept_dice is not None
-    fig = Figure(figsize=(10 if validated else 5.5, 3.5), layout="constrained")
-    axes = fig.subplots(1, 1 + validated, squeeze=False)
-    left = axes[0, 0]
-    point = {"marker": "o"} if len(epochs) == 1 else {}  # a line of one point draws nothing
+    fig, axes = _curve_panels(validated)
+    left = axes[0]
+    point = _point(epochs)
+    kept = f"epoch {best_epoch}{MOVING_AVERAGE if averaged else ''}"
     left.plot(epochs, [row["train_loss"] for row in history], label="train", **point)
     if kept_dice is not None:
-        left.plot(epochs, [row.get("val_loss") for row in history], label="validation",
-                  **point)
-        _validation_dice(axes[0, 1], history, canvas, best_epoch, kept_dice, multiclass, point)
-    for ax in axes.ravel():
-        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1,
-                   label=f"kept: epoch {best_epoch}")
-        ax.set_xlabel("epoch")
-        if len(epochs) == 1:
-            ax.set_xticks(epochs)  # the integer locator has no whole number near one epoch
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.set_ylabel(f"loss ({loss})")
+        left.plot(epochs, [row.get("val_loss", float("nan")) for row in history],
+                  label="validation (moving average)" if averaged else "validation", **point)
+        _validation_dice(axes[1], history, best_epoch, "tab:green", point)
+        axes[1].set_title(f"kept (star): {kept}, validation {_any_lesion_dice(multiclass)} "
+                          f"{kept_dice:.3f}\nat the images' own size (metrics.json's "
+                          "validation.dice)", fontsize=9)
+    for ax in axes:
+        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1, label=f"kept: {kept}")
+    _label_panels(axes, epochs, loss, canvas, multiclass)
     left.legend()
     heading = title if validated else f"{title} (no validation split)".strip()
     fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
 
 
-def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], canvas: int,
-                     best_epoch: int, kept_dice: float, multiclass: bool,
-                     point: Mapping[str, Any]) -> None:
-    """The validation Dice panel of :func:`training_curves`: the canvas Dice per epoch, a star
-    at ``best_epoch``'s, and the kept model's Dice at the images' own size as its title, named
-    as metrics.json holds it: train printed an ensemble's Dice, not its members', and cv a
-    fold's test Dice."""
+class MemberCurves(NamedTuple):
+    """An ensemble member's records for :func:`members_curves`: its name ("member 0 miniseg"),
+    its log.csv's rows, the epoch its best.pt keeps and that model's validation Dice at the
+    images' own size (None without a validation split), as its metrics.json gives them."""
+
+    name: str
+    history: Sequence[Mapping[str, float]]
+    best_epoch: int
+    kept_dice: float | None
+
+
+def members_curves(members: Sequence[MemberCurves], path: str | os.PathLike[str], *,
+                   loss: str, canvas: int, ensemble_dice: float | None, title: str,
+                   multiclass: bool = False, averaged: bool = False) -> Path:
+    """An ensemble's curves.png: each member's curves as :func:`training_curves` draws a run's,
+    one colour a member, in one figure (the ensemble's folder had none, its members' each
+    theirs): its training loss solid and validation loss dashed, its validation Dice on the
+    canvas, its kept epoch a dotted line of its colour on each panel and a star on its Dice
+    curve, each named in the legend under the panels (a column a member) with its Dice at the
+    images' own size; above the Dice
+    panel, the ensemble's own (``ensemble_dice``, its metrics.json ``validation.dice``).
+    ``averaged``: as :func:`training_curves` takes it."""
+    validated = ensemble_dice is not None
+    fig, axes = _curve_panels(validated, legend_rows=2 + validated)
+    left = axes[0]
+    epochs = sorted({row["epoch"] for member in members for row in member.history})
+    for index, member in enumerate(members):
+        own = [row["epoch"] for row in member.history]
+        colour, point = f"C{index}", _point(own)
+        left.plot(own, [row["train_loss"] for row in member.history], color=colour,
+                  label=f"{member.name}, train", **point)
+        kept = f"{member.name}: kept epoch {member.best_epoch}"
+        kept += MOVING_AVERAGE if averaged else ""
+        if validated:
+            left.plot(own, [row.get("val_loss", float("nan")) for row in member.history],
+                      color=colour, linestyle="--", label=f"{member.name}, validation", **point)
+            _validation_dice(axes[1], member.history, member.best_epoch, colour, point)
+            kept += (f" (validation {_any_lesion_dice(multiclass)} {member.kept_dice:.3f} at "
+                     "the images' own size)")
+        for ax in axes:
+            ax.axvline(member.best_epoch, color=colour, linestyle=":", linewidth=1,
+                       label=kept)
+    if validated:
+        axes[1].set_title(f"kept (star): each member's best epoch; the ensemble's validation "
+                          f"{_any_lesion_dice(multiclass)} {ensemble_dice:.3f}\nat the images' "
+                          "own size (metrics.json's validation.dice)", fontsize=9)
+    _label_panels(axes, epochs, loss, canvas, multiclass)
+    fig.legend(handles=left.get_lines(), loc="outside lower center", ncol=len(members),
+               fontsize=7, frameon=False)  # a member's entries a column, under the panels
+    fig.suptitle(f"{title}: its members{'' if validated else ' (no validation split)'}",
+                 fontsize=10)
+    return save_figure(fig, path)
+
+
+def _curve_panels(validated: bool, legend_rows: int = 0) -> tuple[Figure, list[Axes]]:
+    """curves.png's figure and panels: the loss's, and the validation Dice's with a split;
+    taller by ``legend_rows`` lines of a legend under them."""
+    from covseg._matplotlib import Figure
+
+    fig = Figure(figsize=(10 if validated else 5.5, 3.5 + 0.17 * legend_rows),
+                 layout="constrained")
+    return fig, list(fig.subplots(1, 1 + validated, squeeze=False)[0])
+
+
+def _point(epochs: Sequence[float]) -> dict[str, Any]:
+    """A curve's marker: a line of one point draws nothing, so one epoch is a dot."""
+    return {"marker": "o"} if len(epochs) == 1 else {}
+
+
+def _label_panels(axes: Sequence[Axes], epochs: Sequence[float], loss: str, canvas: int,
+                  multiclass: bool) -> None:
+    """Name the panels' axes (the loss, named; the Dice on the ``canvas``) and count epochs
+    whole."""
+    from covseg._matplotlib import MaxNLocator
+
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if len(epochs) == 1:
+            ax.set_xticks(epochs)  # the integer locator has no whole number near one epoch
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel(f"loss ({loss})")
+    if len(axes) > 1:
+        name = "validation Dice, mean over\nlesion classes" if multiclass else "validation Dice"
+        axes[1].set_ylabel(f"{name}\n(on the {canvas} px training canvas)")
+        axes[1].set_ylim(0, 1)
+
+
+def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], best_epoch: int,
+                     colour: str, point: Mapping[str, Any]) -> None:
+    """A validation Dice curve of :func:`training_curves` or :func:`members_curves`: the
+    canvas Dice per epoch in ``colour``, a star at ``best_epoch``'s."""
+    dice = {row["epoch"]: row.get("val_dice", float("nan")) for row in history}
+    ax.plot(list(dice), list(dice.values()), color=colour, **point)
+    ax.plot([best_epoch], [dice.get(best_epoch, float("nan"))], linestyle="none", marker="*",
+            markersize=12, color=colour, markeredgecolor="black")
+
+
+def _any_lesion_dice(multiclass: bool) -> str:
+    """The kept model's Dice at the images' own size, named as metrics.json holds it: train
+    printed an ensemble's Dice, not its members', and cv a fold's test Dice."""
     from covseg.evaluate import any_lesion  # evaluate draws with viz: imported here
 
-    dice = {row["epoch"]: row.get("val_dice", float("nan")) for row in history}
-    ax.plot(list(dice), list(dice.values()), color="tab:green", **point)
-    ax.plot([best_epoch], [dice.get(best_epoch, float("nan"))], linestyle="none", marker="*",
-            markersize=12, color="tab:green", markeredgecolor="black")
-    name = "validation Dice, mean over\nlesion classes" if multiclass else "validation Dice"
-    ax.set_ylabel(f"{name}\n(on the {canvas} px training canvas)")
-    ax.set_title(f"kept (star): epoch {best_epoch}, validation "
-                 f"{any_lesion('Dice', multiclass)} {kept_dice:.3f}\nat the images' own size "
-                 "(metrics.json's validation.dice)", fontsize=9)
-    ax.set_ylim(0, 1)
+    return any_lesion("Dice", multiclass)
 
 
 MEAN_MARK: dict[str, Any] = {"marker": "^", "markerfacecolor": "tab:green",
