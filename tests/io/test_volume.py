@@ -297,6 +297,36 @@ def test_grids_are_one_within_0_001_mm_wherever_the_origin_lies(
     assert "affine differs from" in caplog.text and "assuming the same voxel grid" in caplog.text
 
 
+def test_a_mask_off_the_grid_in_another_axis_order_is_refused_as_off_the_grid(
+        tmp_path: Path) -> None:
+    """A mask stored LAS beside an LPS CT, its header right but 2.5 mm off the CT's voxels, was
+    refused as mirrored ("fix the header of one ... rather than pair them mirrored"), though
+    unshifted it is accepted: off the grid, as the same shift in the CT's own order is. A mask
+    stored as its CT under a header that negates an axis in place is still refused as
+    mirrored."""
+    ct_affine = np.array([[-4.5, 0, 0, 100], [0, -5.0, 0, 120], [0, 0, 6.0, -50],
+                          [0, 0, 0, 1.0]])
+    ct = read_nifti(save(tmp_path / "ct.nii.gz", np.zeros((8, 10, 4), np.int16), ct_affine))
+    las = ct_affine @ np.array([[1.0, 0, 0, 0], [0, -1, 0, 9], [0, 0, 1, 0], [0, 0, 0, 1]])
+    mirrored = ct_affine.copy()
+    mirrored[1, 1] = 5.0
+    shifted = np.eye(4)
+    shifted[1, 3] = 2.5
+    for name, affine, refusal in (
+            ("las", las, None),
+            ("las_shifted", shifted @ las, "not on the voxel grid of the mask"),
+            ("lps_shifted", shifted @ ct_affine, "not on the voxel grid of the mask"),
+            ("mirrored", mirrored, "rather than pair them mirrored")):
+        mask = read_nifti(save(tmp_path / f"{name}.nii.gz", np.zeros((8, 10, 4), np.uint8),
+                               affine))
+        if refusal is None:
+            check_same_grid(mask, ct)
+            continue
+        with pytest.raises(CovsegError, match=refusal) as caught:
+            check_same_grid(mask, ct)
+        assert ("origins 2.5 mm apart" in str(caught.value)) == (name != "mirrored")
+
+
 def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_path: Path) -> None:
     """A 64x48x10 CT beside a 64x48x12 mask was refused as "(10, 48, 64) ... (12, 48, 64) (z, y,
     x, as the files hold them)", the files' shapes reversed: each is printed as nibabel's shape,
