@@ -142,6 +142,28 @@ def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.asarray(written.dataobj)[::-1, ::-1].T, classes)
 
 
+def test_class_probabilities_have_no_time_axis(tmp_path: Path) -> None:
+    """Over a CT whose header has time units ("sec"), the 4D class probabilities copied them
+    (and the CT's time offset and intent), so SimpleITK read the classes as time points 1 s
+    apart. The class axis now has no time unit; the spatial unit and the grid are kept."""
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm", "sec")
+    header["toffset"] = 2.5
+    header.set_intent("estimate", (), name="ct")
+    nib.save(nib.Nifti1Image(np.full((6, 5, 4), -900, dtype=np.int16), np.diag([0.8, 0.8, 2.5, 1]),
+                             header), str(tmp_path / "ct.nii.gz"))
+    volume = read_nifti(tmp_path / "ct.nii.gz")
+    classes = np.random.default_rng(1).random((3, 4, 5, 6)).astype(np.float32)
+    path = write_probabilities_like(volume, classes, tmp_path / "c.nii.gz")
+    written = nib.load(str(path)).header
+    assert written.get_xyzt_units() == ("mm", "unknown") and float(written["toffset"]) == 0.0
+    assert written.get_intent() == ("none", (), "")
+    assert written.get_zooms() == (0.8, 0.8, 2.5, 1.0)
+    read = sitk.ReadImage(str(path))
+    assert read.GetDimension() == 4 and read.GetSpacing()[:3] == pytest.approx((0.8, 0.8, 2.5))
+    assert read.GetMetaData("xyzt_units") == "2"  # mm, no time unit
+
+
 def test_write_mask_validates_its_input(tmp_path: Path) -> None:
     volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
     with pytest.raises(CovsegError, match="differs from the volume"):

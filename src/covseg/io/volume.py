@@ -978,8 +978,11 @@ def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
                              path: str | os.PathLike[str]) -> Path:
     """Write float probabilities, (z, y, x) or (C, z, y, x), as float32 NIfTI on ``volume``'s grid.
 
-    A (C, z, y, x) map becomes a 4D NIfTI (x, y, z, C). nibabel writes slice by slice, so a
-    float16 memmap can be passed without loading it.
+    A (C, z, y, x) map becomes a 4D NIfTI (x, y, z, C), its fourth axis the classes: no time
+    unit or offset (a CT's "sec" made SimpleITK read the classes as time points 1 s apart).
+    Intent none: NIfTI's "vector" intent puts the classes on a fifth axis, which readers would
+    show as (x, y, z, 1, C). nibabel writes slice by slice, so a float16 memmap can be passed
+    without loading it.
     """
     shape = probabilities.shape if probabilities.ndim == 3 else probabilities.shape[1:]
     _check_shape(volume, shape, path)
@@ -987,6 +990,10 @@ def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
         raise CovsegError(f"{path}: probabilities must be floats, got {probabilities.dtype}")
     header = _derived_header(volume, np.float32)
     header["cal_min"], header["cal_max"] = 0.0, 1.0
+    header.set_intent("none", (), name="")
+    if probabilities.ndim == 4:
+        header.set_xyzt_units(xyz=header.get_xyzt_units()[0])
+        header["toffset"] = 0.0
     return _save(volume, probabilities.T, header, path)
 
 
