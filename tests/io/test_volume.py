@@ -324,21 +324,23 @@ def test_a_mask_off_the_grid_in_another_axis_order_is_refused_as_off_the_grid(
     """A mask stored LAS beside an LPS CT, its header right but 2.5 mm off the CT's voxels, was
     refused as mirrored ("fix the header of one ... rather than pair them mirrored"), though
     unshifted it is accepted: off the grid, as the same shift in the CT's own order is. A mask
-    stored as its CT under a header that negates an axis in place is still refused as
-    mirrored."""
+    stored as its CT under a header that negates an axis in place, or swaps two axes (and is
+    shifted: its shape then reads as another), is still refused as mirrored."""
     ct_affine = np.array([[-4.5, 0, 0, 100], [0, -5.0, 0, 120], [0, 0, 6.0, -50],
                           [0, 0, 0, 1.0]])
     ct = read_nifti(save(tmp_path / "ct.nii.gz", np.zeros((8, 10, 4), np.int16), ct_affine))
     las = ct_affine @ np.array([[1.0, 0, 0, 0], [0, -1, 0, 9], [0, 0, 1, 0], [0, 0, 0, 1]])
     mirrored = ct_affine.copy()
     mirrored[1, 1] = 5.0
+    permuted = ct_affine[:, [1, 0, 2, 3]]
     shifted = np.eye(4)
     shifted[1, 3] = 2.5
     for name, affine, refusal in (
             ("las", las, None),
             ("las_shifted", shifted @ las, "not on the voxel grid of the mask"),
             ("lps_shifted", shifted @ ct_affine, "not on the voxel grid of the mask"),
-            ("mirrored", mirrored, "rather than pair them mirrored")):
+            ("mirrored", mirrored, "rather than pair them mirrored"),
+            ("permuted_shifted", shifted @ permuted, "rather than pair them mirrored")):
         mask = read_nifti(save(tmp_path / f"{name}.nii.gz", np.zeros((8, 10, 4), np.uint8),
                                affine))
         if refusal is None:
@@ -346,7 +348,7 @@ def test_a_mask_off_the_grid_in_another_axis_order_is_refused_as_off_the_grid(
             continue
         with pytest.raises(CovsegError, match=refusal) as caught:
             check_same_grid(mask, ct)
-        assert ("origins 2.5 mm apart" in str(caught.value)) == (name != "mirrored")
+        assert ("origins 2.5 mm apart" in str(caught.value)) == name.endswith("_shifted")
 
 
 def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_path: Path) -> None:

@@ -656,10 +656,13 @@ def check_same_grid(reference: Volume, other: Volume,
 def _apart_by_axis_labels(reference: Volume, other: Volume) -> bool:
     """Whether the headers' axis labels set the grids apart: they label the axes differently,
     and ``reference``'s voxels as stored, read along ``other``'s file axes (from its own first
-    voxel, by its own voxel size along each body axis), lie on ``other``'s grid. A mask shifted
-    or resized in another axis order is off the grid, not mirrored."""
+    voxel, by its own voxel size along each body axis), lie on ``other``'s grid, or the files
+    hold one shape that the labels turn into two (axes permuted). A mask shifted or resized in
+    the same stored shape and another axis order is off the grid, not mirrored."""
     if reference.file_axes == other.file_axes or reference.file_shape != other.file_shape:
         return False
+    if reference.array.shape != other.array.shape:
+        return True
     target = _file_affine_mm(other)
     body_axes = nib.io_orientation(target)[:, 0].astype(int)
     sizes = np.linalg.norm(reference.affine[:3, :3], axis=0)[body_axes]
