@@ -347,6 +347,24 @@ def test_a_region_reaching_the_lungs_is_kept_to_a_depth_beyond_the_margin() -> N
         remove_outside_lungs(lesions, lungs, spacing, depth_mm=math.inf), lesions)
 
 
+@pytest.mark.parametrize("step", [5.0, 5.0000002, float(np.nextafter(np.float32(5), 6)), 4.9999998])
+def test_a_voxel_exactly_at_the_margin_or_depth_is_kept_however_the_spacing_rounds(
+        step: float) -> None:
+    """Round spacings put voxels exactly at the 5 mm margin or the 30 mm depth: one CT saved as
+    NIfTI-1 and NIfTI-2 (or in metres) kept or cut them as its 5 mm spacing read 5.0 or
+    5.0000002, a slice apart from the lungs included, and the masks differed."""
+    lungs = np.zeros((6, 16, 12), dtype=np.uint8)
+    lungs[0:3, 0:5, 0:10] = RIGHT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[1, 5, 5] = 1  # one row below the lung: 5 mm
+    lesions[3, 2, 5] = 1  # one slice above the lung: 5 mm
+    lesions[1, 3:12, 8] = 1  # from inside the lung to 35 mm beyond it
+    expected = lesions.copy()
+    expected[1, 11, 8] = 0  # 35 mm; row 10 lies 30 mm (LESION_DEPTH_MM) from the lung
+    kept = remove_outside_lungs(lesions, lungs, (step, step, 1.0), margin_mm=5.0)
+    np.testing.assert_array_equal(kept, expected)
+
+
 def test_lesions_join_the_lung_they_touch_else_the_nearest() -> None:
     """Consolidation deep in one lung can lie nearer the other lung's edge, and a lung base can
     be consolidated below its last aerated slice (the lungs were not grown there)."""

@@ -62,6 +62,10 @@ false call running on into the liver dome, the heart or the chest wall is cut he
 being counted whole as lung (a study of 12 % read 82 %, CT-4)."""
 DEPTH_GRID_MM = 3.0
 """Cell size (about, at most) of the grid on which the depth is measured."""
+TIE_TOLERANCE = 1e-6
+"""Relative slack on the margin and depth bounds: a voxel exactly at a bound (common with round
+spacings: 6 rows of 5 mm lie 30 mm away) is kept however the header's floats round the spacing
+(5.0 or 5.0000002 mm), so one CT saved two ways gives one mask."""
 AIRWAY_MAX_MM2 = 500.0
 SPLIT_MAX_DEPTH_MM = 30.0
 SIDE_TEST_MM = 3.0
@@ -1032,7 +1036,7 @@ def _kept_near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[f
         )
     if margin_mm < 0:
         raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
-    reach = int(margin_mm // spacing[0])
+    reach = int(_with_ties(margin_mm) // spacing[0])
     out = _near_lungs(lesion_volume, lung_volume, spacing, margin_mm, reach)
     voxels = _add_connected(out, lesion_volume, lung_volume, bound, reach, hu_volume, spacing,
                             depth_mm, count_cut)
@@ -1076,7 +1080,7 @@ def _near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ..
             if distance is not None:
                 dz2 = np.float32(((near - k) * spacing[0]) ** 2)
                 np.minimum(best, distance + dz2, out=best)
-        plane[outside & (best > margin_mm**2)] = 0
+        plane[outside & (best > _with_ties(margin_mm) ** 2)] = 0
     return out
 
 
@@ -1184,7 +1188,7 @@ def _deeper_than(lungs: np.ndarray, box: tuple[slice, ...], spacing: tuple[float
     pad = [int(np.ceil(depth_mm / step)) + 1 for step in spacing]
     around = tuple(slice(max(0, part.start - extra), min(size, part.stop + extra))
                    for part, extra, size in zip(box, pad, lungs.shape, strict=True))
-    factors = [max(1, int(DEPTH_GRID_MM // step)) for step in spacing]
+    factors = [max(1, int(_with_ties(DEPTH_GRID_MM) // step)) for step in spacing]
     cells = _cells_holding(lungs[around], factors)
     index = np.ix_(*[(np.arange(part.start, part.stop) - outer.start) // factor
                      for part, outer, factor in zip(box, around, factors, strict=True)])
@@ -1192,7 +1196,7 @@ def _deeper_than(lungs: np.ndarray, box: tuple[slice, ...], spacing: tuple[float
         return np.ones(tuple(part.stop - part.start for part in box), dtype=bool)
     distance = ndimage.distance_transform_edt(
         ~cells, sampling=[factor * step for factor, step in zip(factors, spacing, strict=True)])
-    return (distance > depth_mm)[index]
+    return (distance > _with_ties(depth_mm))[index]
 
 
 def _cells_holding(mask: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -1206,6 +1210,12 @@ def _cells_holding(mask: np.ndarray, factors: Sequence[int]) -> np.ndarray:
         view = cells[tuple(slice(0, size) for size in part.shape)]
         np.logical_or(view, part, out=view)
     return cells
+
+
+def _with_ties(bound_mm: float) -> float:
+    """``bound_mm`` widened by :data:`TIE_TOLERANCE`: a distance that equals it is within it
+    whichever way floats rounded the spacing."""
+    return bound_mm * (1 + TIE_TOLERANCE)
 
 
 def _squared_distance(lungs: np.ndarray, spacing: Sequence[float]) -> np.ndarray | None:

@@ -142,6 +142,28 @@ def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.asarray(written.dataobj)[::-1, ::-1].T, classes)
 
 
+def test_class_probabilities_have_no_time_axis(tmp_path: Path) -> None:
+    """Over a CT whose header has time units ("sec"), the 4D class probabilities copied them
+    (and the CT's time offset and intent), so SimpleITK read the classes as time points 1 s
+    apart. The class axis now has no time unit; the spatial unit and the grid are kept."""
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm", "sec")
+    header["toffset"] = 2.5
+    header.set_intent("estimate", (), name="ct")
+    nib.save(nib.Nifti1Image(np.full((6, 5, 4), -900, dtype=np.int16), np.diag([0.8, 0.8, 2.5, 1]),
+                             header), str(tmp_path / "ct.nii.gz"))
+    volume = read_nifti(tmp_path / "ct.nii.gz")
+    classes = np.random.default_rng(1).random((3, 4, 5, 6)).astype(np.float32)
+    path = write_probabilities_like(volume, classes, tmp_path / "c.nii.gz")
+    written = nib.load(str(path)).header
+    assert written.get_xyzt_units() == ("mm", "unknown") and float(written["toffset"]) == 0.0
+    assert written.get_intent() == ("none", (), "")
+    assert written.get_zooms() == (0.8, 0.8, 2.5, 1.0)
+    read = sitk.ReadImage(str(path))
+    assert read.GetDimension() == 4 and read.GetSpacing()[:3] == pytest.approx((0.8, 0.8, 2.5))
+    assert read.GetMetaData("xyzt_units") == "2"  # mm, no time unit
+
+
 def test_write_mask_validates_its_input(tmp_path: Path) -> None:
     volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
     with pytest.raises(CovsegError, match="differs from the volume"):
@@ -295,6 +317,38 @@ def test_grids_are_one_within_0_001_mm_wherever_the_origin_lies(
     with caplog.at_level(logging.WARNING):
         check_same_grid(mask, ct)
     assert "affine differs from" in caplog.text and "assuming the same voxel grid" in caplog.text
+
+
+def test_a_mask_off_the_grid_in_another_axis_order_is_refused_as_off_the_grid(
+        tmp_path: Path) -> None:
+    """A mask stored LAS beside an LPS CT, its header right but 2.5 mm off the CT's voxels, was
+    refused as mirrored ("fix the header of one ... rather than pair them mirrored"), though
+    unshifted it is accepted: off the grid, as the same shift in the CT's own order is. A mask
+    stored as its CT under a header that negates an axis in place, or swaps two axes (and is
+    shifted: its shape then reads as another), is still refused as mirrored."""
+    ct_affine = np.array([[-4.5, 0, 0, 100], [0, -5.0, 0, 120], [0, 0, 6.0, -50],
+                          [0, 0, 0, 1.0]])
+    ct = read_nifti(save(tmp_path / "ct.nii.gz", np.zeros((8, 10, 4), np.int16), ct_affine))
+    las = ct_affine @ np.array([[1.0, 0, 0, 0], [0, -1, 0, 9], [0, 0, 1, 0], [0, 0, 0, 1]])
+    mirrored = ct_affine.copy()
+    mirrored[1, 1] = 5.0
+    permuted = ct_affine[:, [1, 0, 2, 3]]
+    shifted = np.eye(4)
+    shifted[1, 3] = 2.5
+    for name, affine, refusal in (
+            ("las", las, None),
+            ("las_shifted", shifted @ las, "not on the voxel grid of the mask"),
+            ("lps_shifted", shifted @ ct_affine, "not on the voxel grid of the mask"),
+            ("mirrored", mirrored, "rather than pair them mirrored"),
+            ("permuted_shifted", shifted @ permuted, "rather than pair them mirrored")):
+        mask = read_nifti(save(tmp_path / f"{name}.nii.gz", np.zeros((8, 10, 4), np.uint8),
+                               affine))
+        if refusal is None:
+            check_same_grid(mask, ct)
+            continue
+        with pytest.raises(CovsegError, match=refusal) as caught:
+            check_same_grid(mask, ct)
+        assert ("origins 2.5 mm apart" in str(caught.value)) == name.endswith("_shifted")
 
 
 def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_path: Path) -> None:

@@ -622,13 +622,14 @@ def check_same_grid(reference: Volume, other: Volume,
     differs (:func:`grid_differences`, the rule evaluate applies too). Each is turned to the
     working axes by its own header, so voxels stored alike under headers that label the axes
     differently (one flipped or permuted) would pair mirrored, or be refused for shapes that
-    print equal: refused, naming the axes. A drift under half a voxel between headers
-    (translation, rounding) only warns, the voxels being paired as stored. ``reshaped``: the
-    masks of the two whose shape may be the one at fault, for a refusal's advice
+    print equal: refused, naming the axes, where read along the other's axes they would pair
+    (:func:`_apart_by_axis_labels`); else refused as off the grid. A drift under half a voxel
+    between headers (translation, rounding) only warns, the voxels being paired as stored.
+    ``reshaped``: the masks of the two whose shape may be the one at fault, for a refusal's advice
     (:func:`cropped_segmentation_advice`): by default ``reference``; of two masks, both, or the
     second alone where the first lies on its CT's grid."""
     differences = grid_differences(reference, other)
-    if differences and reference.file_axes != other.file_axes:
+    if differences and _apart_by_axis_labels(reference, other):
         raise CovsegError(
             f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
             f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
@@ -650,6 +651,33 @@ def check_same_grid(reference: Volume, other: Volume,
             + cropped_segmentation_advice(reference.source, other.source)
         )
     warn_grid_drift(reference, other)
+
+
+def _apart_by_axis_labels(reference: Volume, other: Volume) -> bool:
+    """Whether the headers' axis labels set the grids apart: they label the axes differently,
+    and ``reference``'s voxels as stored, read along ``other``'s file axes (from its own first
+    voxel, by its own voxel size along each body axis), lie on ``other``'s grid, or the files
+    hold one shape that the labels turn into two (axes permuted). A mask shifted or resized in
+    the same stored shape and another axis order is off the grid, not mirrored."""
+    if reference.file_axes == other.file_axes or reference.file_shape != other.file_shape:
+        return False
+    if reference.array.shape != other.array.shape:
+        return True
+    target = _file_affine_mm(other)
+    body_axes = nib.io_orientation(target)[:, 0].astype(int)
+    sizes = np.linalg.norm(reference.affine[:3, :3], axis=0)[body_axes]
+    relabelled = _file_affine_mm(reference).copy()
+    relabelled[:3, :3] = target[:3, :3] / np.linalg.norm(target[:3, :3], axis=0) * sizes
+    return not affine_differences(relabelled, target)
+
+
+def _file_affine_mm(volume: Volume) -> np.ndarray:
+    """The affine of the volume's voxels in the file's own axis order, in mm."""
+    if volume.stored is None:
+        return volume.affine
+    shape_xyz = volume.file_shape
+    to_working = nib.orientations.inv_ornt_aff(volume.stored.to_working, shape_xyz)
+    return np.asarray(volume.affine @ np.linalg.inv(to_working))
 
 
 def as_axial(volume: Volume, what: Slices = CT_SLICES) -> Volume:
@@ -953,8 +981,11 @@ def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
                              path: str | os.PathLike[str]) -> Path:
     """Write float probabilities, (z, y, x) or (C, z, y, x), as float32 NIfTI on ``volume``'s grid.
 
-    A (C, z, y, x) map becomes a 4D NIfTI (x, y, z, C). nibabel writes slice by slice, so a
-    float16 memmap can be passed without loading it.
+    A (C, z, y, x) map becomes a 4D NIfTI (x, y, z, C), its fourth axis the classes: no time
+    unit or offset (a CT's "sec" made SimpleITK read the classes as time points 1 s apart).
+    Intent none: NIfTI's "vector" intent puts the classes on a fifth axis, which readers would
+    show as (x, y, z, 1, C). nibabel writes slice by slice, so a float16 memmap can be passed
+    without loading it.
     """
     shape = probabilities.shape if probabilities.ndim == 3 else probabilities.shape[1:]
     _check_shape(volume, shape, path)
@@ -962,6 +993,10 @@ def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
         raise CovsegError(f"{path}: probabilities must be floats, got {probabilities.dtype}")
     header = _derived_header(volume, np.float32)
     header["cal_min"], header["cal_max"] = 0.0, 1.0
+    header.set_intent("none", (), name="")
+    if probabilities.ndim == 4:
+        header.set_xyzt_units(xyz=header.get_xyzt_units()[0])
+        header["toffset"] = 0.0
     return _save(volume, probabilities.T, header, path)
 
 
