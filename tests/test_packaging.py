@@ -92,7 +92,10 @@ def test_the_package_type_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 USER_SCRIPT = """
+from typing import assert_type
+
 import numpy as np
+import numpy.typing as npt
 
 import covseg
 
@@ -106,6 +109,7 @@ def main() -> None:
                      window=np.array([-1350, 150]))
     labels = covseg.segment(model, np.zeros((3, 8, 8)), spacing=np.array([5.0, 0.7, 0.7]),
                             lung_margin_mm=np.float32(30))
+    assert_type(labels, npt.NDArray[np.uint8])
     data: covseg.LoadedData = covseg.load_dataset("data", window=np.array([-1350.0, 150.0]))
     covseg.cross_validate(data, "cv", folds=np.int64(3), epochs=np.int64(2))
     covseg.demo("demo", folds=np.int64(3), epochs=np.int64(1))
@@ -127,16 +131,47 @@ def test_a_users_documented_calls_type_check_strictly(tmp_path: Path,
     """``mypy --strict`` on a user's script refused what python-api.md says the API takes
     (numpy's numbers where numbers are, also in a TrainConfig built by hand; a window as a 1-D
     numpy array) and had no name for the types it returns or for the error whose ``result``
-    holds a batch's counts. covseg is read as an installed package is (its own errors silent).
-    About 20 s with no cache on this quiet 2-core machine."""
+    holds a batch's counts; segment's labels were a bare ndarray, not the uint8 they are.
+    covseg is read as an installed package is (its own errors silent). About 20 s with no cache
+    on this quiet 2-core machine."""
+    stdout, stderr, status = _strict(USER_SCRIPT, tmp_path, monkeypatch)
+    assert status == 0, stdout + stderr
+
+
+MISTYPED_SCRIPT = """
+import covseg
+
+covseg.train("data", "run", epoch=3)
+covseg.train("data", "run", lr="fast")
+covseg.cross_validate("data", "cv", epochs="ten")
+covseg.compare("data", ["unet", "unet:width=8"], "cmp", model="unet")
+covseg.predict_volumes("run", ["ct/"], "out/", htm=True)
+covseg.predict_volumes("run", ["ct/"], "out/", lung_margin_mm="30")
+"""
+
+
+def test_a_users_mistyped_recipe_and_volume_keywords_fail_the_type_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train's, cross_validate's and compare's recipe keywords and predict_volumes' volume
+    options were ``**config: Any`` and ``**options: Any``: ``mypy --strict`` took a misspelt
+    ``epoch=3`` or ``htm=True`` and ``lr="fast"``, which only the run refused. Each line of the
+    script is now an error of its own (compare takes each model in its spec, not ``model=``)."""
+    stdout, stderr, status = _strict(MISTYPED_SCRIPT, tmp_path, monkeypatch)
+    flagged = {int(line.split(":")[1]) for line in stdout.splitlines() if ": error:" in line}
+    assert status == 1 and flagged == set(range(4, 10)), stdout + stderr
+
+
+def _strict(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, int]:
+    """``mypy --strict`` on a user's script ``source``, covseg read as an installed package is
+    (its own errors silent): its stdout, stderr and exit status."""
     api = pytest.importorskip("mypy.api", reason="mypy is not installed: pip install -e '.[test]'")
     script = tmp_path / "user.py"
-    script.write_text(USER_SCRIPT)
+    script.write_text(source)
     monkeypatch.setenv("MYPYPATH", str(ROOT / "src"))
-    stdout, stderr, status = api.run([
+    result: tuple[str, str, int] = api.run([
         "--strict", "--follow-imports=silent", "--python-version", "3.11", "--cache-dir",
         str(ROOT / ".mypy_cache" / "user"), "--config-file", "", str(script)])
-    assert status == 0, stdout + stderr
+    return result
 
 
 def _train_config_init() -> ast.FunctionDef:
@@ -156,6 +191,51 @@ def test_the_train_config_init_type_checkers_see_takes_every_field() -> None:
 
     init = _train_config_init()
     assert [arg.arg for arg in init.args.args[1:]] == list(TrainConfig.__dataclass_fields__)
+
+
+def _annotations(node: ast.ClassDef | ast.FunctionDef) -> dict[str, str]:
+    """The annotations, as written, of a class's fields or a method's arguments but ``self``."""
+    if isinstance(node, ast.FunctionDef):
+        return {arg.arg: ast.unparse(arg.annotation) for arg in node.args.args[1:]
+                if arg.annotation is not None}
+    return {item.target.id: ast.unparse(item.annotation) for item in node.body
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+
+
+def _class(path: Path, name: str) -> ast.ClassDef:
+    """Class ``name`` as the module at ``path`` writes it."""
+    [found] = [node for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.ClassDef) and node.name == name]
+    return found
+
+
+def test_the_recipe_keywords_are_typed_as_the_train_config_init() -> None:
+    """The recipe keywords of train, cross_validate (:class:`~covseg.config.Recipe`) and compare
+    (:class:`~covseg.config.ComparedRecipe`: not the model's) are typed as TrainConfig's
+    ``__init__`` for type checkers types its fields, which names every field (the test above): a
+    field added to TrainConfig alone would be a keyword mypy refuses in a call that runs."""
+    config = ROOT / "src" / "covseg" / "config.py"
+    compared = _annotations(_class(config, "ComparedRecipe"))
+    own = _annotations(_class(config, "Recipe"))
+    assert {**compared, **own} == _annotations(_train_config_init())
+    assert set(own) == {"model", "model_options"} and not set(own) & set(compared)
+
+
+def test_the_volume_keywords_are_typed_as_predict_study_takes_them() -> None:
+    """predict_volumes' keywords (:class:`~covseg.api.VolumeOptions`) are the volume options
+    it passes on (taken from predict_study's signature), each typed to take what predict_study
+    takes (numpy's numbers too)."""
+    from typing import get_args, get_type_hints
+
+    from covseg.api import VOLUME_OPTIONS, VolumeOptions
+    from covseg.volumes import predict_study
+
+    taken = get_type_hints(VolumeOptions)
+    assert set(taken) == VOLUME_OPTIONS
+    study = inspect.signature(predict_study).parameters
+    for name, hint in taken.items():
+        kind = {"bool": bool, "str": str, "float": float}[str(study[name].annotation)]
+        assert kind in (hint, *get_args(hint)), name
 
 
 def test_the_train_config_init_type_checkers_see_shows_the_defaults() -> None:

@@ -9,14 +9,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypedDict, TypeVar, Unpack, cast, overload
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 from PIL import Image
 
@@ -39,9 +40,11 @@ from covseg.compare import (
     spec_pins,
 )
 from covseg.config import (
+    ComparedRecipe,
     Int,
     Numbers,
     Real,
+    Recipe,
     TrainConfig,
     check_kind,
     check_seed,
@@ -303,7 +306,7 @@ load_dataset = _public()(load_dataset)  # covseg.load_dataset, checked as the fu
 DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
 
 
-def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None,
+def _recipe(config: Mapping[str, Any], resume: bool, data: object, folds: int | None = None,
             seed_room: bool = True) -> TrainConfig:
     """The training config, its models, options and fold count checked before data are read
     (the seed's room for the folds too: without a count, once the folds are read; without
@@ -330,13 +333,13 @@ def _check_folds(folds: int | None) -> None:
         check_fold_count(folds)
 
 
-def _reading(data: object, given: dict[str, Any]) -> dict[str, Any]:
+def _reading(data: object, given: Mapping[str, Any]) -> dict[str, Any]:
     """``given`` options with the target, intensity and window that ``data`` read by
     :func:`load_dataset` were read with, where ``given`` leaves them out (a window of None is
     left out); given otherwise, they are refused: the run would record, and predict with, a
     reading it never trained on."""
     if not isinstance(data, LoadedData):
-        return given
+        return dict(given)
     read = data.reading()
     given = {key: value for key, value in given.items() if key != "window" or value is not None}
     differ = [key for key in read if key in given and
@@ -500,7 +503,7 @@ def _refuse_other_file(out: Path) -> None:
 
 @_public("the training recipe's", RECIPE, draws=True)
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
-          resume: bool = False, **config: Any) -> dict[str, Any]:
+          resume: bool = False, **config: Unpack[Recipe]) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``.
 
     ``data``: a data folder, read with the recipe's ``target``, ``intensity`` and ``window``; or
@@ -524,7 +527,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
                    folds: Int | None = None, resume: bool = False, fold: Int | None = None,
                    ray: str | None = None, cpus_per_fold: Int | None = None,
-                   **config: Any) -> dict[str, Any]:
+                   **config: Unpack[Recipe]) -> dict[str, Any]:
     """k-fold cross-validation grouped by patient (or the data set's split files).
 
     ``folds`` None: the data set's own split files where it ships them, else 5 folds; a count
@@ -603,7 +606,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
 @_public("the training recipe's", RECIPE, draws=True)
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
             out: str | os.PathLike[str], folds: Int | None = None, resume: bool = False,
-            **config: Any) -> dict[str, Any]:
+            **config: Unpack[ComparedRecipe]) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
     name given alone is a list of one (and refused: a comparison needs two). ``data`` as in
     :func:`train`.
@@ -945,6 +948,18 @@ VOLUME_OPTIONS = STUDY_OPTIONS - {"batch_size", "lung_predictor"}
 parameters (``batch_size``, and ``lung_model`` loaded as the lung predictor)."""
 
 
+class VolumeOptions(TypedDict, total=False):
+    """:data:`VOLUME_OPTIONS` as :func:`predict_volumes`' keywords, typed as
+    :func:`~covseg.volumes.predict_study` takes them (numpy's numbers too), so that mypy checks
+    them in a call (``**options: Any`` took a misspelt ``htm=True``)."""
+
+    probabilities: bool
+    keep_outside_lungs: bool
+    hu: str
+    html: bool
+    lung_margin_mm: Real
+
+
 @_public("the CT volume options", sorted(VOLUME_OPTIONS))
 def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
@@ -952,7 +967,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     lung_model: str | os.PathLike[str] | Predictor | None = None,
                     batch_size: Int | None = None, tta: bool | None = None,
                     threshold: Real | None = None, shard: tuple[Int, Int] | str = (0, 1),
-                    **options: Any) -> BatchResult:
+                    **options: Unpack[VolumeOptions]) -> BatchResult:
     """CT volumes (NIfTI, NRRD or MetaImage files, DICOM files or series folders, or folders of
     them): per study, infection and lung masks on the input's grid plus the quantification
     report.
@@ -967,7 +982,9 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 
     Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.
     """
-    check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
+    # Any: an unchecked caller's values may be of any type, which the checks refuse in one line
+    given: dict[str, Any] = {key: value for key, value in options.items() if key != "hu"}
+    check_volume_options(**given)
     check_hu(options.get("hu", "auto"))
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
     images = [str(item) for item in inputs if input_kind(Path(item), VOLUMES) == IMAGES]
@@ -988,7 +1005,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
             hu: str = "auto",
             lung_model: str | os.PathLike[str] | Predictor | None = None,
             keep_outside_lungs: bool = False,
-            lung_margin_mm: Real = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
+            lung_margin_mm: Real = DEFAULT_LUNG_MARGIN_MM) -> npt.NDArray[np.uint8]:
     """Segment an image held in memory; nothing is written (as lungmask's ``apply``).
 
     ``model``: a run folder, checkpoint or ``.onnx`` file, or a :func:`load_predictor` result

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypedDict, get_args, get_origin, get_type_hints
 
 import numpy as np
 import numpy.typing as npt
@@ -175,6 +175,42 @@ def check_window(window: Any) -> tuple[float, float]:
         raise CovsegError(f"{_spelled('window')} (LOW, HIGH) needs LOW < HIGH, both finite, got "
                           f"({low:g}, {high:g})")
     return low, high
+
+
+class ComparedRecipe(TypedDict, total=False):
+    """The recipe's keywords but the model's, as ``covseg.compare`` takes them (each model's
+    name and options go in its spec), typed as :class:`TrainConfig`'s ``__init__`` for type
+    checkers types them, so that mypy checks them in a call (``**config: Any`` took
+    ``epochs="ten"`` and a misspelt ``epoch=3``, refused only when the call ran)."""
+
+    target: str
+    epochs: Int | None
+    batch_size: Int
+    lr: Real
+    weight_decay: Real
+    size: Int
+    seed: Int
+    augment: str
+    loss: str
+    cutmix: Real
+    lesion_paste: Real
+    ema_decay: Real
+    val_fraction: Real
+    intensity: str
+    window: Numbers | None
+    lung_guide: str
+    crop_lungs: bool
+    frame_lungs: bool
+    test_flips: bool
+    threshold: Real | None
+
+
+class Recipe(ComparedRecipe, total=False):
+    """Every field of :class:`TrainConfig` as a keyword of ``covseg.train`` and
+    ``covseg.cross_validate``, typed as :class:`ComparedRecipe`."""
+
+    model: str
+    model_options: dict[str, Any]
 
 
 @dataclass
