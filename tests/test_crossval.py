@@ -856,6 +856,22 @@ def test_a_summary_names_its_data_each_folds_best_pt_and_its_fold_count(tmp_path
     assert json.loads((out / "summary.json").read_text()) == older
 
 
+def test_a_fold_run_alone_returns_its_best_sha256_as_its_records_and_the_summary_hold_it(
+        tmp_path: Path) -> None:
+    """``fold=K`` returned the fold's summary without the best_sha256 its fold_metrics.json and
+    the whole run's ``per_fold`` record: it returns it now, as recorded, run or resumed."""
+    data = load_dataset("synthetic")
+    out = tmp_path / "cv"
+    runs = [api.cross_validate(data, out, fold=k, **TINY_FOLDS) for k in range(2)]
+    resumed = api.cross_validate(data, out, fold=1, resume=True, **TINY_FOLDS)
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    for fold in [*runs, resumed]:
+        k = fold["fold"]
+        recorded = json.loads((out / f"fold_{k}" / "fold_metrics.json").read_text())
+        assert fold["best_sha256"] == recorded["best_sha256"] is not None
+        assert fold["best_sha256"] == summary["per_fold"][k]["best_sha256"]
+
+
 def test_a_finished_summary_read_back_keeps_a_folds_unrecorded_best_sha256_null() -> None:
     """A fold trained before its metrics.json held best_sha256 is summarised with it null; read
     back by a resume, its undefined metrics are NaN again, but the missing hash stays null."""

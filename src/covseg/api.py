@@ -543,8 +543,9 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
 
     Returns the summary, as ``summary.json``: each fold's mean metrics (``per_fold``), their
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
-    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold. A
-    finished cross-validation that ``resume`` left as it was returns its summary as an
+    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary", "best_sha256"}`` of
+    that fold (``best_sha256`` as its fold_metrics.json records it). A finished
+    cross-validation that ``resume`` left as it was returns its summary as an
     :class:`~covseg.train.AlreadyTrained`.
     """
     folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)

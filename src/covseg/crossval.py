@@ -680,9 +680,11 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                         folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
-    split and seed), so that folds can run side by side; return its summary. Without ``resume``
-    a ``fold_k`` already there is refused; of the other folds' folders only the weights= file
-    their records name is looked at (:func:`checked_fold_weights`)."""
+    split and seed), so that folds can run side by side; return its summary, with the
+    ``best_sha256`` its fold_metrics.json records (as the whole run's ``per_fold`` has it: it
+    was missing; null in a record before 7 Dec). Without ``resume`` a ``fold_k`` already there
+    is refused; of the other folds' folders only the weights= file their records name is looked
+    at (:func:`checked_fold_weights`)."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
@@ -694,7 +696,10 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     warn_notes(notes, data)  # a whole run warns them once for its folds
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights,
                        notes=notes)
-    return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
+    best = read_fold_record(Path(out) / f"fold_{fold}" / "fold_metrics.json",
+                            lambda record: record.get(BEST_SHA256))
+    return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows),
+            BEST_SHA256: best}
 
 
 def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: Sequence[str],
