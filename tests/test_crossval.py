@@ -1169,7 +1169,9 @@ def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
     """A cv stopped (SIGTERM) after fold 0 and continued with --resume wrote the resume's
     wall-clock seconds alone: the first command's were lost, where a resumed run's add up. The
     stopped command is now recorded (stopped.json) and the summary sums both, keeping the
-    first command's start, as a resume of a finished cv does."""
+    first command's start, as a resume of a finished cv does. The record's recipe holds the
+    count of folds, as the summary's does (it lacked it: given back to cross_validate, it ran
+    the default 5 folds)."""
     tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
             "model_options": {"width": 4}}
     data, out = load_dataset(synthetic_folder), tmp_path / "cv"
@@ -1188,9 +1190,12 @@ def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
         api.cross_validate(data, out, **tiny)
     first = time.perf_counter() - first_began
     stopped = json.loads((out / crossval.STOPPED_FILE).read_text())
+    assert stopped["config"]["folds"] == tiny["folds"], "its recipe reruns these folds"
     assert first - 0.5 < stopped["seconds"] <= first
     resume_began = time.perf_counter()
     summary = api.cross_validate(data, out, resume=True, **tiny)
+    assert stopped["config"] == summary["config"]
+    assert stopped["data_path"] == summary["data_path"]
     both = first + time.perf_counter() - resume_began
     assert both - 1.0 < summary["seconds"] <= both, (summary["seconds"], both)
     [resume] = summary["resumed_by"]

@@ -1157,12 +1157,17 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
 
 def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Path
                     ) -> dict[str, Any]:
-    """What a cross-validation's records say of the command writing them (``begun``): its
-    start and provenance (as a run's config.json has them), the folds' thread count
-    (:func:`_folds_threads`), end, recipe and wall-clock ``seconds``."""
+    """What a cross-validation's records (summary.json, :data:`STOPPED_FILE`) say of the
+    command writing them (``begun``): its start and provenance (as a run's config.json has
+    them), the folds' thread count (:func:`_folds_threads`), end, wall-clock ``seconds`` and
+    recipe, holding the count of folds as ``cross_validate``'s ``folds`` takes it, so that the
+    recipe given back to it (``**record["config"]``) runs these folds, not the default count
+    (a stopped run's record lacked it)."""
+    folds = len(begun.saved)
     return {"started_utc": begun.utc, **provenance(data_path=data.root),
-            THREADS: _folds_threads(out, len(begun.saved)), "finished_utc": utc_now(),
-            "config": config.record(data.windowed), "seconds": time.perf_counter() - begun.clock}
+            THREADS: _folds_threads(out, folds), "finished_utc": utc_now(),
+            "config": {**config.record(data.windowed), FOLDS: folds},
+            "seconds": time.perf_counter() - begun.clock}
 
 
 THREADS = "threads"
@@ -1187,8 +1192,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
              ) -> dict[str, Any]:
     """The summary; ``cv_notes``: the recipe's and folds' warnings (:func:`warned_cv_notes`),
     after the data's own; ``fingerprint``: the folds' slices' (:func:`_whole_set`). Its recipe
-    holds the count of folds as ``cross_validate``'s ``folds`` takes it, so that the recipe
-    given back to it (``**summary["config"]``) runs these folds, not the default count."""
+    holds the count of folds (:func:`_command_record`)."""
     command = _command_record(config, data, begun, out)
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
@@ -1203,8 +1207,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **command, "config": {**command["config"], FOLDS: len(per_fold)},
-        "data": data.describe(), DATA_FINGERPRINT: fingerprint,
+        **command, "data": data.describe(), DATA_FINGERPRINT: fingerprint,
         "classes": class_labels(data.target, data.num_classes),
         "synthetic": data.synthetic, "folds": how,
         "train_seconds": train_seconds,
