@@ -515,9 +515,9 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     """
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)
-    check_train_folder(out, resume, recipe)  # before the data are read
+    pin = check_train_folder(out, resume, recipe)  # before the data are read
     with resume_advised(out):
-        return _train(recipe, _load(data, recipe), out, resume=resume)
+        return _train(recipe, _load(data, recipe), out, resume=resume, lung_sha256=pin)
 
 
 @_public("the training recipe's", RECIPE, draws=True)
