@@ -825,6 +825,25 @@ def test_a_resume_after_a_fold_trained_again_alone_writes_the_summary_again(
     assert math.isnan(again["per_fold"][0]["precision"])
 
 
+def test_a_finished_cv_copied_without_its_file_times_resumes_as_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished cv was told by file times: summary.json written after every fold's
+    fold_metrics.json. A copy made without them (``cp -r`` without ``-p``), or a clock that
+    gives summary.json an earlier time, made a --resume summarise the finished run again, as
+    if a fold had been trained again since. It is told by what the folds' records say."""
+    data = load_dataset("synthetic")
+    run, copy = tmp_path / "cv", tmp_path / "copy"
+    api.cross_validate(data, run, **TINY_FOLDS)
+    shutil.copytree(run, copy, copy_function=shutil.copyfile)  # no times kept
+    os.utime(copy / "summary.json", (0, 0))  # whatever order the copy took
+    before = {path: path.read_bytes() for path in sorted(copy.rglob("*")) if path.is_file()}
+    monkeypatch.setattr(crossval, "train", lambda *_, **__: pytest.fail("a fold trained"))
+    again = api.cross_validate(data, copy, resume=True, **TINY_FOLDS)
+    assert isinstance(again, AlreadyTrained)
+    assert before == {path: path.read_bytes() for path in sorted(copy.rglob("*"))
+                      if path.is_file()}
+
+
 def test_a_summary_names_its_data_each_folds_best_pt_and_its_fold_count(tmp_path: Path) -> None:
     """summary.json named neither the data nor the best.pt of a fold, and its recipe no fold
     count (only the text of ``folds``), so that the recipe given back to cross_validate ran the

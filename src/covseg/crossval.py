@@ -147,8 +147,8 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
     last but for the removal of :data:`STOPPED_FILE`: its report, table and plot are written),
     its undefined metrics NaN as a fresh summary has them (JSON holds them as null); None where
     it is not finished: no summary (one stopped writing its reports), a record of a stopped
-    command left, a fold unfinished (deleted to be trained again), a fold finished after the
-    summary was written (trained again alone, ``--fold K``: the summary is of the old one),
+    command left, a fold unfinished (deleted to be trained again), a summary of other folds
+    than those there (:func:`_summarises_folds`: one trained again alone since, ``--fold K``),
     another count of folds, or a summary an earlier covseg wrote (:func:`_current_summary`).
     A --resume of a finished one returns it and leaves every file as it was: it rewrote them,
     its summary listing a resume that trained nothing."""
@@ -156,14 +156,30 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
                                                 for k in range(folds)):
         return None
     summary = read_record(out / "summary.json")
-    if summary is None or not _current_summary(summary, folds):
+    if (summary is None or not _current_summary(summary, folds)
+            or not _summarises_folds(out, summary)):
         return None
-    done = [out / f"fold_{k}" / "fold_metrics.json" for k in range(folds)]
-    with suppress(OSError):
-        written = (out / "summary.json").stat().st_mtime
-        if all(path.stat().st_mtime <= written for path in done):
-            return _undefined_as_nan(summary)
-    return None
+    return _undefined_as_nan(summary)
+
+
+def _summarises_folds(out: Path, summary: dict[str, Any]) -> bool:
+    """Whether ``summary`` (a :func:`_current_summary`) was written from the folds now in
+    ``out``, by what their records say (:func:`_fold_training`): each fold's epochs and
+    best_sha256 (where the summary records it) as its ``per_fold`` has them, and their training
+    seconds summed as its ``train_seconds``, a sum no fold trained again gives. By content, not
+    file times: summary.json written after every fold_metrics.json told it until 7 Dec, which a
+    copy made without its times (``cp -r`` without ``-p``) or a coarse clock could upset, its
+    finished run then summarised again. An unreadable fold record is none (the resume refuses
+    it, naming the fold)."""
+    try:
+        trained = [_fold_training(out / f"fold_{k}") for k in range(len(summary["per_fold"]))]
+    except CovsegError:
+        return False
+    return (summary.get("train_seconds") == sum(seconds for seconds, _, _ in trained)
+            and all(fold.get("epochs") == epochs
+                    and fold.get(BEST_SHA256) in (None, best)
+                    for fold, (_, epochs, best) in zip(summary["per_fold"], trained,
+                                                       strict=True)))
 
 
 def pinned_lungs(config: TrainConfig, out: Path, folds: int | None,
