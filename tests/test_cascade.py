@@ -38,6 +38,7 @@ from covseg.data.synthetic import synthetic_slice
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.ct import read_volume
+from covseg.io.lock import LOCK_FILE
 from covseg.io.volume import hounsfield
 from covseg.records import content_hash
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
@@ -261,17 +262,22 @@ def test_a_resume_refuses_a_lung_run_retrained_since_it_started(tmp_path: Path,
                                                                synthetic_folder: Path) -> None:
     """A resume hashed the lung run again and recorded the new hash: a lung run retrained
     between start and resume gave a cascade trained on two lung models whose checkpoint named
-    only the second. The SHA-256 its saved epochs record must match the lung run's now."""
+    only the second. The SHA-256 its saved epochs record must match the lung run's now, and
+    the refused resume leaves the run's folder as it was (it replaced a stale lock file, left
+    by a kill, before the refusal)."""
     lungs, cascade, _ = _cascade(synthetic_folder, tmp_path)
     recorded = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
     (cascade / "metrics.json").unlink()  # stopped in its last validation
+    (cascade / LOCK_FILE).write_text("999999999\n")  # killed there
     lungs.rename(tmp_path / "original")
     api.train(synthetic_folder, lungs, target="lung", seed=5, **TINY)
+    before = _files(cascade)
     with pytest.raises(CovsegError, match=re.escape(
             f"{cascade}: the saved run was trained with another lung model than the lung run "
             f"{lungs} now holds (SHA-256 {recorded['sha256'][:12]}... at training, now "
             f"{content_hash(lungs / 'best.pt')[:12]}...); restore that lung run")):
         api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)
+    assert _files(cascade) == before
     shutil.rmtree(lungs)
     (tmp_path / "original").rename(lungs)
     api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)

@@ -2444,7 +2444,7 @@ def test_a_resume_writes_again_a_summary_older_than_a_fold_or_than_this_covseg(
     out = tmp_path / command
     resume = _finished_run(capsys, command, out, synthetic_folder)
     summary = (out if command == "cv" else out / "miniseg") / "summary.json"
-    for change in ("older", "renamed", "fold"):  # the fold last: its time stays ahead
+    for change in ("older", "renamed", "fold"):
         record = json.loads(summary.read_text())
         across = record["mean_std_over_folds"]
         if change == "older":
@@ -2453,9 +2453,11 @@ def test_a_resume_writes_again_a_summary_older_than_a_fold_or_than_this_covseg(
         elif change == "renamed":
             across["pleural-effusion_dice"] = across["dice"]
         summary.write_text(json.dumps(record))
-        if change == "fold":
-            later = summary.stat().st_mtime + 10
-            os.utime(summary.parent / "fold_1" / "fold_metrics.json", (later, later))
+        if change == "fold":  # trained again: its record tells other training seconds
+            metrics = summary.parent / "fold_1" / "metrics.json"
+            trained = json.loads(metrics.read_text())
+            metrics.write_text(json.dumps({**trained,
+                                           "train_seconds": trained["train_seconds"] + 1.0}))
         code, said, err = _run(capsys, *resume)
         assert (code, err) == (0, ""), (change, err)
         assert "nothing to do" not in said, (change, said)

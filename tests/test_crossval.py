@@ -825,6 +825,25 @@ def test_a_resume_after_a_fold_trained_again_alone_writes_the_summary_again(
     assert math.isnan(again["per_fold"][0]["precision"])
 
 
+def test_a_finished_cv_copied_without_its_file_times_resumes_as_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished cv was told by file times: summary.json written after every fold's
+    fold_metrics.json. A copy made without them (``cp -r`` without ``-p``), or a clock that
+    gives summary.json an earlier time, made a --resume summarise the finished run again, as
+    if a fold had been trained again since. It is told by what the folds' records say."""
+    data = load_dataset("synthetic")
+    run, copy = tmp_path / "cv", tmp_path / "copy"
+    api.cross_validate(data, run, **TINY_FOLDS)
+    shutil.copytree(run, copy, copy_function=shutil.copyfile)  # no times kept
+    os.utime(copy / "summary.json", (0, 0))  # whatever order the copy took
+    before = {path: path.read_bytes() for path in sorted(copy.rglob("*")) if path.is_file()}
+    monkeypatch.setattr(crossval, "train", lambda *_, **__: pytest.fail("a fold trained"))
+    again = api.cross_validate(data, copy, resume=True, **TINY_FOLDS)
+    assert isinstance(again, AlreadyTrained)
+    assert before == {path: path.read_bytes() for path in sorted(copy.rglob("*"))
+                      if path.is_file()}
+
+
 def test_a_summary_names_its_data_each_folds_best_pt_and_its_fold_count(tmp_path: Path) -> None:
     """summary.json named neither the data nor the best.pt of a fold, and its recipe no fold
     count (only the text of ``folds``), so that the recipe given back to cross_validate ran the
@@ -854,6 +873,22 @@ def test_a_summary_names_its_data_each_folds_best_pt_and_its_fold_count(tmp_path
     again = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
     assert isinstance(again, AlreadyTrained) and DATA_FINGERPRINT not in again
     assert json.loads((out / "summary.json").read_text()) == older
+
+
+def test_a_fold_run_alone_returns_its_best_sha256_as_its_records_and_the_summary_hold_it(
+        tmp_path: Path) -> None:
+    """``fold=K`` returned the fold's summary without the best_sha256 its fold_metrics.json and
+    the whole run's ``per_fold`` record: it returns it now, as recorded, run or resumed."""
+    data = load_dataset("synthetic")
+    out = tmp_path / "cv"
+    runs = [api.cross_validate(data, out, fold=k, **TINY_FOLDS) for k in range(2)]
+    resumed = api.cross_validate(data, out, fold=1, resume=True, **TINY_FOLDS)
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    for fold in [*runs, resumed]:
+        k = fold["fold"]
+        recorded = json.loads((out / f"fold_{k}" / "fold_metrics.json").read_text())
+        assert fold["best_sha256"] == recorded["best_sha256"] is not None
+        assert fold["best_sha256"] == summary["per_fold"][k]["best_sha256"]
 
 
 def test_a_finished_summary_read_back_keeps_a_folds_unrecorded_best_sha256_null() -> None:
@@ -1153,7 +1188,9 @@ def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
     """A cv stopped (SIGTERM) after fold 0 and continued with --resume wrote the resume's
     wall-clock seconds alone: the first command's were lost, where a resumed run's add up. The
     stopped command is now recorded (stopped.json) and the summary sums both, keeping the
-    first command's start, as a resume of a finished cv does."""
+    first command's start, as a resume of a finished cv does. The record's recipe holds the
+    count of folds, as the summary's does (it lacked it: given back to cross_validate, it ran
+    the default 5 folds)."""
     tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
             "model_options": {"width": 4}}
     data, out = load_dataset(synthetic_folder), tmp_path / "cv"
@@ -1172,11 +1209,14 @@ def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
         api.cross_validate(data, out, **tiny)
     first = time.perf_counter() - first_began
     stopped = json.loads((out / crossval.STOPPED_FILE).read_text())
-    assert first - 0.5 < stopped["seconds"] <= first
+    assert stopped["config"]["folds"] == tiny["folds"], "its recipe reruns these folds"
+    assert 1.0 <= stopped["seconds"] <= first, "the sleep in fold 1 counted, within the command"
     resume_began = time.perf_counter()
     summary = api.cross_validate(data, out, resume=True, **tiny)
+    assert stopped["config"] == summary["config"]
+    assert stopped["data_path"] == summary["data_path"]
     both = first + time.perf_counter() - resume_began
-    assert both - 1.0 < summary["seconds"] <= both, (summary["seconds"], both)
+    assert stopped["seconds"] < summary["seconds"] <= both, (summary["seconds"], both)
     [resume] = summary["resumed_by"]
     assert resume["trained_folds"] is True
     assert summary["seconds"] == pytest.approx(stopped["seconds"] + resume["seconds"])

@@ -518,9 +518,9 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     """
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)
-    check_train_folder(out, resume, recipe)  # before the data are read
+    pin = check_train_folder(out, resume, recipe)  # before the data are read
     with resume_advised(out):
-        return _train(recipe, _load(data, recipe), out, resume=resume)
+        return _train(recipe, _load(data, recipe), out, resume=resume, lung_sha256=pin)
 
 
 @_public("the training recipe's", RECIPE, draws=True)
@@ -546,8 +546,9 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
 
     Returns the summary, as ``summary.json``: each fold's mean metrics (``per_fold``), their
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
-    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold. A
-    finished cross-validation that ``resume`` left as it was returns its summary as an
+    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary", "best_sha256"}`` of
+    that fold (``best_sha256`` as its fold_metrics.json records it). A finished
+    cross-validation that ``resume`` left as it was returns its summary as an
     :class:`~covseg.train.AlreadyTrained`.
     """
     folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)

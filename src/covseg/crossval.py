@@ -147,8 +147,8 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
     last but for the removal of :data:`STOPPED_FILE`: its report, table and plot are written),
     its undefined metrics NaN as a fresh summary has them (JSON holds them as null); None where
     it is not finished: no summary (one stopped writing its reports), a record of a stopped
-    command left, a fold unfinished (deleted to be trained again), a fold finished after the
-    summary was written (trained again alone, ``--fold K``: the summary is of the old one),
+    command left, a fold unfinished (deleted to be trained again), a summary of other folds
+    than those there (:func:`_summarises_folds`: one trained again alone since, ``--fold K``),
     another count of folds, or a summary an earlier covseg wrote (:func:`_current_summary`).
     A --resume of a finished one returns it and leaves every file as it was: it rewrote them,
     its summary listing a resume that trained nothing."""
@@ -156,14 +156,30 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
                                                 for k in range(folds)):
         return None
     summary = read_record(out / "summary.json")
-    if summary is None or not _current_summary(summary, folds):
+    if (summary is None or not _current_summary(summary, folds)
+            or not _summarises_folds(out, summary)):
         return None
-    done = [out / f"fold_{k}" / "fold_metrics.json" for k in range(folds)]
-    with suppress(OSError):
-        written = (out / "summary.json").stat().st_mtime
-        if all(path.stat().st_mtime <= written for path in done):
-            return _undefined_as_nan(summary)
-    return None
+    return _undefined_as_nan(summary)
+
+
+def _summarises_folds(out: Path, summary: dict[str, Any]) -> bool:
+    """Whether ``summary`` (a :func:`_current_summary`) was written from the folds now in
+    ``out``, by what their records say (:func:`_fold_training`): each fold's epochs and
+    best_sha256 (where the summary records it) as its ``per_fold`` has them, and their training
+    seconds summed as its ``train_seconds``, a sum no fold trained again gives. By content, not
+    file times: summary.json written after every fold_metrics.json told it until 7 Dec, which a
+    copy made without its times (``cp -r`` without ``-p``) or a coarse clock could upset, its
+    finished run then summarised again. An unreadable fold record is none (the resume refuses
+    it, naming the fold)."""
+    try:
+        trained = [_fold_training(out / f"fold_{k}") for k in range(len(summary["per_fold"]))]
+    except CovsegError:
+        return False
+    return (summary.get("train_seconds") == sum(seconds for seconds, _, _ in trained)
+            and all(fold.get("epochs") == epochs
+                    and fold.get(BEST_SHA256) in (None, best)
+                    for fold, (_, epochs, best) in zip(summary["per_fold"], trained,
+                                                       strict=True)))
 
 
 def pinned_lungs(config: TrainConfig, out: Path, folds: int | None,
@@ -680,9 +696,11 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                         folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
-    split and seed), so that folds can run side by side; return its summary. Without ``resume``
-    a ``fold_k`` already there is refused; of the other folds' folders only the weights= file
-    their records name is looked at (:func:`checked_fold_weights`)."""
+    split and seed), so that folds can run side by side; return its summary, with the
+    ``best_sha256`` its fold_metrics.json records (as the whole run's ``per_fold`` has it: it
+    was missing; null in a record before 7 Dec). Without ``resume`` a ``fold_k`` already there
+    is refused; of the other folds' folders only the weights= file their records name is looked
+    at (:func:`checked_fold_weights`)."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
@@ -694,7 +712,10 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     warn_notes(notes, data)  # a whole run warns them once for its folds
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights,
                        notes=notes)
-    return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
+    best = read_fold_record(Path(out) / f"fold_{fold}" / "fold_metrics.json",
+                            lambda record: record.get(BEST_SHA256))
+    return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows),
+            BEST_SHA256: best}
 
 
 def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: Sequence[str],
@@ -1152,12 +1173,17 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
 
 def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Path
                     ) -> dict[str, Any]:
-    """What a cross-validation's records say of the command writing them (``begun``): its
-    start and provenance (as a run's config.json has them), the folds' thread count
-    (:func:`_folds_threads`), end, recipe and wall-clock ``seconds``."""
+    """What a cross-validation's records (summary.json, :data:`STOPPED_FILE`) say of the
+    command writing them (``begun``): its start and provenance (as a run's config.json has
+    them), the folds' thread count (:func:`_folds_threads`), end, wall-clock ``seconds`` and
+    recipe, holding the count of folds as ``cross_validate``'s ``folds`` takes it, so that the
+    recipe given back to it (``**record["config"]``) runs these folds, not the default count
+    (a stopped run's record lacked it)."""
+    folds = len(begun.saved)
     return {"started_utc": begun.utc, **provenance(data_path=data.root),
-            THREADS: _folds_threads(out, len(begun.saved)), "finished_utc": utc_now(),
-            "config": config.record(data.windowed), "seconds": time.perf_counter() - begun.clock}
+            THREADS: _folds_threads(out, folds), "finished_utc": utc_now(),
+            "config": {**config.record(data.windowed), FOLDS: folds},
+            "seconds": time.perf_counter() - begun.clock}
 
 
 THREADS = "threads"
@@ -1182,8 +1208,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
              ) -> dict[str, Any]:
     """The summary; ``cv_notes``: the recipe's and folds' warnings (:func:`warned_cv_notes`),
     after the data's own; ``fingerprint``: the folds' slices' (:func:`_whole_set`). Its recipe
-    holds the count of folds as ``cross_validate``'s ``folds`` takes it, so that the recipe
-    given back to it (``**summary["config"]``) runs these folds, not the default count."""
+    holds the count of folds (:func:`_command_record`)."""
     command = _command_record(config, data, begun, out)
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
@@ -1198,8 +1223,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **command, "config": {**command["config"], FOLDS: len(per_fold)},
-        "data": data.describe(), DATA_FINGERPRINT: fingerprint,
+        **command, "data": data.describe(), DATA_FINGERPRINT: fingerprint,
         "classes": class_labels(data.target, data.num_classes),
         "synthetic": data.synthetic, "folds": how,
         "train_seconds": train_seconds,

@@ -586,16 +586,24 @@ def refuse_other_output(out: Path, kind: str) -> None:
                           f"into a new {option_name('out')}")
 
 
-def check_train_folder(out: Path, resume: bool, config: TrainConfig) -> None:
+def check_train_folder(out: Path, resume: bool, config: TrainConfig) -> str | None:
     """The refusals of a run's ``out`` that need no data, made before they are read (a volume
-    data set takes minutes): another command's output, a run saved there without
-    --resume (one that another run is writing, naming that run, as its lock would), and a
-    resume that needs a weights= file gone since (:func:`refuse_gone_weights`)."""
+    data set takes minutes) and before anything in ``out`` changes: another command's output,
+    a saved run that another run is writing (naming that run, as its lock would), one saved
+    without --resume, a resume that needs a weights= file gone since
+    (:func:`refuse_gone_weights`) and one whose lung run holds another lung model than its
+    saved epochs record (:func:`pin_lungs`: refused once the lock had replaced a stale lock
+    file). Returns the lung model a resume pins, for :func:`train`; None where no saved run is
+    left to train (none saved: nothing recorded to refuse; finished: nothing trains) or
+    without a lung model."""
     refuse_other_output(out, RUN)
-    if not resume and holds_saved_run(out):
+    saved = holds_saved_run(out)
+    if saved:
         refuse_if_held(out)
+    if saved and not resume:
         raise unresumed(out, "a run")
     refuse_gone_weights(out, config, [out])
+    return pin_lungs(config, out) if saved and finished_metrics(out) is None else None
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
