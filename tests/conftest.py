@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -130,13 +131,16 @@ def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
 
 
 @pytest.fixture()
-def atomic_targets(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+def atomic_targets() -> Iterator[list[Path]]:
     """Every file written atomically during the test (through covseg.io.atomic's temporary file
-    and rename), in order: a reader never finds it half written."""
-    import covseg.io.atomic
+    and rename), in order: a reader never finds it half written. Patched in every module that
+    holds ``atomic_path`` (covseg's writers import it by name: patched in covseg.io.atomic
+    alone, no figure, mask or checkpoint was seen); a module first imported during the test
+    takes the patched one from covseg.io.atomic and is given the real one back after it."""
+    from covseg.io import atomic
 
     targets: list[Path] = []
-    real = covseg.io.atomic.atomic_path
+    real = atomic.atomic_path
 
     @contextmanager
     def record(target: str | Path) -> Iterator[Path]:
@@ -144,8 +148,17 @@ def atomic_targets(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
             yield tmp
         targets.append(Path(target))
 
-    monkeypatch.setattr(covseg.io.atomic, "atomic_path", record)
-    return targets
+    def holders(function: object) -> list[ModuleType]:
+        return [module for module in list(sys.modules.values())
+                if isinstance(module, ModuleType) and vars(module).get("atomic_path") is function]
+
+    for module in holders(real):
+        module.atomic_path = record
+    try:
+        yield targets
+    finally:
+        for module in holders(record):
+            module.atomic_path = real
 
 
 def calls_counted(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[object]:

@@ -138,7 +138,7 @@ def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
     assert speed.main(["--repeats", "1", "--volume-slices", "0", "--train-slices", "0",
                        "--modes", "none", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert atomic_targets == [out]
+    assert atomic_targets[-1] == out  # after the scratch checkpoints it measures
     assert results["onnx_skipped"] == "skipped: needs onnx (pip install 'covseg[onnx]')"
     assert "onnx_s_per_slice_batch8" not in results
     assert results["achieved_model_gflops"] == pytest.approx(

@@ -734,6 +734,17 @@ def test_every_text_of_a_saved_figure_is_drawn_as_the_utf_8_it_is(tmp_path: Path
     assert texts.count("tête") == 3 and not any("\udcc3" in text for text in texts)
 
 
+
+def test_a_saved_figure_is_seen_written_atomically(tmp_path: Path,
+                                                   atomic_targets: list[Path]) -> None:
+    """viz imports atomic_path by name, which the atomic_targets fixture once left unpatched:
+    tests proving "every file written atomically" passed without seeing any figure."""
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    out = save_figure(fig, tmp_path / "figure.png")
+    assert atomic_targets == [out] and out.is_file()
+
+
 TEX_NAMES = ("s$_a_b$", "a$x$b")
 """File names that matplotlib reads as TeX maths: the first no valid maths (a
 ``ParseFatalException: Double subscript`` failed the figure), the second drawn as maths."""
