@@ -1002,7 +1002,8 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
     """The Dice of a multi-class comparison is of any lesion (label > 0), as evaluate says, and
     so is its paired test; its per-class Dice, which each model's cv report gives, were nowhere
-    in comparison.md or comparison.json."""
+    in comparison.md or comparison.json. Its plot names that Dice as evaluate's and cv's boxes
+    do, "Dice, any lesion" (it read "Dice (any lesion)"); the table keeps its columns."""
     _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
                              "miniseg": [{"a": 0.6}, {"b": 0.5}]},
                {"unet": {"ground-glass_dice": [0.2, 0.4], "consolidation_dice": [0.1]},
@@ -1025,9 +1026,9 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
         assert rows[1]["consolidation_dice"] == {"mean": pytest.approx(0.1),
                                                 "std": pytest.approx(0.0707107), "n": 2}
     axes, differences = saved_figures[-1].axes
-    assert saved_figures[-1].get_suptitle().startswith("Dice (any lesion) by model on ")
-    assert axes.get_ylabel() == "Dice (any lesion) per case"
-    assert differences.get_ylabel() == "paired Dice (any lesion) difference per slice"
+    assert saved_figures[-1].get_suptitle().startswith("Dice, any lesion, by model on ")
+    assert axes.get_ylabel() == "Dice, any lesion, per case"
+    assert differences.get_ylabel() == "paired Dice difference, any lesion, per slice"
 
 
 def test_the_comparison_plot_shows_the_paired_differences_its_test_takes(

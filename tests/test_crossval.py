@@ -548,8 +548,10 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     """A multi-class report's main columns said plain 'dice', 'iou', ... and its box plot
     'per-case Dice', though they score any lesion (label > 0), as evaluate's plot says. The
     box plot drew any lesion's Dice alone though per_case.csv holds each class's: a box per
-    class follows. Its title and each fold's curves named the data's kind alone ("unet on
-    SYNTHETIC data"): they name the folder, and a fold's curves its fold."""
+    class follows, each box named as evaluate's are ("Dice, any lesion", "Dice, ground-glass":
+    they read "any lesion, fold 0" and "ground-glass, all"). Its title and each fold's curves
+    named the data's kind alone ("unet on SYNTHETIC data"): they name the folder, and a fold's
+    curves its fold."""
     report = report_markdown(_summary("multiclass"), plotted=True)
     assert "| fold | test slices | dice (any lesion) | iou (any lesion) |" in report
     assert "- ground-glass_dice: 0.500 ± 0.100" in report
@@ -562,8 +564,8 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     axes = saved_figures[-1].axes[0]
     assert axes.get_title() == "miniseg on synthetic:0 (SYNTHETIC data), per-case Dice"
     assert [t.get_text().split(" (n=")[0] for t in axes.get_xticklabels()] == [
-        "any lesion, fold 0", "any lesion, fold 1", "any lesion, all", "ground-glass, all",
-        "consolidation, all"]
+        "Dice, any lesion, fold 0", "Dice, any lesion, fold 1", "Dice, any lesion, all",
+        "Dice, ground-glass, all", "Dice, consolidation, all"]
     assert axes.get_ylabel() == "Dice per case"
     assert [figure.get_suptitle() for figure in saved_figures[:-1]] == [
         f"miniseg on synthetic:0 (SYNTHETIC data), fold {k} of 2 (no validation split)"

@@ -51,7 +51,7 @@ from covseg.crossval import (
 )
 from covseg.data.layouts import LoadedData, class_labels, fingerprints_kept
 from covseg.errors import CovsegError, counted
-from covseg.evaluate import any_lesion
+from covseg.evaluate import ANY_LESION, any_lesion, drawn_name
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import metric_notes
@@ -404,8 +404,12 @@ def _comparison_plot(config: TrainConfig, data: LoadedData,
                      folds: int) -> Path:
     """comparison_boxplot.png: each model's per-case Dice beside each candidate's paired
     differences from the baseline (the first model) in the units its test pairs
-    (:func:`patient_dice`): boxes that overlap hid a difference the pairs show."""
-    dice = any_lesion("Dice", config.target == "multiclass")
+    (:func:`patient_dice`): boxes that overlap hid a difference the pairs show. Its Dice is
+    named as evaluate's and cv's boxes name it (:func:`~covseg.evaluate.drawn_name`), what it
+    scores set off by commas: "Dice, any lesion, per case"."""
+    scored = ANY_LESION if config.target == "multiclass" else ""
+    dice, difference = (f"{drawn_name(name, scored)}{',' if scored else ''}"
+                        for name in ("Dice", "Dice difference"))
     baseline, *candidates = dice_by_model
     base_units, unit = units_by_model[baseline]
     differences = {f"{spec} - {baseline}": list(paired_differences(units_by_model[spec][0],
@@ -413,7 +417,7 @@ def _comparison_plot(config: TrainConfig, data: LoadedData,
                    for spec in candidates}
     return paired_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
                        differences, png, ylabel=f"{dice} per case",
-                       difference_label=f"paired {dice} difference per {unit}",
+                       difference_label=f"paired {difference} per {unit}",
                        title=f"{dice} by model on {data.named}, {counted(folds, 'fold')}")
 
 

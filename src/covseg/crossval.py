@@ -32,8 +32,10 @@ from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import (
+    ANY_LESION,
     HD95_UNITS,
     any_lesion,
+    drawn_name,
     evaluate_samples,
     hd95_by_unit,
     hd95_slices_by_unit,
@@ -1162,13 +1164,16 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
                  per_fold: list[dict[str, Any]]) -> dict[str, list[float]]:
     """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together; for a
     multi-class target those named as any lesion's, then each lesion class's over all folds
-    (per_case.csv holds them: the plot showed any lesion's alone)."""
+    (per_case.csv holds them: the plot showed any lesion's alone), as evaluate's boxes name
+    them (:func:`~covseg.evaluate.drawn_name`: "Dice, any lesion, fold 0", "Dice, ground-glass,
+    all")."""
     dice = {f"fold {fold['fold']}": [row["dice"] for row in rows if row["fold"] == fold["fold"]]
             for fold in per_fold} | {"all": [row["dice"] for row in rows]}
     if config.target != "multiclass":
         return dice
-    return ({f"any lesion, {name}": values for name, values in dice.items()}
-            | {f"{name}, all": values for name, values in lesion_class_dice(rows).items()})
+    return ({f"{drawn_name('Dice', ANY_LESION)}, {name}": values for name, values in dice.items()}
+            | {f"{drawn_name('Dice', name)}, all": values
+               for name, values in lesion_class_dice(rows).items()})
 
 
 def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Path

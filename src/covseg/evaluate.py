@@ -972,8 +972,22 @@ column: the name its box reads, as compare's table names them)."""
 
 def any_lesion(metric: str, multiclass: bool) -> str:
     """``metric`` named as the score of any lesion (infection = label > 0) that it is beside
-    the per-class scores of multi-class masks, so that it is not read as a multi-class score."""
+    the per-class scores of multi-class masks, so that it is not read as a multi-class score:
+    the name of text (a console line, a Markdown table's column); a picture's is
+    :func:`drawn_name`'s."""
     return f"{metric} (any lesion)" if multiclass else metric
+
+
+ANY_LESION = "any lesion"
+"""What the scores of infection = label > 0 score beside a multi-class mask's classes."""
+
+
+def drawn_name(metric: str, scored: str = "") -> str:
+    """A picture's name of a score: ``metric``, then what it scores after a comma ("Dice, any
+    lesion", "Dice, ground-glass"); ``metric`` alone where ``scored`` is empty (binary masks).
+    One style for the pictures of evaluate, cv and compare, whose boxes read "any lesion, fold
+    0" in cv and "Dice (any lesion)" in compare beside evaluate's "Dice, ground-glass"."""
+    return f"{metric}, {scored}" if scored else metric
 
 
 def lesion_class_dice(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
@@ -990,8 +1004,8 @@ def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path
     four are named as scores of any lesion, which they are, in the classes' style ("Dice, any
     lesion" beside "Dice, ground-glass": they read "dice (any lesion)", the CSV's column)."""
     classes = lesion_class_dice(rows)
-    scope = ", any lesion" if classes else ""
-    values = {f"{shown}{scope}": [row[column] for row in rows]
+    scored = ANY_LESION if classes else ""
+    values = {drawn_name(shown, scored): [row[column] for row in rows]
               for column, shown in PLOTTED_METRICS.items()}
-    values.update({f"Dice, {name}": dice for name, dice in classes.items()})
+    values.update({drawn_name("Dice", name): dice for name, dice in classes.items()})
     return box_plot(values, path, ylabel="value per case", title=title)
