@@ -402,7 +402,8 @@ def test_the_lung_model_is_pinned_once_per_command(
     its command's saved epochs record as it started, loading up to two checkpoints of each of
     its command's folders each time: an ensemble's train, a cross-validation and a comparison
     look it up once (a comparison once per model, from that model's folds), and hand it to
-    each of their networks, whose checkpoints record it."""
+    each of their networks, whose checkpoints record it. A cross-validation's --fold K looked
+    it up, then its fold looked it up again, to train and to test: once too."""
     lungs = tmp_path / "lungs"
     api.train(synthetic_folder, lungs, target="lung", **TINY)
     module = importlib.import_module("covseg.train")  # covseg.train is also the function
@@ -413,14 +414,15 @@ def test_the_lung_model_is_pinned_once_per_command(
     commands = {
         "ens": lambda out: api.train(synthetic_folder, out, **{**guided, "model": "unet,unet"}),
         "cv": lambda out: api.cross_validate(synthetic_folder, out, folds=2, **guided),
+        "fold": lambda out: api.cross_validate(synthetic_folder, out, folds=2, fold=1, **guided),
         "cmp": lambda out: api.compare(synthetic_folder, ["unet:width=4", "unet:width=2"], out,
                                        folds=2, **recipe)}
     for name, command in commands.items():
         calls.clear()
         command(tmp_path / name)
-        assert len(calls) == {"ens": 1, "cv": 1, "cmp": 2}[name], name
+        assert len(calls) == {"ens": 1, "cv": 1, "fold": 1, "cmp": 2}[name], name
         networks = sorted((tmp_path / name).rglob("best.pt"))
-        assert len(networks) == {"ens": 3, "cv": 2, "cmp": 4}[name]
+        assert len(networks) == {"ens": 3, "cv": 2, "fold": 1, "cmp": 4}[name]
         assert {torch.load(network, weights_only=True)["meta"]["lung_guide"]["sha256"]
                 for network in networks} == {content_hash(lungs / "best.pt")}
 

@@ -571,7 +571,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     pin = pinned_lungs(recipe, out, folds, None if fold is None else [fold])
     with resume_advised(out):
         if fold is not None:
-            return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
+            return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume,
+                                       lung_sha256=pin)
         if ray is None:
             return _cross_validate(recipe, _load(data, recipe), out, folds, resume,
                                    lung_sha256=pin)

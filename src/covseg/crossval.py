@@ -696,13 +696,15 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
-                        folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
+                        folds: int | None, fold: int, resume: bool = False,
+                        lung_sha256: str | None = None) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
     split and seed), so that folds can run side by side; return its summary, with the
     ``best_sha256`` its fold_metrics.json records (as the whole run's ``per_fold`` has it: it
     was missing; null in a record before 7 Dec). Without ``resume`` a ``fold_k`` already there
     is refused; of the other folds' folders only the weights= file their records name is looked
-    at (:func:`checked_fold_weights`)."""
+    at (:func:`checked_fold_weights`). ``lung_sha256``: the lung model the caller pinned
+    (:func:`pinned_lungs`), as :func:`run_fold` takes it."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
@@ -713,7 +715,7 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     notes = recipe_notes(config, data)
     warn_notes(notes, data)  # a whole run warns them once for its folds
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights,
-                       notes=notes)
+                       notes=notes, lung_sha256=lung_sha256)
     best = read_fold_record(Path(out) / f"fold_{fold}" / "fold_metrics.json",
                             lambda record: record.get(BEST_SHA256))
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows),
