@@ -1828,3 +1828,32 @@ def test_the_metrics_plot_of_binary_masks_names_its_metrics_as_compare_does(
     (axes,) = saved_figures[0].axes
     assert [t.get_text() for t in axes.get_xticklabels()] == [
         "Dice (n=2)", "IoU (n=2)", "sensitivity (n=2)", "precision (n=2)"]
+
+
+def test_nnunet_test_cases_are_named_as_their_labels_through_predict_evaluate_quantify(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """nnU-Net names a case's CT ``imagesTs/case_001_0000.nii.gz`` and its label
+    ``labelsTs/case_001.nii.gz``: predict wrote ``predTs/case_001_0000/``, evaluate found no
+    case shared with labelsTs/ and quantify no CT named like the mask; the study is now
+    ``case_001`` throughout, and an older prediction of the suffixed name pairs alike."""
+    from covseg import api
+    from covseg.quantify import quantify_batch
+
+    ct = np.full((48, 40, 3), -1000.0)
+    ct[4:44, 4:36] = 40.0
+    ct[8:22, 8:32] = ct[26:40, 8:32] = -850.0
+    truth = np.zeros(ct.shape)
+    truth[10:16, 10:16, 1] = 1
+    _save_stack(tmp_path / "imagesTs" / "case_001_0000.nii.gz", ct, np.float32)
+    _save_stack(tmp_path / "labelsTs" / "case_001.nii.gz", truth)
+    _save_stack(tmp_path / "labelsTs" / "case_002.nii.gz", truth)
+    api.predict_volumes(tiny_run, tmp_path / "imagesTs", tmp_path / "predTs")
+    assert (tmp_path / "predTs" / "case_001" / "infection.nii.gz").is_file()
+    shutil.copytree(tmp_path / "predTs" / "case_001", tmp_path / "predTs" / "case_002_0000")
+    scored = evaluate_folders(tmp_path / "predTs", tmp_path / "labelsTs", tmp_path / "ev")
+    assert scored["cases"] == 2
+    result = quantify_batch([tmp_path / "predTs" / "case_001"], tmp_path / "q",
+                            image=tmp_path / "imagesTs")
+    assert (result.done, result.failed) == (1, 0)
+    stored = json.loads((tmp_path / "q" / "case_001" / "quantification.json").read_text())
+    assert stored["inputs"]["image"].endswith("case_001_0000.nii.gz")

@@ -35,7 +35,7 @@ from covseg.io.dicom import (
     sampled_series_uids,
     slice_series_uid,
 )
-from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file
+from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file, without_channel
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti_named
 from covseg.io.volume import SEGMENTATION_SUFFIX, is_segmentation
@@ -67,14 +67,16 @@ def study_name(path: Path, mask: bool = False) -> str:
     A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``.
     A folder (a DICOM series) is named as it is (:func:`folder_name`); a hidden file given by
     name without its leading dots (``.ct.nii.gz`` is ``ct``), so that its outputs are not a
-    hidden folder that listing, and quantify's discovery, pass over."""
+    hidden folder that listing, and quantify's discovery, pass over. nnU-Net's channel suffix
+    is dropped (:func:`without_channel`): ``imagesTs/case_001_0000.nii.gz`` is study
+    ``case_001``, as its label ``labelsTs/case_001.nii.gz`` names it."""
     if path.is_dir():
         return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
     stem = volume_stem(path)
     stem = stem.lstrip(".") or stem  # a hidden file's outputs: a folder listing shows
-    return image_name(stem) if mask else stem
+    return without_channel(image_name(stem) if mask else stem)
 
 
 def folder_name(path: Path) -> str:

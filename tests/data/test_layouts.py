@@ -3,6 +3,7 @@ otherwise."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -1993,7 +1994,8 @@ def test_files_of_no_layout_named_as_masks_are_not_said_to_lack_masks(tmp_path: 
         f"{kaggle}: files found (images_medseg.npy, masks_medseg.npy, test_images_medseg.npy) "
         "in none of the data layouts covseg reads, so none was read; it reads images/ + masks/, "
         "MedSeg tr_im/, tr_im.nii.gz or rp_im/, Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed "
-        "studies/ + masks/ or train_new*.txt")
+        "studies/ + masks/ or train_new*.txt, nnU-Net's (or the Decathlon's) imagesTr/ + "
+        "labelsTr/")
     hu, lesions = _hu_volume(slices=2)
     medseg = tmp_path / "medseg"
     _save_nifti(medseg / "tr_mask.nii", lesions)
@@ -3506,3 +3508,108 @@ def test_nrrd_and_metaimage_scans_alone_say_what_is_missing_as_niftis_do(tmp_pat
         for name in names:
             saved_as(tmp_path / f"{folder}.nii.gz", tmp_path / folder / name)
         assert _refusal(tmp_path / folder) == f"{tmp_path / folder}: {line}"
+
+
+def _nnunet_set(root: Path, cases: Iterable[str], channel: str = "_0000",
+                labels: object = None) -> Path:
+    """An nnU-Net v2 raw data set (``channel`` ""; the Decathlon's names) of 3-slice volumes,
+    with a dataset.json of ``labels`` where given."""
+    for seed, case in enumerate(cases):
+        hu, lesions = _hu_volume(seed=seed)
+        _save_nifti(root / "imagesTr" / f"{case}{channel}.nii.gz", hu)
+        _save_nifti(root / "labelsTr" / f"{case}.nii.gz", (lesions > 0).astype(np.uint8),
+                    np.uint8)
+    if labels is not None:
+        (root / "dataset.json").write_text(json.dumps(
+            {"channel_names": {"0": "CT"}, "labels": labels, "file_ending": ".nii.gz"}))
+    return root
+
+
+@pytest.mark.parametrize(("channel", "labels"), [
+    ("_0000", {"background": 0, "infection": 1}),  # nnU-Net v2
+    ("", {"0": "background", "1": "lesion"}),  # the Decathlon's names and labels
+    ("_0000", None),
+])
+def test_nnunet_and_decathlon_data_sets_are_read_as_they_come(
+        tmp_path: Path, channel: str, labels: object) -> None:
+    """Both were refused as an "unrecognised data layout": imagesTr/ + labelsTr/ are read, an
+    image named by its case's CT channel (``_0000``) paired with its case's label, each case
+    a patient; imagesTs/ (no labels) is not read."""
+    root = _nnunet_set(tmp_path / "Dataset001_X", ["X_000", "X_001"], channel, labels)
+    _save_nifti(root / "imagesTs" / "X_009_0000.nii.gz", _hu_volume()[0])
+    assert detect_layout(root) == "nnunet"
+    data = load_dataset(root)
+    assert data.layout == "nnunet" and len(data.samples) == 6
+    assert {s.case_id for s in data.samples} == {f"X_00{c}_z000{k}" for c in (0, 1)
+                                                 for k in range(3)}
+    assert {s.patient_id for s in data.samples} == {"X_000", "X_001"}
+    assert all("imagesTs" not in s.source for s in data.samples)
+
+
+def test_nnunet_2d_cases_are_read(tmp_path: Path) -> None:
+    """nnU-Net's 2D data sets (PNG cases) pair as its volumes do."""
+    for case in ("X_000", "X_001"):
+        _save_png(tmp_path / "imagesTr" / f"{case}_0000.png", np.full((16, 16), 90))
+        _save_png(tmp_path / "labelsTr" / f"{case}.png", square_mask(16, 4, 4, 8))
+    data = load_dataset(tmp_path)
+    assert sorted(s.case_id for s in data.samples) == ["X_000", "X_001"]
+
+
+def test_nnunet_data_it_cannot_read_is_refused_saying_why(tmp_path: Path) -> None:
+    """Several channels per case, test images alone, a lone imagesTr/, and dataset.json labels
+    that the target cannot read are refused in one line each."""
+    root = _nnunet_set(tmp_path / "multi", ["X_000"])
+    shutil.copy(root / "imagesTr" / "X_000_0000.nii.gz", root / "imagesTr" / "X_000_0001.nii.gz")
+    with pytest.raises(CovsegError, match=r"multi: imagesTr/ holds further channels "
+                                          r"\(X_000_0001\.nii\.gz\), but covseg reads one CT "
+                                          "channel per case; keep the CT's imagesTr/ files"):
+        load_dataset(root)
+    (root / "dataset.json").write_text('{"modality": {"0": "FLAIR", "1": "T1w"}}')
+    with pytest.raises(CovsegError, match=r"dataset\.json names 2 channels \(FLAIR, T1w\), "
+                                          "but covseg reads one CT channel"):
+        load_dataset(root)
+    test_only = tmp_path / "test_only"
+    _save_nifti(test_only / "imagesTs" / "X_009_0000.nii.gz", _hu_volume()[0])
+    with pytest.raises(CovsegError, match=r"only imagesTs/ found, test images without labels, "
+                                          "which covseg does not train on"):
+        load_dataset(test_only)
+    shutil.rmtree(root / "labelsTr")
+    with pytest.raises(CovsegError, match=r"imagesTr/ found but no labelsTr/ beside it"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize(("labels", "target", "refusal"), [
+    ({"background": 0, "lung": 1}, "infection",
+     r"its labels \(1 lung\) are the lungs; read them with --target lung$"),
+    ({"background": 0, "infection": 1}, "lung",
+     r"its labels \(1 infection\) name no lungs, which --target lung reads"),
+    ({"background": 0, "lesion": 1, "edema": 2}, "multiclass",
+     (r"label 1 is 'lesion', not covseg's class of that number \(1 ground-glass, 2 "
+      r"consolidation, 3 effusion\)")),
+    ({"background": 0, "lesion": [1, 2]}, "infection",
+     r"label 'lesion' is \[1, 2\], not one integer label \(nnU-Net's regions are not read\)"),
+])
+def test_nnunet_labels_the_target_cannot_read_are_refused(
+        tmp_path: Path, labels: object, target: str, refusal: str) -> None:
+    root = _nnunet_set(tmp_path, ["X_000"], labels=labels)
+    with pytest.raises(CovsegError, match=r"dataset\.json: " + refusal):
+        load_dataset(root, target=target)
+
+
+def test_nnunet_labels_named_as_covsegs_classes_and_lungs_are_read(tmp_path: Path) -> None:
+    lungs = _nnunet_set(tmp_path / "lungs", ["X_000"],
+                        labels={"background": 0, "left lung": 1, "right lung": 2})
+    assert load_dataset(lungs, target="lung").target == "lung"
+    classes = _nnunet_set(tmp_path / "classes", ["X_000"], labels={
+        "background": 0, "Ground_Glass": 1, "consolidation": 2})
+    with pytest.raises(CovsegError, match="the masks hold one lesion label only"):
+        load_dataset(classes, target="multiclass")  # past the check of its labels' names
+
+
+def test_an_nnunet_folder_given_for_its_data_set_names_it(tmp_path: Path) -> None:
+    """``covseg data info Dataset001_X/imagesTr`` said "no masks" with labelsTr/ beside it."""
+    root = _nnunet_set(tmp_path / "Dataset001_X", ["X_000"])
+    with pytest.raises(CovsegError, match=r"imagesTr: the imagesTr/ folder of nnU-Net "
+                                          r"\(imagesTr/ \+ labelsTr/\) data; give the data "
+                                          "folder itself"):
+        detect_layout(root / "imagesTr")

@@ -340,6 +340,26 @@ def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -
     assert case_key(stem) == key
 
 
+@pytest.mark.parametrize(("stem", "key"), [
+    ("case_001_0000", "case_001"),  # nnU-Net's single CT channel of case case_001
+    ("X_000_0000", "X_000"),
+    ("case_00012_0000", "case_00012"),  # KiTS's case ids
+    ("patient1_0000", "patient1"),
+    ("case_001_0000_mask", "case_001"),
+    ("case_0000", "case_0000"),  # a numbered name: no case id before the suffix
+    ("slice_0000", "slice_0000"),
+    ("0000", "0000"),
+    ("case_001_0001", "case_001_0001"),  # another channel: not the CT's, kept as named
+    ("case_001_00000", "case_001_00000"),  # five digits: no channel suffix
+    ("case_001_0000x", "case_001_0000x"),
+    ("study_0255", "study_0255"),
+])
+def test_case_key_drops_nnunets_ct_channel_suffix(stem: str, key: str) -> None:
+    """nnU-Net names a case's CT ``case_001_0000`` and its label ``case_001``: predict named
+    its study ``case_001_0000``, and evaluate found no truth of that name in labelsTs/."""
+    assert case_key(stem) == key
+
+
 @pytest.mark.parametrize("stored,reason", [
     ((0, 1), "values 0/1"),
     ((0, 1, 2), "values 0/1/2"),

@@ -133,6 +133,21 @@ def image_name(mask_stem: str) -> str:
     return mask_stem
 
 
+NNUNET_CHANNEL = re.compile(r"(.*\d)_0000")
+"""A stem ending in nnU-Net's channel suffix of a single-channel CT (``case_001_0000``, whose
+label is ``case_001``), after a case id that ends in a digit, as nnU-Net's converted data sets
+number their cases: ``slice_0000`` or ``case_0000`` is a numbered name, not case ``slice``'s
+channel, and keeps its suffix."""
+
+
+def without_channel(stem: str) -> str:
+    """``stem`` without nnU-Net's ``_0000`` channel suffix (:data:`NNUNET_CHANNEL`), so that a
+    CT of ``imagesTs/`` names its study, predict's outputs and their pairing as its label
+    names the case; other stems as they are."""
+    match = NNUNET_CHANNEL.fullmatch(stem)
+    return match.group(1) if match else stem
+
+
 def paired_name(stem: str) -> tuple[str, str | None]:
     """``stem`` without an ending of :data:`IMAGE_MASK_ENDINGS`, and the ending's role
     (``"image"``, ``"mask"``; None without one)."""
@@ -159,8 +174,10 @@ def case_key(stem: str) -> str:
     ``tr_mask`` are case ``tr``), and without what Kaggle's copy of the Zenodo volumes adds to
     its CT names: the ``_org`` (``coronacases_org_001`` is the CT of mask ``coronacases_001``),
     and the ``_org_covid-19-pneumonia-`` and trailing ``-dcm`` of the Radiopaedia ones
-    (``radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm`` is ``radiopaedia_14_85914_0``)."""
-    key = KAGGLE_CT_ENDING.sub("", paired_name(image_name(stem))[0])
+    (``radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm`` is ``radiopaedia_14_85914_0``); and
+    without nnU-Net's channel suffix (:func:`without_channel`: ``case_001_0000`` is
+    ``case_001``)."""
+    key = KAGGLE_CT_ENDING.sub("", paired_name(without_channel(image_name(stem)))[0])
     key = key.replace("_org_covid-19-pneumonia-", "_")
     return KAGGLE_ORG.sub("", key)
 

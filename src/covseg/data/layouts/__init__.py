@@ -9,6 +9,8 @@ Supported layouts (checked in this order), one module each:
 - ``infnet``: Inf-Net COVID-SemiSeg ``Imgs/`` + ``GT/`` (binary or multi-class);
 - ``zenodo``: "COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle or Zenodo names);
 - ``mosmed-3d``: MosMedData ``studies/`` + ``masks/`` NIfTI volumes;
+- ``nnunet``: nnU-Net v2 raw data sets and the Medical Segmentation Decathlon's,
+  ``imagesTr/`` + ``labelsTr/`` (one CT channel, ``_0000``) and their ``dataset.json``;
 - ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files, NIfTI, NRRD or
   MetaImage volumes, or both).
 
@@ -19,8 +21,8 @@ slices of a 2D folder, or studies of a volume folder (a patient's follow-up scan
 named as MosMed names them (``study_0255_12``) take their study.
 
 Modules: :mod:`.base` (what they read into, and the readers they share), :mod:`.folders`,
-:mod:`.mosmed` (2D and 3D), :mod:`.medseg`, :mod:`.infnet`, :mod:`.zenodo`, :mod:`.synthetic`,
-and :mod:`.detect` (which layout a folder holds, and :func:`load_dataset`).
+:mod:`.mosmed` (2D and 3D), :mod:`.medseg`, :mod:`.infnet`, :mod:`.zenodo`, :mod:`.nnunet`,
+:mod:`.synthetic`, and :mod:`.detect` (which layout a folder holds, and :func:`load_dataset`).
 """
 
 from covseg.data.layouts.base import (

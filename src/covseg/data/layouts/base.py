@@ -60,7 +60,7 @@ T = TypeVar("T")
 LAYOUT_NAMES: dict[str, str] = {
     "synthetic": "synthetic", "mosmed-2d": "MosMedData 2D", "medseg": "MedSeg",
     "infnet": "Inf-Net", "zenodo": "Zenodo", "mosmed-3d": "MosMedData 3D",
-    "folders": "generic (images/ + masks/)",
+    "nnunet": "nnU-Net (imagesTr/ + labelsTr/)", "folders": "generic (images/ + masks/)",
 }
 """Each layout's name for a user (its key is the name config.json records)."""
 TARGETS: tuple[str, ...] = ("infection", "multiclass", "lung")

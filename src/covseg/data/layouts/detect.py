@@ -44,6 +44,13 @@ from covseg.data.layouts.mosmed import (
     split_files,
     stray_split_files_note,
 )
+from covseg.data.layouts.nnunet import (
+    NNUNET_IMAGES,
+    NNUNET_LABELS,
+    NNUNET_TEST,
+    holds_nnunet,
+    read_nnunet,
+)
 from covseg.data.layouts.synthetic import read_synthetic
 from covseg.data.layouts.zenodo import (
     ZENODO_COMBINED,
@@ -87,14 +94,16 @@ LAYOUTS: dict[str, Callable[[Path], bool]] = {
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
     "zenodo": lambda root: first_dir(root, ZENODO_IMAGES) is not None,
     "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
+    "nnunet": holds_nnunet,
     "folders": lambda root: _generic_images(root) is not None,
 }
 LAYOUTS_READ = ("images/ + masks/, MedSeg tr_im/, tr_im.nii.gz or rp_im/, Inf-Net Imgs/ + GT/, "
-                "Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt")
+                "Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt, nnU-Net's "
+                "(or the Decathlon's) imagesTr/ + labelsTr/")
 """The folders and files by which :data:`LAYOUTS` are told, as a message names them."""
-LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo", "medseg")
+LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo", "medseg", "nnunet")
 """The layouts with lung masks (the synthetic generator draws lungs too; MedSeg's, for its
-slices and its volumes)."""
+slices and its volumes; nnU-Net's where its dataset.json names its labels lungs)."""
 
 READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
     "mosmed-2d": read_mosmed_2d,
@@ -102,6 +111,7 @@ READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
     "infnet": read_infnet,
     "zenodo": read_zenodo,
     "mosmed-3d": read_mosmed_3d,
+    "nnunet": read_nnunet,
     "folders": read_folders,
 }
 
@@ -131,10 +141,16 @@ def _zenodo_pair(root: Path) -> tuple[Path, Path] | None:
     return (images, masks) if images and masks else None
 
 
+def _both(folders: tuple[Path, Path]) -> tuple[Path, Path] | None:
+    """The two ``folders`` where both are there (nnU-Net's imagesTs/ holds no labels)."""
+    return folders if all(folder.is_dir() for folder in folders) else None
+
+
 DATA_FOLDERS: dict[str, Callable[[Path], tuple[Path, Path] | None]] = {
     "infnet": _infnet_pair, "folders": _folders_pair, "mosmed-2d": _folders_pair,
     "medseg": _medseg_pair, "zenodo": _zenodo_pair,
     "mosmed-3d": lambda root: (root / "studies", root / "masks"),
+    "nnunet": lambda root: _both((root / NNUNET_IMAGES, root / NNUNET_LABELS)),
 }
 """The image and mask folders of the layouts that keep them in two sub-folders of the root."""
 
@@ -179,7 +195,8 @@ def _found_layouts(root: Path) -> list[str]:
 
 LAYOUT_PARTS = frozenset({*FOLDERS_IMAGES, *FOLDERS_MASKS, *LUNG_MASKS, "Imgs", "GT", "Edge",
                           "Prior", "tr_im", *MEDSEG_MASKS, *MEDSEG_RADIOPAEDIA, *ZENODO_IMAGES,
-                          *ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED, "studies"})
+                          *ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED, "studies",
+                          NNUNET_IMAGES, NNUNET_LABELS, NNUNET_TEST})
 """Names of the sub-folders a layout keeps its images, masks (or Inf-Net's edges and priors) in:
 one given instead of its data folder is named as such."""
 IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -187,6 +204,7 @@ IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("GT",), "Imgs/"),
     (MEDSEG_MASKS, "tr_im/"),
     (MEDSEG_RADIOPAEDIA[1:], "rp_im/"),
+    ((NNUNET_LABELS,), f"{NNUNET_IMAGES}/"),
 )
 """Mask folders, and the folder beside them that holds their images (Zenodo's: its reader's
 words, :func:`~covseg.data.layouts.zenodo.missing_images`)."""

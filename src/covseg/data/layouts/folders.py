@@ -61,6 +61,14 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
     images = files(images_dir, lambda p: is_image_file(p) or is_volume_file(p))
     masks = files(masks_dir, lambda p: is_image_file(p) or is_mask_volume(p))
     pairs = pair_folders(images, masks, root, "folders", images_dir, masks_dir)
+    return read_pairs(root, pairs, options, "folders")
+
+
+def read_pairs(root: Path, pairs: list[tuple[str, Path, Path]], options: ReadOptions,
+               layout: str) -> LoadedData:
+    """The generic layout's pairs (case, image, mask) read as ``layout``'s data: volumes sliced
+    (each its own patient, as its name tells), 2D files grouped by the study their names tell,
+    and both by a patients.csv; the nnU-Net layout's pairs too, read alike."""
     _check_one_kind(root, pairs)
     volumes = [p for p in pairs if is_mask_volume(p[1])]
     slices = [p for p in pairs if not is_mask_volume(p[1])]
@@ -74,7 +82,7 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
                               slice_patients(root, by_slice, slices, _study_of_slice),
                               "reading slices")
     _check_unique_cases(samples)
-    return loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists(),
+    return loaded(samples, layout, root, options, synthetic=(root / "SYNTHETIC").exists(),
                   volumes=len(volumes))
 
 

@@ -1,0 +1,161 @@
+"""nnU-Net v2's raw data sets (``Dataset001_X/``: ``imagesTr/CASE_0000.nii.gz`` +
+``labelsTr/CASE.nii.gz``) and the Medical Segmentation Decathlon's (``TaskXX_Y/``:
+``imagesTr/CASE.nii.gz`` + ``labelsTr/CASE.nii.gz``), read as they come: each image is paired
+with the label of its case, volumes sliced and grouped as the generic layout's are, and the
+``labels`` of ``dataset.json`` checked against the target read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from covseg.data.layouts.base import (
+    CLASS_NAMES,
+    LoadedData,
+    ReadOptions,
+    files,
+    pair_folders,
+    read_text_file,
+    target_option,
+    unique,
+)
+from covseg.data.layouts.folders import read_pairs
+from covseg.errors import CovsegError, examples
+from covseg.io.ct import is_mask_volume, is_volume_file, volume_stem
+from covseg.io.image import is_image_file
+
+NNUNET_IMAGES = "imagesTr"
+"""The folder of the training images, one file per case and channel."""
+NNUNET_LABELS = "labelsTr"
+"""The folder of the training labels, one file per case, named by the case."""
+NNUNET_TEST = "imagesTs"
+"""The folder of the test images, which have no labels: no training data."""
+DATASET_JSON = "dataset.json"
+"""The data set's description: its channels (``channel_names``, the Decathlon's ``modality``)
+and its ``labels`` (nnU-Net v2: name to label; the Decathlon: label to name)."""
+CHANNEL = re.compile(r"(.+)_(\d{4})")
+"""An nnU-Net image's stem: its case, then its channel (``case_001_0000``)."""
+CT_CHANNEL = "0000"
+"""The channel of a single-channel (CT) data set's images."""
+
+
+def holds_nnunet(root: Path) -> bool:
+    """Whether ``root`` holds nnU-Net's (or the Decathlon's) image folders."""
+    return (root / NNUNET_IMAGES).is_dir() or (root / NNUNET_TEST).is_dir()
+
+
+def read_nnunet(root: Path, options: ReadOptions) -> LoadedData:
+    images_dir, labels_dir = root / NNUNET_IMAGES, root / NNUNET_LABELS
+    if not images_dir.is_dir():
+        raise CovsegError(f"{root}: only {NNUNET_TEST}/ found, test images without labels, which "
+                          f"covseg does not train on; give a data set with {NNUNET_IMAGES}/ and "
+                          f"{NNUNET_LABELS}/ (covseg predict segments {NNUNET_TEST}/ as it is)")
+    if not labels_dir.is_dir():
+        raise CovsegError(f"{root}: {NNUNET_IMAGES}/ found but no {NNUNET_LABELS}/ beside it; put "
+                          f"each case's label in {NNUNET_LABELS}/, named by its case")
+    check_dataset_json(root, options.target)
+    labels = files(labels_dir, lambda p: is_image_file(p) or is_mask_volume(p))
+    images = files(images_dir, lambda p: is_image_file(p) or is_volume_file(p))
+    _refuse_channels(root, images)
+    cases = unique(images_dir, images.values(), lambda p: _case(volume_stem(p), labels))
+    pairs = pair_folders(cases, labels, root, "nnunet", images_dir, labels_dir)
+    return read_pairs(root, pairs, options, "nnunet")
+
+
+def _case(stem: str, labels: dict[str, Path]) -> str:
+    """The case an image's stem names: the stem itself where a label bears it (the Decathlon's
+    names), else the stem without its CT channel suffix (``case_001_0000`` is ``case_001``)."""
+    match = CHANNEL.fullmatch(stem)
+    if stem in labels or not match or match.group(2) != CT_CHANNEL:
+        return stem
+    return match.group(1)
+
+
+def _one_channel(root: Path, found: str) -> CovsegError:
+    """The refusal of a data set of several channels per case, ``found`` saying where."""
+    return CovsegError(f"{root}: {found}, but covseg reads one CT channel per case; keep the "
+                       f"CT's {NNUNET_IMAGES}/ files (_{CT_CHANNEL}) alone in a copy of the "
+                       "data set and give that")
+
+
+def _refuse_channels(root: Path, images: dict[str, Path]) -> None:
+    """Refuse a case holding a channel beside its CT's (``case_001_0001`` by ``case_001_0000``)."""
+    others = [path.name for stem, path in images.items()
+              if (match := CHANNEL.fullmatch(stem)) and match.group(2) != CT_CHANNEL
+              and f"{match.group(1)}_{CT_CHANNEL}" in images]
+    if others:
+        raise _one_channel(root, f"{NNUNET_IMAGES}/ holds further channels ({examples(others)})")
+
+
+def check_dataset_json(root: Path, target: str) -> None:
+    """Check ``root``'s dataset.json, where there is one: one channel, and labels that
+    ``target`` reads (:func:`_check_labels`)."""
+    path = root / DATASET_JSON
+    if not path.is_file():
+        return
+    try:
+        spec = json.loads(read_text_file(path))
+    except json.JSONDecodeError as error:
+        raise CovsegError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); fix "
+                          "it, or remove it") from None
+    if not isinstance(spec, dict):
+        raise CovsegError(f"{path}: not a data set description (a JSON object); fix it, or "
+                          "remove it")
+    channels = spec.get("channel_names", spec.get("modality"))
+    if isinstance(channels, dict) and len(channels) > 1:
+        named = ", ".join(map(str, channels.values()))
+        raise _one_channel(root, f"{DATASET_JSON} names {len(channels)} channels ({named})")
+    if (labels := spec.get("labels")) is not None:
+        _check_labels(path, _labels(path, labels), target)
+
+
+def _labels(path: Path, labels: object) -> dict[int, str]:
+    """dataset.json's ``labels`` by label: nnU-Net v2's ``{"background": 0, ...}`` or the
+    Decathlon's ``{"0": "background", ...}``; regions (a name of several labels) are refused."""
+    if not isinstance(labels, dict):
+        raise CovsegError(f"{path}: its labels are not an object of names and labels; fix it, "
+                          "or remove it")
+    found: dict[int, str] = {}
+    for key, value in labels.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            found[value] = key
+        elif isinstance(value, str) and key.isdigit():
+            found[int(key)] = value
+        else:
+            raise CovsegError(f"{path}: label {key!r} is {json.dumps(value)}, not one integer "
+                              "label (nnU-Net's regions are not read); covseg reads masks of "
+                              "integer labels, background 0")
+    return found
+
+
+def _check_labels(path: Path, labels: dict[int, str], target: str) -> None:
+    """Refuse labels that ``target`` cannot read as named: lungs read as lesions or lesions as
+    lungs, and, for ``--target multiclass``, a label other than covseg's class of that number
+    (:data:`CLASS_NAMES`), as classes are fixed by meaning. The infection target merges any
+    label above 0, whatever it is named."""
+    named = {label: name for label, name in sorted(labels.items()) if label != 0}
+    if not named:
+        return
+    said = ", ".join(f"{label} {name}" for label, name in named.items())
+    lungs = all("lung" in name.lower() for name in named.values())
+    if target == "lung" and not lungs:
+        raise CovsegError(f"{path}: its labels ({said}) name no lungs, which "
+                          f"{target_option('lung')} reads; give a data set of lung labels")
+    if target != "lung" and lungs:
+        raise CovsegError(f"{path}: its labels ({said}) are the lungs; read them with "
+                          f"{target_option('lung')}")
+    wrong = [label for label, name in named.items()
+             if _word(name) != _word(CLASS_NAMES.get(label, ""))]
+    if target == "multiclass" and wrong:
+        classes = ", ".join(f"{label} {name}" for label, name in CLASS_NAMES.items() if label)
+        raise CovsegError(f"{path}: label {wrong[0]} is {named[wrong[0]]!r}, not covseg's class "
+                          f"of that number ({classes}), which {target_option('multiclass')} "
+                          f"reads by meaning; relabel the masks, or use "
+                          f"{target_option('infection')} (any label > 0)")
+
+
+def _word(name: str) -> str:
+    """A class name without case, spaces or punctuation: ``Ground_Glass`` is ground-glass."""
+    return re.sub(r"[^a-z]", "", name.lower())
