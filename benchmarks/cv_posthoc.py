@@ -8,7 +8,9 @@ fold the held-out slices are predicted by the fold's model(s), and the mean per-
 all held-out slices (and over folds) is printed for each variant:
 
 - checkpoint: ``best.pt`` (validation-selected) or ``last.pt`` (final epoch; the same model
-  when the run kept no validation slices);
+  when the run kept no validation slices), where a fold kept it: a run deletes its last.pt as it
+  finishes since 7 Dec, so a cv run since has ``best.pt`` alone (with no validation slices,
+  the final epoch);
 - test-time views: none, left-right flip, both flips, transpose, flip + transpose, all eight
   flips and transposes, and the four flips each also with its intensities gamma-shifted
   (power 0.8 and 1.25, the training augmentation's range) (probabilities averaged);
@@ -187,7 +189,8 @@ def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
 
 
 def checkpoints(run: Path) -> list[str]:
-    """``best.pt`` and, for single models, ``last.pt`` (ensembles keep only their average)."""
+    """``best.pt`` and, where the run kept it (single models of a covseg before 7 Dec; ensembles
+    keep only their average), ``last.pt``."""
     return [name for name in ("best.pt", "last.pt") if (run / "fold_0" / name).is_file()]
 
 

@@ -213,6 +213,33 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -
     return out
 
 
+def _keep_last_pt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make finished runs keep their last.pt, which a run deletes as it finishes: for tests
+    that damage or compare a resume's state, or stop a finished run to resume it."""
+    monkeypatch.setattr(sys.modules["covseg.train"], "drop_resume_state", lambda out: None)
+
+
+@pytest.fixture
+def last_pt_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs trained in the test keep their last.pt when they finish (:func:`_keep_last_pt`)."""
+    _keep_last_pt(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_last_kept(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path
+                       ) -> Path:
+    """:func:`tiny_run`'s recipe, trained keeping its last.pt (:func:`_keep_last_pt`): with
+    its metrics.json deleted, a run stopped in its last validation, to resume."""
+    from covseg import api
+
+    out = tmp_path_factory.mktemp("run_last_kept")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _keep_last_pt(monkeypatch)
+        api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model="unet",
+                  model_options={"width": 4}, val_fraction=0.25)
+    return out
+
+
 def effusion_frames(root: Path) -> Path:
     """Whole synthetic CT frames (4 patients x 2 slices, 64 px) whose masks hold effusion
     (label 3) in two rows below the lungs, outside the lung frame: a multi-class set."""
@@ -240,10 +267,12 @@ def folder_holding(out: Path, held: str) -> Path:
 
 def fold_stopped_midway(data: object, out: Path, fold: int, **recipe: object) -> Path:
     """Fold ``fold`` of a cross-validation into ``out`` (run alone), its folder left as a fold
-    stopped midway leaves it: trained, not tested."""
+    stopped midway leaves it: trained, not tested, its last.pt kept (:func:`_keep_last_pt`)."""
     from covseg import api
 
-    api.cross_validate(data, out, fold=fold, **recipe)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _keep_last_pt(monkeypatch)
+        api.cross_validate(data, out, fold=fold, **recipe)
     folder = out / f"fold_{fold}"
     for name in ("fold_metrics.json", "metrics.json", "test_per_case.csv"):
         (folder / name).unlink()

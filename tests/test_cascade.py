@@ -258,6 +258,7 @@ def test_a_lung_run_still_training_is_refused_as_a_guide(tmp_path: Path,
     assert not (tmp_path / "cascade").exists()
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_refuses_a_lung_run_retrained_since_it_started(tmp_path: Path,
                                                                synthetic_folder: Path) -> None:
     """A resume hashed the lung run again and recorded the new hash: a lung run retrained

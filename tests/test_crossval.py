@@ -719,6 +719,7 @@ def test_folds_run_alone_then_the_summary_in_the_same_folder(
     data = load_dataset(synthetic_folder)
     out = tmp_path / "cv"
     folds = [api.cross_validate(data, out, fold=fold, **tiny) for fold in (0, 1)]
+    assert not list(out.rglob("last.pt")), "a finished fold's last.pt, for resumes only, is gone"
 
     def no_training(*args: object, **kwargs: object) -> None:
         pytest.fail("a finished fold was trained again")
@@ -749,6 +750,7 @@ def test_folds_run_alone_then_the_summary_in_the_same_folder(
     api.cross_validate(data, out, resume=True, **tiny)  # a finished summary too
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Folds run side by side into one --out (one process each, as docs/commands.md says): fold 0

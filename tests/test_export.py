@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -478,15 +479,49 @@ def test_a_run_named_by_its_folder_and_by_its_best_pt_is_one_run(tmp_path: Path,
 
 
 @NEEDS_ONNX
-def test_a_rerun_removes_the_temporary_a_killed_export_left(tmp_path: Path,
-                                                            tiny_run: Path) -> None:
+def test_an_export_removes_the_temporaries_killed_exports_left_in_its_folder(
+        tmp_path: Path, tiny_run: Path) -> None:
     """An export killed with ``kill -9`` while writing left its hidden temporary (the whole
-    model) beside the target, which no later export removed, unlike every other command's;
-    another target's temporary and other hidden files are kept."""
+    model) beside the target, which only an export to that same name removed: one to another
+    name in the folder left it there. Every ``.onnx`` temporary no running export holds is
+    removed now; one another export is writing (its lock held), another kind's temporary and
+    other hidden files are kept."""
+    import fcntl
+
     out = tmp_path / "m.onnx"
-    stale, other, hidden = (tmp_path / ".m.p3rbhu0k.onnx", tmp_path / ".n.ab12cd34.onnx",
-                            tmp_path / ".keep")
-    for path in (stale, other, hidden):
-        path.write_bytes(b"left by a kill")
-    assert main(["export", "--model", str(tiny_run), "--out", str(out)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", ".n.ab12cd34.onnx", "m.onnx"]
+    names = (".m.p3rbhu0k.onnx", ".n.ab12cd34.onnx", ".run.ab12cd34.pt", ".keep",
+             ".w.zz12cd34.onnx")
+    for name in names:
+        (tmp_path / name).write_bytes(b"left by a kill")
+    with (tmp_path / ".w.zz12cd34.onnx").open("rb") as writing:
+        fcntl.flock(writing, fcntl.LOCK_EX)  # an export writing it now
+        assert main(["export", "--model", str(tiny_run), "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".keep", ".run.ab12cd34.pt", ".w.zz12cd34.onnx", "m.onnx"]
+    assert main(["export", "--model", str(tiny_run), "--out", str(tmp_path / "o.onnx")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", ".run.ab12cd34.pt",
+                                                          "m.onnx", "o.onnx"]
+
+
+@NEEDS_ONNX
+def test_an_export_holds_its_temporary_while_it_writes(
+        tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another export starting into the same folder while one writes leaves that one's
+    temporary alone: it is locked from before torch writes it until it is renamed."""
+    import onnx
+
+    export_module = importlib.import_module("covseg.export")  # the package's export() shadows it
+    seen: list[list[str]] = []
+    save = onnx.save
+
+    def save_then_export_again(graph: Any, path: str) -> None:
+        save(graph, path)
+        if not seen:
+            seen.append([p.name for p in tmp_path.glob(".*.onnx")])
+            export_module._remove_dead_temporaries(tmp_path)
+            seen.append([p.name for p in tmp_path.glob(".*.onnx")])
+
+    monkeypatch.setattr(onnx, "save", save_then_export_again)
+    export_onnx(tiny_run, tmp_path / "m.onnx")
+    assert len(seen[0]) == 1 and seen[1] == seen[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

@@ -64,6 +64,7 @@ def _cli(*argv: str) -> None:
     assert main(list(argv)) == 0
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_train_records_its_command_and_a_resume_spelt_otherwise_is_accepted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path) -> None:
     """config.json and metrics.json named neither the covseg version nor the command, and the
@@ -459,6 +460,7 @@ def _stopped_after_one_epoch(out: Path, config: TrainConfig, data: Any,
             train_module.train(config, data, out, progress=False)
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_under_another_torch_or_thread_count_warns_and_keeps_each_commands(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -584,6 +586,7 @@ def synthetic_folder_images(run: Path) -> Path:
     return Path(_record(run / "config.json")["data_path"]) / "images"
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_of_a_run_recorded_without_its_command_keeps_the_old_record(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """A run's config.json of a covseg before 4 Dec holds no ``command`` (nor code, versions or

@@ -54,9 +54,11 @@ TINY = {"model": "unet", "epochs": 4, "size": 64, "batch_size": 4, "model_option
 
 
 def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path) -> None:
-    for name in ("config.json", "log.csv", "curves.png", "best.pt", "last.pt", "metrics.json",
+    """last.pt, which only a resume of a stopped run reads, is deleted as the run finishes."""
+    for name in ("config.json", "log.csv", "curves.png", "best.pt", "metrics.json",
                  "validation_per_case.csv"):
         assert (tiny_run / name).is_file(), name
+    assert not (tiny_run / "last.pt").exists()
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["synthetic"] is True
     assert 0.0 <= metrics["validation"]["dice"]["mean"] <= 1.0
@@ -275,6 +277,7 @@ def test_a_resume_removes_the_temporary_files_a_killed_run_left_and_nothing_else
 
 @pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0},
                                      {"lesion_paste": 0.5}])
+@pytest.mark.usefixtures("last_pt_kept")
 def test_resume_after_interruption_matches_an_uninterrupted_run(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         options: dict[str, float]) -> None:
@@ -298,6 +301,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
             torch.testing.assert_close(again[key], value)
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_moving_average_is_the_saved_model(tmp_path: Path, synthetic_folder: Path,
                                            saved_figures: list) -> None:
     """With ``ema_decay`` the predicting model (best.pt) is the EMA, distinct from the raw
@@ -538,14 +542,15 @@ def test_a_resume_into_a_run_whose_recorded_recipe_is_damaged_is_refused_in_one_
                            progress=False)
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_whose_last_pt_is_damaged_says_so_and_how_to_go_on(
-        tiny_run: Path, synthetic_folder: Path, tmp_path: Path) -> None:
+        tiny_run_last_kept: Path, synthetic_folder: Path, tmp_path: Path) -> None:
     """A truncated last.pt was refused in model loading's words ("pass a run folder from
     `covseg train` or its best.pt"), which a resume takes none of; its recipe damaged ended in
     a traceback. Deleting last.pt, as the refusal says, trains the run again from epoch 1."""
     data = load_dataset(synthetic_folder)
     out = tmp_path / "run"
-    shutil.copytree(tiny_run, out)
+    shutil.copytree(tiny_run_last_kept, out)
     (out / "metrics.json").unlink()  # stopped before its end
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["config"])
     state = torch.load(out / "last.pt", weights_only=True)
@@ -553,7 +558,7 @@ def test_a_resume_whose_last_pt_is_damaged_says_so_and_how_to_go_on(
     with pytest.raises(CovsegError, match=rf"^{out / 'last.pt'}: unreadable run record \(the "
                                           r"recipe is \[1\], not an object\); pick a new --out$"):
         train_module.train(saved, data, out, resume=True, progress=False)
-    (out / "last.pt").write_bytes((tiny_run / "last.pt").read_bytes()[:1000])
+    (out / "last.pt").write_bytes((tiny_run_last_kept / "last.pt").read_bytes()[:1000])
     with pytest.raises(CovsegError) as caught:
         train_module.train(saved, data, out, resume=True, progress=False)
     assert str(caught.value) == (
@@ -577,7 +582,7 @@ def _optimizer_state_of_another_type(state: dict[str, Any]) -> dict[str, object]
     {"scheduler": {"last_epoch": "2"}},
     pytest.param(_optimizer_state_of_another_type, id="optimizer-state-5")], ids=str)
 def test_a_resume_whose_last_pt_lacks_an_entry_it_reads_is_refused_as_damaged(
-        tiny_run: Path, synthetic_folder: Path, tmp_path: Path,
+        tiny_run_last_kept: Path, synthetic_folder: Path, tmp_path: Path,
         damage: str | dict[str, object] | Callable[[dict[str, Any]], dict[str, object]]
         ) -> None:
     """A last.pt that loads but lacks its optimizer, scheduler or progress (``damage``: the
@@ -586,7 +591,7 @@ def test_a_resume_whose_last_pt_lacks_an_entry_it_reads_is_refused_as_damaged(
     optimizer of None), or resumed with the learning rate schedule restarted (a scheduler
     without its epoch count): it is refused as a truncated one is, saying how to go on."""
     out = tmp_path / "run"
-    shutil.copytree(tiny_run, out)
+    shutil.copytree(tiny_run_last_kept, out)
     (out / "metrics.json").unlink()  # stopped before its end
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["config"])
     state = torch.load(out / "last.pt", weights_only=True)
@@ -605,6 +610,7 @@ def test_a_resume_whose_last_pt_lacks_an_entry_it_reads_is_refused_as_damaged(
         "again from epoch 1, or pick a new --out")
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_an_ensemble_members_damaged_moving_average_is_refused_naming_its_last_pt(
         synthetic_folder: Path, tmp_path: Path) -> None:
     """An ensemble member's last.pt whose moving average no longer fits its network (EMA on)
@@ -620,6 +626,48 @@ def test_an_ensemble_members_damaged_moving_average_is_refused_naming_its_last_p
     with pytest.raises(CovsegError, match=rf"^{re.escape(str(last))}: a damaged checkpoint "
                                           r"\('moving_average' entry: "):
         train_module.train(config, data, out, resume=True, progress=False)
+
+
+def test_an_ensemble_keeps_its_members_last_pt_until_it_finishes_then_deletes_them(
+        synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished run kept last.pt (its weights, AdamW's two moments and the schedule: about
+    three times best.pt, 75-79 % of a run folder), each ensemble member one, which only a
+    resume of a stopped run reads: a resume of a finished one trains nothing. Stopped before
+    its metrics.json, the ensemble keeps its members' to resume; finished, it keeps none, and
+    a resume finds it finished, every file left as it was. The members' shared data that a
+    ``kill -9`` left (``.members-XXXX/``) were removed only by a resume training members side
+    by side; one training them one by one (a thread each) left them."""
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet,unet", model_options={"width": 4}, epochs=1, size=64,
+                         batch_size=4)
+    out = tmp_path / "run"
+    real_write = train_module.write_json
+
+    def stop_at_metrics(path: Path, record: object) -> Path:
+        if Path(path) == out / "metrics.json":
+            raise KeyboardInterrupt
+        return real_write(path, record)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "write_json", stop_at_metrics)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, data, out, progress=False)
+    assert sorted(p.parent.name for p in out.rglob("last.pt")) == ["member0-unet",
+                                                                    "member1-unet"]
+    scratch = out / f"{train_module.MEMBERS_SCRATCH}k1ll3d"  # the members' data a kill -9 left
+    scratch.mkdir()
+    (scratch / "data.pkl").write_bytes(b"the training data")
+    with monkeypatch.context() as patched:  # one thread: the members trained one by one
+        patched.setattr(torch, "get_num_threads", lambda: 1)
+        train_module.train(config, data, out, resume=True, progress=False)
+    assert not scratch.exists()
+    assert (out / "metrics.json").is_file() and not list(out.rglob("last.pt"))
+    assert all((out / member / "best.pt").is_file() for member in ("member0-unet",
+                                                                   "member1-unet"))
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = train_module.train(config, data, out, resume=True, progress=False)
+    assert isinstance(again, train_module.AlreadyTrained)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
 
 
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
@@ -722,6 +770,7 @@ def test_resume_with_another_split_is_refused(tiny_run: Path, synthetic_folder: 
                                    moved, {})
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_default_schedule_run_resumed_under_other_threads_is_warned_not_a_traceback(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -1010,6 +1059,7 @@ def test_a_resume_whose_weights_file_changed_is_refused_until_it_is_restored(
 
 @NEEDS_ZOO
 @pytest.mark.parametrize("model", ["fcn", "fcn,fcn"])
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_from_last_pt_goes_on_with_its_weights_file_gone(
         tmp_path: Path, synthetic_folder: Path, model: str) -> None:
     """The weights= file deleted or moved after the run saved its last.pt: the resume was
@@ -1058,6 +1108,7 @@ def test_a_resume_whose_gone_weights_file_a_member_would_start_from_is_refused(
 
 
 @NEEDS_ZOO
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_of_a_relative_weights_file_gone_goes_on(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """weights=r50.pth typed relative, the file gone after the run saved its last.pt: the
@@ -1682,6 +1733,7 @@ def test_a_canvas_bar_is_drawn_at_its_runs_line_over_its_slices(
                                  d.n) for d in drawn] == [(2, "member 2", 7, 7)]
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_canvas_masks_hold_a_byte_a_pixel_and_train_as_float32_masks_did(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every slice of a run stays on the canvas for the whole run: its mask's labels in uint8,
@@ -1731,6 +1783,7 @@ def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_un
     assert validation["hd95_mm"]["n"] + validation["hd95_px"]["n"] == len(rows) > 0
 
 
+@pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_of_a_finished_ensemble_leaves_its_best_pt_as_it_is(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A --resume of an ensemble an older covseg saved, stopped in its last validation (no

@@ -2,8 +2,9 @@
 
 A run folder holds ``config.json``, ``log.csv`` (one row per epoch), ``curves.png``,
 ``last.pt`` (everything needed to resume; the raw weights when ``ema_decay`` keeps a moving
-average), ``best.pt`` (best validation Dice, or the last epoch; the average when kept) and
-``metrics.json`` (the best model evaluated at the original image size).
+average; deleted once the run finishes), ``best.pt`` (best validation Dice, or the last epoch;
+the average when kept) and ``metrics.json`` (the best model evaluated at the original image
+size).
 
 An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
 ``seed + i`` on the same slices (side by side when there are threads for it), then writes the
@@ -495,13 +496,26 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
-                return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, weights, pin, progress, record)
-            return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                weights, pin, progress, record=record)
+                metrics = _train_ensemble(config, data, out, resume, train_cases, val_cases,
+                                          fingerprint, weights, pin, progress, record)
+            else:
+                metrics = _train_model(config, data, out, resume, train_cases, val_cases,
+                                       fingerprint, weights, pin, progress, record=record)
         except BaseException:
             forget_unsaved_run(out)
             raise
+        drop_resume_state(out)
+        return metrics
+
+
+def drop_resume_state(out: Path) -> None:
+    """Delete the last.pt of the run finished in ``out`` (its members' for an ensemble), once
+    its metrics.json is written: the weights, AdamW's two moments and the schedule that only a
+    resume reads (about three times best.pt: 476 of a deeplabv3 run's 635 MB), and a --resume of
+    a finished run trains nothing (:func:`finished_metrics`), its epochs fixed by the recipe it
+    checks. A kill before this leaves them, which the next resume leaves as they are."""
+    for last in (out / "last.pt", *out.glob("member*/last.pt")):
+        last.unlink(missing_ok=True)
 
 
 class AlreadyTrained(dict[str, Any]):
@@ -841,10 +855,12 @@ def weights_readers(config: TrainConfig, runs: Iterable[Path]) -> list[Path]:
     """The networks of ``runs`` (a run's folder, a cross-validation's folds left to train) that
     would read ``config``'s weights= file: each (an ensemble's members each) with no last.pt,
     which starts from the file; one that resumes from its last.pt is built without it
-    (:func:`_built_options`)."""
+    (:func:`_built_options`), and a finished run's (its metrics.json, its last.pt deleted:
+    :func:`drop_resume_state`) trains nothing."""
     names = member_names(config.model)
+    runs = [run for run in runs if not (run / "metrics.json").is_file()]  # finished: none read
     networks = ([folder for run in runs for folder in _member_folders(run, names)]
-                if len(names) > 1 else list(runs))
+                if len(names) > 1 else runs)
     return [network for network in networks if not (network / "last.pt").is_file()]
 
 
@@ -1206,6 +1222,9 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                                                    strict=True))]
     for _, folder in jobs:  # a member killed there left them; the run's lock keeps others out
         remove_temporaries(folder)
+    # the members' shared data a kill -9 left, also where this command trains them one by one
+    for stale in out.glob(f"{MEMBERS_SCRATCH}*"):
+        shutil.rmtree(stale, ignore_errors=True)
     workers = min(len(jobs), torch.get_num_threads())
     by_id = {s.case_id: s for s in data.samples}
     make_items = partial(canvas_items, [by_id[c] for c in train_cases], config.size,
@@ -1412,8 +1431,6 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
     threads = max(1, torch.get_num_threads() // workers)
     context = member_context()
     run = jobs[0][1].parent
-    for stale in run.glob(f"{MEMBERS_SCRATCH}*"):  # left by a run killed with SIGKILL
-        shutil.rmtree(stale, ignore_errors=True)
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix=MEMBERS_SCRATCH,
                                                          dir=run) as scratch:
         shared = Path(scratch) / "data.pkl"
