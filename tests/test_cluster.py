@@ -31,7 +31,7 @@ from covseg.config import TrainConfig
 from covseg.crossval import STOPPED_FILE
 from covseg.data import load_dataset
 from covseg.errors import CovsegError, FullDisk, Resumable
-from covseg.io.lock import writing_to
+from covseg.io.lock import LOCK_FILE, writing_to
 from covseg.provenance import api_command, cli_command, invoked_as
 from covseg.stopping import Terminated
 from covseg.train import AlreadyTrained, handler_restored
@@ -194,9 +194,11 @@ def test_a_resume_on_ray_of_a_finished_cv_starts_no_ray(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``--resume`` on Ray of a finished cross-validation started Ray (seconds, a cluster
     joined) before it found nothing to do, though nothing ran on it: it is found finished
-    first, every file left as it was."""
+    first, every file left as it was, a lock file a run killed outright left too (it was
+    replaced under the lock and removed)."""
     out = tmp_path / "cv"
     api.cross_validate("synthetic:1", out, **ONE_NETWORK)
+    (out / LOCK_FILE).write_text("999999999\n")  # no such run holds it
     written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
 
     def started(*_: object) -> None:

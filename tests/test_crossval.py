@@ -834,16 +834,21 @@ def test_a_finished_cv_copied_without_its_file_times_resumes_as_finished(
     """A finished cv was told by file times: summary.json written after every fold's
     fold_metrics.json. A copy made without them (``cp -r`` without ``-p``), or a clock that
     gives summary.json an earlier time, made a --resume summarise the finished run again, as
-    if a fold had been trained again since. It is told by what the folds' records say."""
+    if a fold had been trained again since. It is told by what the folds' records say. A lock
+    file a run killed outright left (copied with the run while it ran) was replaced by the
+    resume and removed, as by one refused for another recipe: both leave it as it was now."""
     data = load_dataset("synthetic")
     run, copy = tmp_path / "cv", tmp_path / "copy"
     api.cross_validate(data, run, **TINY_FOLDS)
     shutil.copytree(run, copy, copy_function=shutil.copyfile)  # no times kept
     os.utime(copy / "summary.json", (0, 0))  # whatever order the copy took
+    (copy / LOCK_FILE).write_text("999999999\n")  # no such run holds it
     before = {path: path.read_bytes() for path in sorted(copy.rglob("*")) if path.is_file()}
     monkeypatch.setattr(crossval, "train", lambda *_, **__: pytest.fail("a fold trained"))
     again = api.cross_validate(data, copy, resume=True, **TINY_FOLDS)
     assert isinstance(again, AlreadyTrained)
+    with pytest.raises(CovsegError, match=r"lr: "):
+        api.cross_validate(data, copy, resume=True, **{**TINY_FOLDS, "lr": 0.5})
     assert before == {path: path.read_bytes() for path in sorted(copy.rglob("*"))
                       if path.is_file()}
 

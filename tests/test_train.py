@@ -504,6 +504,31 @@ def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder:
     assert not list(tiny_run.glob("member*"))
 
 
+def test_a_finished_or_refused_resume_leaves_a_stale_lock_file_as_it_was(
+        tiny_run: Path, synthetic_folder: Path, tmp_path: Path) -> None:
+    """A lock file that a run killed outright left in a finished run's folder (kill -9 after
+    metrics.json, an rsync of the run while it ran) was replaced by a "nothing to do" resume
+    and removed at its end, as by a resume refused for another recipe or data, though such a
+    resume leaves every file as it was: both are judged before the lock is taken now."""
+    import covseg
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / LOCK_FILE).write_text("999999999\n")  # no such run holds it
+    before = {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()}
+    recipe = {**TINY, "epochs": 2, "val_fraction": 0.25}  # tiny_run's
+    data = load_dataset(synthetic_folder)
+    assert isinstance(covseg.train(data, run, resume=True, **recipe),
+                      train_module.AlreadyTrained)
+    with pytest.raises(CovsegError, match="model: unet -> miniseg"):
+        covseg.train(data, run, resume=True, **{**recipe, "model": "miniseg"})
+    fewer = replace(data, samples=data.samples[:-2])
+    with pytest.raises(CovsegError, match="trained on other data"):
+        covseg.train(fewer, run, resume=True, **recipe)
+    assert before == {path: path.read_bytes() for path in sorted(run.rglob("*"))
+                      if path.is_file()}
+
+
 def test_resume_on_other_data_is_refused(tiny_run: Path, synthetic_folder: Path,
                                          tmp_path: Path) -> None:
     """train --resume checked the recipe only, so a run went on with other slices or masks."""

@@ -1568,6 +1568,24 @@ def test_reruns_compare_the_scan_by_content(chest, tmp_path: Path) -> None:
         predict_batch(BandPredictor([(-400, -200)]), [path], out)
 
 
+def test_a_study_copied_without_its_file_times_is_skipped(chest, tmp_path: Path) -> None:
+    """The --out folder copied without file times (``cp -r`` without ``-p``, copyfile), and the
+    scan copied back over itself so (restored from a backup), leave every study newer or older
+    than its record by time: predict is costly (minutes a CT), so the rerun skips the study,
+    its input told by content (hashing a 512x512x300 CT took 0.2-0.3 s here, reading it 3.5 s)."""
+    path, _ = chest
+    out, copy = tmp_path / "out", tmp_path / "copy"
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out).done == 1
+    shutil.copytree(out, copy, copy_function=shutil.copyfile)  # no times kept
+    backup = tmp_path / "backup.nii.gz"
+    shutil.copyfile(path, backup)
+    os.utime(copy / "chest" / "quantification.json", (1e9, 1e9))  # older than its scan
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], copy).skipped == 1
+    shutil.copyfile(backup, path)  # restored: newer than either record
+    for folder in (out, copy):
+        assert predict_batch(BandPredictor([(-400, -200)]), [path], folder).skipped == 1
+
+
 def test_a_rerun_on_a_series_emptied_since_says_it_holds_no_ct(tmp_path: Path) -> None:
     """A DICOM series whose slices were deleted since it was predicted was hashed as nothing
     and said to have "changed since": it holds no CT now, and the rerun says so."""

@@ -60,6 +60,7 @@ from covseg.crossval import (
     checked_fold_weights,
     cross_validate_fold,
     cross_validate_held,
+    finished_resume,
     make_folds,
     pinned_lungs,
     reads_finished,
@@ -579,30 +580,38 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         check_cluster_options(ray, cpus_per_fold)
         started, started_utc = time.perf_counter(), utc_now()
         cpus = cpus_per_fold or default_cpus_per_fold(recipe)
-        # held from the folds to the summary, as a run here holds it; the set fingerprinted once
-        with writing_to(out), fingerprints_kept():
-            # joined before the data are read: a refusal takes seconds; a finished run's resume
-            # runs nothing on Ray and starts none (where the data's split files make it
-            # unfinished after all, its folds join Ray as they start)
+        with fingerprints_kept():  # the set fingerprinted once
+            # a finished run's resume runs nothing on Ray and starts none, judged before the
+            # lock as a run here judges it (where the data's split files make it unfinished
+            # after all, its folds join Ray as they start)
             finished = resume and reads_finished(out, folds)
-            with nullcontext() if finished else joined(ray, cpus):
-                loaded = _load(data, recipe)
-                splits = make_folds(loaded, folds, recipe.seed)[0]
-                check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
-                check_finished_folds(recipe, loaded, out, splits)  # a refusal is no stopped run
-                weights = checked_fold_weights(recipe, out, len(splits))
-                # timed as a run here: whether it trains is known before its folds run on Ray
-                begun = begin(out, len(splits), resume, started, started_utc)
-                cv_notes = None
-                if pin is None:  # as a run here pins it
-                    pin = pinned_lungs(recipe, out, len(splits))
-                if begun.trains:  # else none runs on Ray: the summary is written, or finished
-                    cv_notes = warned_cv_notes(recipe, loaded, splits)  # once, for every fold
-                    with stop_recorded(recipe, loaded, out, begun):
-                        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights,
-                                         cv_notes.recipe, pin)
-            return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun,
-                                       cv_notes=cv_notes, weights=weights, lung_sha256=pin)
+            loaded = _load(data, recipe) if finished else None
+            done = None if loaded is None else finished_resume(recipe, loaded, out, folds)
+            if done is not None:
+                return done
+            # held from the folds to the summary, as a run here holds it
+            with writing_to(out):
+                # joined before the data are read: a refusal takes seconds
+                with nullcontext() if finished else joined(ray, cpus):
+                    if loaded is None:
+                        loaded = _load(data, recipe)
+                    splits = make_folds(loaded, folds, recipe.seed)[0]
+                    check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
+                    # a refusal is no stopped run
+                    check_finished_folds(recipe, loaded, out, splits)
+                    weights = checked_fold_weights(recipe, out, len(splits))
+                    # timed as a run here: whether it trains is known before its folds run on Ray
+                    begun = begin(out, len(splits), resume, started, started_utc)
+                    cv_notes = None
+                    if pin is None:  # as a run here pins it
+                        pin = pinned_lungs(recipe, out, len(splits))
+                    if begun.trains:  # else none runs on Ray: the summary is written, or finished
+                        cv_notes = warned_cv_notes(recipe, loaded, splits)  # once, for every fold
+                        with stop_recorded(recipe, loaded, out, begun):
+                            run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus,
+                                             weights, cv_notes.recipe, pin)
+                return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun,
+                                           cv_notes=cv_notes, weights=weights, lung_sha256=pin)
 
 
 @_public("the training recipe's", RECIPE, draws=True)

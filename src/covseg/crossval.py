@@ -836,9 +836,43 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     """
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
+    if resume and begun is None:
+        finished = finished_resume(config, data, out, folds, verb, weights)
+        if finished is not None:
+            return finished
     with writing_to(out):
         return cross_validate_held(config, data, out, folds, resume, begun, verb, cv_notes,
                                    weights, lung_sha256)
+
+
+def finished_resume(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
+                    verb: str = CV_VERB, weights: Mapping[str, str | None] | None = None
+                    ) -> AlreadyTrained | None:
+    """The summary of the finished cross-validation in ``out`` that a --resume returns, its
+    folds checked as a run's are (:func:`_checked_cv_folder`), None where it is not finished.
+    Judged before ``out``'s lock is taken, which would replace a stale lock file (a run killed
+    outright left it) and remove it: a finished or refused resume leaves every file as it was."""
+    if not reads_finished(out, folds):
+        return None
+    (splits, _), _ = _checked_cv_folder(config, data, out, folds, True, verb, weights)
+    finished = finished_summary(out, len(splits))
+    return None if finished is None else AlreadyTrained(finished)
+
+
+def _checked_cv_folder(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
+                       resume: bool, verb: str, weights: Mapping[str, str | None] | None
+                       ) -> tuple[tuple[list[tuple[list[str], list[str]]], str],
+                                  Mapping[str, str | None]]:
+    """The folds of ``data`` and how they were made (:func:`make_folds`), and the ``weights=``
+    file's SHA-256 (``weights``, or :func:`checked_fold_weights`), once ``out`` and its finished
+    folds passed every check a fold trained into them would fail (:func:`check_cv_folder`,
+    :func:`check_finished_folds`)."""
+    check_cv_folder(out, resume)
+    made = make_folds(data, folds, config.seed)
+    splits = made[0]
+    check_run_seed(config, len(splits))
+    check_finished_folds(config, data, out, splits, verb)
+    return made, checked_fold_weights(config, out, len(splits)) if weights is None else weights
 
 
 def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
@@ -848,12 +882,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                         lung_sha256: str | None = None) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
-    check_cv_folder(out, resume)
-    splits, how = make_folds(data, folds, config.seed)
-    check_run_seed(config, len(splits))
-    check_finished_folds(config, data, out, splits, verb)
-    if weights is None:
-        weights = checked_fold_weights(config, out, len(splits))
+    (splits, how), weights = _checked_cv_folder(config, data, out, folds, resume, verb, weights)
     # Finished only where the command began with no fold to train: on Ray its folds ran first.
     nothing_to_train = resume and (begun is None or not begun.trains)
     finished = finished_summary(out, len(splits)) if nothing_to_train else None

@@ -481,15 +481,25 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     data = replace(data, notes=[*data.notes, *notes])
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases], quiet=not progress)
     refuse_other_output(out, RUN)
+    weights = weights_file_sha256(config) if weights is None else weights
+    split = (train_cases, val_cases)
+    # a saved run is judged before the lock, which would replace a stale lock file (a run killed
+    # outright left it) and remove it: a refused or finished resume leaves every file as it was
+    saved = holds_saved_run(out)
+    if saved:
+        refuse_if_held(out)  # a run writing there: named, its files not judged midway
+        config = _check_run_folder(out, config, resume, fingerprint, split, weights)
+        finished = _already_trained(out)
+        if finished is not None:
+            return finished
     # held from the check that the folder is empty (or resumable) to the end: a second run into
     # it is refused; a refusal leaves no folder made
     with writing_to(out):
-        weights = weights_file_sha256(config) if weights is None else weights
-        config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
-                                   weights)
-        finished = finished_metrics(out) if holds_saved_run(out) else None  # resumed
-        if finished is not None:  # nothing left to train: every file left as it was
-            return AlreadyTrained(finished)
+        if not saved:  # checked under the lock: a run may have saved here in between
+            config = _check_run_folder(out, config, resume, fingerprint, split, weights)
+        finished = _already_trained(out)  # a resume that ended in between may have finished it
+        if finished is not None:
+            return finished
         refuse_gone_weights(out, config, [out])
         # before the clean-up: a refused resume leaves every file as it was
         pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
@@ -516,6 +526,12 @@ def drop_resume_state(out: Path) -> None:
     checks. A kill before this leaves them, which the next resume leaves as they are."""
     for last in (out / "last.pt", *out.glob("member*/last.pt")):
         last.unlink(missing_ok=True)
+
+
+def _already_trained(out: Path) -> AlreadyTrained | None:
+    """The metrics of the finished run ``out`` holds (nothing left to train), None for none."""
+    finished = finished_metrics(out) if holds_saved_run(out) else None
+    return None if finished is None else AlreadyTrained(finished)
 
 
 class AlreadyTrained(dict[str, Any]):
