@@ -299,15 +299,49 @@ def test_a_cross_validation_or_comparison_folder_says_where_its_models_are(
     (cv / "summary.json").write_text("{}")
     with pytest.raises(CovsegError) as caught:
         load_checkpoint(cv)
-    assert str(caught.value) == (f"{cv}: a cross-validation, whose models are in its fold "
-                                 f"folders; give one of them ({cv / 'fold_0'}) as the model")
+    assert str(caught.value) == (
+        f"{cv}: a cross-validation, whose models are in its fold folders; give one of them "
+        f"({cv / 'fold_0'}) as the model, or for a final model train one on all the data (the "
+        "fold models are no ensemble, each trained on 2/3 of it): `covseg train DATA --model "
+        "MODEL --out RUN`")
     compared = tmp_path / "cmp"
     (compared / "unet" / "fold_0").mkdir(parents=True)
     with pytest.raises(CovsegError) as caught:
         load_checkpoint(compared)
     assert str(caught.value) == (
         f"{compared}: holds cross-validations (a model comparison), whose models are in their "
-        f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model")
+        f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model, or for "
+        "a final model train one on all the data (the fold models are no ensemble, each "
+        "trained on (k-1)/k of it): `covseg train DATA --model MODEL --out RUN`")
+
+
+def test_a_finished_cross_validation_or_comparison_folder_says_how_to_train_the_final_model(
+        tmp_path: Path) -> None:
+    """An nnU-Net user given a cv folder to predict with was told only to give one fold: its
+    records name the data, the model (a comparison's of the best mean Dice) and the target."""
+    data = tmp_path / "my data"
+    cv = tmp_path / "cv"
+    for k in range(5):
+        (cv / f"fold_{k}").mkdir(parents=True)
+    (cv / "summary.json").write_text(json.dumps({
+        "data_path": str(data), "config": {"model": "unet", "model_options": {"width": 16},
+                                           "target": "lung"}}))
+    with pytest.raises(CovsegError, match=re.escape(
+            "or for a final model train one on all the data (the fold models are no ensemble, "
+            f"each trained on 4/5 of it): `covseg train '{data}' --model unet --model-option "
+            "width=16 --target lung --out RUN`")):
+        load_checkpoint(cv)
+    compared = tmp_path / "cmp"
+    (compared / "unet" / "fold_0").mkdir(parents=True)
+    (compared / "comparison.json").write_text(json.dumps({
+        "data_path": str(data), "folds": 3, "config": {"target": "infection"},
+        "models": [{"model": "unet", "dice": {"mean": 0.6}},
+                   {"model": "miniseg:width=8", "dice": {"mean": 0.7}},
+                   {"model": "resunet", "dice": {"mean": None}}]}))
+    with pytest.raises(CovsegError, match=re.escape(
+            "each trained on 2/3 of it): "
+            f"`covseg train '{data}' --model miniseg --model-option width=8 --out RUN`")):
+        load_checkpoint(compared)
 
 
 def test_a_run_folder_that_also_holds_a_cross_validation_loads_as_the_run(

@@ -2508,3 +2508,101 @@ def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
     code, out, _ = _run(capsys, "cv", *recipe, "--fold", "0", "--resume")
     assert code == 0 and out.rstrip().endswith(
         f"; every fold is done and the summary written ({cv / 'summary.json'})"), out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("predict", "--model", "cv/fold_0", "--model", "cv/fold_1", "ct.nii.gz", "--out", "x"),
+     ("covseg predict: error: --model given twice (cv/fold_0, cv/fold_1): give it once; covseg "
+      "does not ensemble run folders at predict time: train an ensemble with --model "
+      "miniseg,miniseg (see `covseg predict -h`)")),
+    (("train", "no-data", "--model", "unet", "--out", "r", "--model=miniseg"),
+     ("covseg train: error: --model given twice (unet, miniseg): give it once; for an ensemble "
+      "join the names: --model unet,miniseg (see `covseg train -h`)")),
+    (("cv", "no-data", "--out", "r", "--window", "-1000", "400", "--window", "-900", "100"),
+     ("covseg cv: error: --window given twice (-1000.0 400.0, -900.0 100.0): give it once "
+      "(see `covseg cv -h`)")),
+    (("quantify", "m.nii.gz", "--out", "a", "--out", "b"),
+     "covseg quantify: error: --out given twice (a, b): give it once (see `covseg quantify -h`)"),
+    (("data", "fetch", "medseg", "--to", "a", "--to", "b"),
+     ("covseg data fetch: error: --to given twice (a, b): give it once "
+      "(see `covseg data fetch -h`)"))])
+def test_an_option_of_one_value_given_twice_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: tuple[str, ...], message: str) -> None:
+    """argparse kept the last without a word: `predict --model fold_0 --model fold_1`, an
+    nnU-Net user's way to ensemble folds, ran fold_1 alone and exited 0. (No data nor inputs
+    are there: the command would end at once if it were not refused.)"""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == message + "\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_given_once_in_each_of_two_parses_is_taken() -> None:
+    """The options seen are a parse's own: a parser used twice takes its option each time."""
+    parser = build_parser()
+    for out in ("a", "b"):
+        assert parser.parse_args(["quantify", "m.nii.gz", "--out", out]).out == Path(out)
+
+
+def test_a_run_folder_among_the_inputs_is_named_as_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`predict --model A B CT` said "B: 2D images" of the second run folder."""
+    runs = [tmp_path / "cv" / f"fold_{k}" for k in (0, 1)]
+    for run in runs:
+        run.mkdir(parents=True)
+        (run / "config.json").write_text("{}")
+    code, _, err = _run(capsys, "predict", "--model", str(runs[0]), str(runs[1]),
+                        str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"{runs[1]}: a run folder given as an input; --model "
+                                      "takes one run (covseg does not ensemble run folders")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("command", "out", "held"), [
+    ("predict-volume", "mask.nii.gz", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
+    ("predict-image", "one_mask.png", "masks go to OUT/IMAGE.png, one per image"),
+    ("quantify", "result.nrrd", ("results go to OUT/STUDY/quantification.json and "
+                                 "OUT/summary.csv"))])
+def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, out: str,
+        held: str) -> None:
+    """lungmask's `-o mask.nii.gz` habit made a folder named mask.nii.gz/."""
+    ct = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)), ct)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    argv = {"predict-volume": ["predict", str(ct), "--model", str(tmp_path / "run")],
+            "predict-image": ["predict", str(image), "--model", str(tmp_path / "run")],
+            "quantify": ["quantify", str(ct)]}[command]
+    code, _, err = _run(capsys, *argv, "--out", str(tmp_path / out))
+    _assert_one_line_error(code, err, f"--out {tmp_path / out}: --out is a folder: {held}; "
+                                      "give a folder name")
+    assert not (tmp_path / out).exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("predict", "ct.nii.gz", "--model", "r", "--out", "o", "--noHU"),
+     "--noHU is lungmask's option, not covseg's: give --hu no"),
+    (("predict", "ct.nii.gz", "--model", "r", "--out", "o", "--batchsize", "4"),
+     "--batchsize is lungmask's option, not covseg's: give --batch-size N"),
+    (("predict", "ct.nii.gz", "--model", "r", "--out", "o", "--cpu"),
+     "--cpu is lungmask's option, not covseg's: drop it: covseg runs on the CPU"),
+    (("predict", "ct.nii.gz", "--out", "o", "--modelname", "LTRCLobes"),
+     "--modelname is lungmask's option, not covseg's: give --model RUN"),
+    (("predict", "ct.nii.gz", "--out", "o", "-m", "R231"),
+     "-m is lungmask's option, not covseg's: give --model RUN"),
+    (("predict", "-i", "ct.nii.gz", "-o", "o", "--model", "r"),
+     "-i is lungmask's option, not covseg's: give the inputs as they are"),
+    (("predict", "ct.nii.gz", "-o", "o", "--model", "r"),
+     "-o is lungmask's option, not covseg's: give --out DIR, a folder")])
+def test_lungmasks_options_are_answered_with_covsegs(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str) -> None:
+    """They got argparse's bare "unrecognized arguments" (or "--out is required")."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err, err
+    assert "(see `covseg predict -h`)" in err

@@ -434,6 +434,23 @@ def test_one_candidate_gets_no_holm_column() -> None:
     assert "Holm" not in report and "unadjusted" not in report
 
 
+def test_the_report_ends_with_training_the_best_model_on_all_the_data() -> None:
+    """comparison.md stopped at the table: a user took its fold models for the final one."""
+    stats = {"n": 2, "std": 0.1}
+    row = {**{m: {**stats, "mean": 0.5} for m in COMPARED_METRICS}, "parameters": 1,
+           "cpu_ms_per_slice": 1.0, "gflops_per_slice": 1.0, "train_seconds": 1.0}
+    test = {"cases_better": 1, "cases_worse": 1, "p_value": 1.0}
+    result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 5,
+              "fold_source": "f", "baseline": "unet", "warnings": [], "data_path": "/data/ct",
+              "models": [{**row, "model": "unet"},
+                         {**row, "dice": {**stats, "mean": 0.7}, "model": "miniseg:width=8",
+                          "dice_difference": 0.2, "wilcoxon_vs_baseline": test}]}
+    assert comparison_markdown(result, plotted=True).splitlines()[-1] == (
+        "Next step: `miniseg:width=8` has the highest mean Dice; for a final model train one on "
+        "all the data (the fold models are no ensemble, each trained on 4/5 of it): `covseg "
+        "train /data/ct --model miniseg --model-option width=8 --out RUN`")
+
+
 @pytest.mark.parametrize("unit", ["mm", None])
 def test_the_table_names_the_datas_hd95_unit(unit: str | None) -> None:
     """The comparison's HD95 column is in its data's unit, px in a record written before the

@@ -10,7 +10,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from covseg.config import MAX_SIZE, check_window
+from covseg.config import MAX_SIZE, TrainConfig, check_window
 from covseg.errors import CovsegError, FullDisk, Resumable, no_space, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
@@ -140,18 +141,70 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
 
 def _refuse_folds_holder(folder: Path) -> None:
     """Refuse a cross-validation's or a comparison's folder, whose models are in its folds,
-    saying so: it was "best.pt: no such checkpoint"."""
+    saying so (it was "best.pt: no such checkpoint"), and how to train the final model."""
     folds = fold_folders(folder)
     if (folder / "summary.json").is_file() or folds:
         example = folds[0] if folds else folder / "fold_0"
+        summary = _read_json(folder / "summary.json")
+        config = summary.get("config", {})
+        spec = (model_spec(config["model"], config.get("model_options") or {})
+                if "model" in config else None)
         raise CovsegError(f"{folder}: a cross-validation, whose models are in its fold "
-                          f"folders; give one of them ({example}) as the model")
+                          f"folders; give one of them ({example}) as the model, or "
+                          f"{final_model_step(spec, summary, len(folds))}")
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
         example = (models[0] if models else folder / "MODEL") / "fold_0"
+        comparison = _read_json(folder / "comparison.json")
+        step = final_model_step(best_compared(comparison.get("models", [])), comparison,
+                                comparison.get("folds"))
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
                           f"models are in their fold folders; give one of them ({example}) "
-                          "as the model")
+                          f"as the model, or {step}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} where it is missing, unreadable or no object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def model_spec(model: str, options: Mapping[str, Any]) -> str:
+    """``model`` with its ``options`` as compare's ``--models`` spells it: ``unet:width=32``."""
+    pairs = ",".join(f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+                     for key, value in options.items())
+    return f"{model}:{pairs}" if pairs else model
+
+
+def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The spec of the compared model of the highest mean Dice over folds (None: none has one)."""
+    means = {row["model"]: row.get("dice", {}).get("mean") for row in rows if "model" in row}
+    scored = {spec: mean for spec, mean in means.items()
+              if isinstance(mean, (int, float)) and not math.isnan(mean)}
+    return max(scored, key=scored.__getitem__) if scored else None
+
+
+def final_model_step(spec: str | None, record: Mapping[str, Any], folds: int | None) -> str:
+    """What to do after a cross-validation or comparison (``record``: its summary.json or
+    comparison.json, for the data and target) for the model ``spec`` (``name:key=value,...``):
+    its ``folds`` fold models are no ensemble, each trained on (k-1)/k of the data, so a final
+    model is trained on all of it."""
+    share = f"{folds - 1}/{folds}" if isinstance(folds, int) and folds > 1 else "(k-1)/k"
+    name, colon, options = (spec or "MODEL").partition(":")
+    words = ["covseg", "train", str(record.get("data_path") or "DATA"), "--model", name]
+    for option in options.split(",") if colon else []:
+        words += ["--model-option", option]
+    target = record.get("config", {}).get("target", DEFAULT_TARGET)
+    words += ["--target", target] if target != DEFAULT_TARGET else []
+    return (f"for a final model train one on all the data (the fold models are no ensemble, "
+            f"each trained on {share} of it): `{shlex.join([*words, '--out', 'RUN'])}`")
+
+
+DEFAULT_TARGET = TrainConfig().target
+"""What a final model's ``covseg train`` needs no ``--target`` for (:func:`final_model_step`)."""
 
 
 FOLD = re.compile(r"fold_(0|[1-9][0-9]*)")

@@ -297,9 +297,31 @@ def _predict_model(args: argparse.Namespace) -> str:
     return args.model or args.onnx
 
 
+NO_PREDICT_ENSEMBLE = ("covseg does not ensemble run folders at predict time: train an ensemble "
+                       "with --model miniseg,miniseg")
+"""What an nnU-Net user who gives several runs to predict, to ensemble them, is told."""
+
+RUN_FILES = ("best.pt", "config.json")
+"""Files of which one marks a folder as a run of ``covseg train`` (or a cross-validation's)."""
+
+
+def _refuse_runs_as_inputs(inputs: Sequence[str]) -> None:
+    """An input that is a run folder: ``--model A B CT`` read B as a CT and said "B: 2D
+    images", as an nnU-Net user gives several folds to ensemble."""
+    run = next((item for item in inputs if Path(item).is_dir()
+                and any((Path(item) / name).is_file() for name in RUN_FILES)), None)
+    if run is not None:
+        raise CovsegError(f"{run}: a run folder given as an input; --model takes one run "
+                          f"({NO_PREDICT_ENSEMBLE})")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
+    _refuse_runs_as_inputs(args.inputs)
     kinds = [api.input_kind(Path(item)) for item in args.inputs]
+    cli_volumes.refuse_file_out(args.out, "masks go to OUT/STUDY/infection.nii.gz (and "
+                                "lungs.nii.gz)" if api.VOLUMES in kinds
+                                else "masks go to OUT/IMAGE.png, one per image")
     if api.VOLUMES in kinds:
         if api.IMAGES in kinds:
             image, volume = (args.inputs[kinds.index(kind)] for kind in (api.IMAGES, api.VOLUMES))
@@ -439,28 +461,87 @@ NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 so ``--window -1e3 150`` said "expected 2 arguments"."""
 
 
+RUN_MODEL = "give --model RUN, a run folder from `covseg train` (covseg ships no trained weights)"
+"""What lungmask's ``--modelname``/``-m`` (R231, LTRCLobes: weights it ships) is in covseg."""
+
+LUNGMASK_OPTIONS = {
+    "--noHU": "give --hu no (8-bit grey images; the default, --hu auto, tells them from HU)",
+    "--batchsize": "give --batch-size N",
+    "--cpu": "drop it: covseg runs on the CPU, and has no device option",
+    "--modelname": RUN_MODEL,
+    "-m": RUN_MODEL,
+    "-i": "give the inputs as they are (covseg predict CT.nii.gz --model RUN --out DIR)",
+    "-o": "give --out DIR, a folder (one sub-folder per study)",
+}
+"""lungmask's options a user of it types, and covseg's for each (argparse only said
+"unrecognized arguments")."""
+
+
+def lungmask_option(argv: Sequence[str]) -> str | None:
+    """What to give instead of the first lungmask option in ``argv`` (:data:`LUNGMASK_OPTIONS`),
+    as a one-line message; None where there is none."""
+    given = next((arg.partition("=")[0] for arg in argv
+                  if arg.partition("=")[0] in LUNGMASK_OPTIONS), None)
+    if given is None:
+        return None
+    return f"{given} is lungmask's option, not covseg's: {LUNGMASK_OPTIONS[given]}"
+
+
+TWICE_ADVICE = {
+    ("--model", "train"): "for an ensemble join the names: --model {0},{1}",
+    ("--model", "cv"): "for an ensemble join the names: --model {0},{1}",
+    ("--model", "predict"): NO_PREDICT_ENSEMBLE,
+}
+"""What to do where an option was given twice, by (option, command), beyond giving it once."""
+
+
+class _Once(argparse.Action):
+    """The default action of covseg's parsers: an option's value, refused when the option is
+    given twice (argparse kept the last without a word: ``predict --model A --model B`` ran B
+    alone)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        given = getattr(parser, "_given", None)
+        if option_string and isinstance(given, dict):
+            if self.dest in given:
+                first, second = (" ".join(map(str, value)) if isinstance(value, list)
+                                 else str(value) for value in (given[self.dest], values))
+                advice = TWICE_ADVICE.get((option_string, parser.prog.rpartition(" ")[2]))
+                then = f"; {advice.format(first, second)}" if advice else ""
+                parser.error(f"{option_string} given twice ({first}, {second}): give it "
+                             f"once{then}")
+            given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
-    ``--models`` and silently replace the list. Subcommand parsers are of this class too."""
+    ``--models`` and silently replace the list. Subcommand parsers are of this class too.
+    An option of one value given twice is refused (:class:`_Once`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
         self._argv: list[str] = []
+        self._given: dict[str, Any] = {}
         self._negative_number_matcher = NEGATIVE_NUMBER
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
 
     def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None
                          ) -> tuple[Any, list[str]]:
         """As argparse, keeping the arguments for :meth:`error` (see :func:`swallowed_data`);
         ``namespace`` as argparse takes it (its own class, or any object)."""
         self._argv = list(sys.argv[1:] if args is None else args)
+        self._given = {}
         return super().parse_known_args(None if args is None else self._argv, namespace)
 
     def error(self, message: str) -> NoReturn:
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
-        message = (swallowed_data(message, self._argv) or options_after_dashes(self._argv)
-                   or message)
         usage = self._command_prog() if message.startswith("unrecognized") else self.prog
+        message = (lungmask_option(self._argv) or swallowed_data(message, self._argv)
+                   or options_after_dashes(self._argv) or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:

@@ -85,9 +85,21 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+OUT_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png")
+"""Endings of an --out that names a file, not the folder covseg's --out is (lungmask's habit)."""
+
+
+def refuse_file_out(out: str | Path, held: str) -> None:
+    """Refuse an ``out`` not yet there that is named as a file (``--out mask.nii.gz``) where
+    --out is a folder, saying what it ``held``: the folder was made, named mask.nii.gz/."""
+    if not Path(out).exists() and str(out).lower().endswith(OUT_FILE_SUFFIXES):
+        raise CovsegError(f"--out {out}: --out is a folder: {held}; give a folder name")
+
+
 def _quantify_command(args: argparse.Namespace) -> int:
     """``covseg quantify``: the batch's line and exit status 1 when a study failed, where the
     API raises :class:`StudiesFailed`."""
+    refuse_file_out(args.out, "results go to OUT/STUDY/quantification.json and OUT/summary.csv")
     try:
         result = api.quantify(args.masks, args.out, lungs=args.lungs, image=args.image,
                               hu=args.hu, classes=args.classes, html=args.html, shard=args.shard)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.checkpoint import fold_folders
+from covseg.checkpoint import best_compared, final_model_step, fold_folders
 from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
     UNDEFINED,
@@ -710,5 +710,13 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
                      f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
     caption = f"per-case {columns[0]} by model and paired differences from the baseline"
-    lines += ["", *figure_link(caption, "comparison_boxplot.png", plotted)]
+    lines += ["", *figure_link(caption, "comparison_boxplot.png", plotted), "", _next_step(result)]
     return "\n".join(lines)
+
+
+def _next_step(result: dict[str, Any]) -> str:
+    """comparison.md's last line: the model of the best mean Dice, trained on all the data."""
+    best = best_compared(result["models"])
+    multiclass = result["config"].get("target") == "multiclass"
+    named = f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}; " if best else ""
+    return f"Next step: {named}{final_model_step(best, result, result['folds'])}"
