@@ -1453,7 +1453,8 @@ def test_a_run_started_afresh_replaces_a_stopped_record_left_from_another(
         (out / "fold_0" / "last.pt").write_bytes(b"an epoch")  # it trained
         raise Terminated
     recorded = json.loads((out / crossval.STOPPED_FILE).read_text())
-    assert recorded["config"] == config.record(data.windowed) and "resumed_by" not in recorded
+    assert recorded["config"] == {**config.record(data.windowed), "folds": 1}
+    assert "resumed_by" not in recorded
 
 
 def test_a_stopped_record_of_another_recipe_is_kept(tmp_path: Path,
@@ -1478,8 +1479,8 @@ def test_a_stopped_record_of_another_recipe_is_kept(tmp_path: Path,
         (out / "fold_0" / "last.pt").unlink()
         (out / "fold_0" / "last.pt").write_bytes(b"another epoch")
         raise Terminated
-    assert json.loads((out / crossval.STOPPED_FILE).read_text())["config"] == config.record(
-        data.windowed)
+    assert json.loads((out / crossval.STOPPED_FILE).read_text())["config"] == {
+        **config.record(data.windowed), "folds": 1}
 
 
 def _stopped_after(out: Path, config: TrainConfig, data: object, folds: int, resume: bool,
@@ -1513,7 +1514,7 @@ def test_a_stopped_command_is_recorded_by_its_members_epochs_and_folds_threads(
     (out / crossval.STOPPED_FILE).unlink()  # a resume that only tested fold 0 finished it
     tested = _stopped_after(out, config, data, 2, True,
                             lambda: (out / "fold_0" / "fold_metrics.json").write_text("{}"))
-    assert tested["config"] == config.record(data.windowed)
+    assert tested["config"] == {**config.record(data.windowed), "folds": 2}
     (out / crossval.STOPPED_FILE).unlink()
     checkpoint = out / "fold_0" / "last.pt"
     checkpoint.write_bytes(b"an epoch")
@@ -1549,7 +1550,8 @@ def test_a_fresh_run_and_a_resume_past_an_unreadable_record_record_themselves_al
     assert "resumed_by" not in fresh
     (out / crossval.STOPPED_FILE).write_text("{")
     resumed = _stopped_after(out, config, data, 1, True, epoch)
-    assert resumed["config"] == config.record(data.windowed) and "resumed_by" not in resumed
+    assert resumed["config"] == {**config.record(data.windowed), "folds": 1}
+    assert "resumed_by" not in resumed
 
 
 def test_a_resume_finishing_a_stopped_run_ends_it_with_its_own_end_and_threads(

@@ -224,6 +224,7 @@ def test_an_ensemble_whose_members_log_is_gone_finishes_without_its_curves(
     out = tmp_path / "ens"
     train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
     (out / "metrics.json").unlink()
+    (out / "curves.png").unlink()  # stopped before its end: neither written
     (out / "member1-unet" / "log.csv").unlink()
     train_module.train(config, load_dataset(synthetic_folder), out, resume=True,
                        progress=False)

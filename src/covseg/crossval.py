@@ -979,11 +979,13 @@ def _folds_state(out: Path, folds: int) -> tuple[FoldState, ...]:
 
 
 def _fold_state(fold_dir: Path) -> FoldState:
-    """Whether the fold finished, and each of its checkpoints (the run's ``last.pt``, an
-    ensemble's members') as last written (inode, modification time): every epoch a fold trains
-    writes one anew, so a command that changed none of this trained nothing."""
+    """Whether the fold finished, and each of its run's files an epoch or its end writes (the
+    run's and an ensemble's members' ``last.pt``, and ``metrics.json``, written as ``last.pt``
+    is deleted at the run's end) as last written (inode, modification time): a command that
+    changed none of them trained nothing."""
     written: list[tuple[int, int]] = []
-    for checkpoint in sorted([fold_dir / "last.pt", *fold_dir.glob("member*/last.pt")]):
+    runs = [fold_dir, *fold_dir.glob("member*")]
+    for checkpoint in sorted(run / name for run in runs for name in ("last.pt", "metrics.json")):
         with suppress(OSError):
             status = checkpoint.stat()
             written.append((status.st_ino, status.st_mtime_ns))
