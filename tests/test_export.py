@@ -521,7 +521,15 @@ def test_an_export_holds_its_temporary_while_it_writes(
             export_module._remove_dead_temporaries(tmp_path)
             seen.append([p.name for p in tmp_path.glob(".*.onnx")])
 
+    atomic_module = importlib.import_module("covseg.io.atomic")
+    replace = atomic_module.os.replace
+
+    def clean_up_then_rename(source: Path, target: Path) -> None:
+        export_module._remove_dead_temporaries(tmp_path)  # another export, just before
+        replace(source, target)
+
     monkeypatch.setattr(onnx, "save", save_then_export_again)
+    monkeypatch.setattr(atomic_module.os, "replace", clean_up_then_rename)
     export_onnx(tiny_run, tmp_path / "m.onnx")
     assert len(seen[0]) == 1 and seen[1] == seen[0]
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,7 +69,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
                          generator=torch.Generator())  # the caller's global one left alone
     _remove_dead_temporaries(out.parent)
-    with atomic_path(out) as tmp, _held(tmp), quiet_warnings():
+    with ExitStack() as held, atomic_path(out) as tmp, quiet_warnings():
+        held.enter_context(_held(tmp))  # released after the rename, as ``held`` exits last
         # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
                           output_names=["logits"], opset_version=OPSET, dynamo=False,
