@@ -189,9 +189,11 @@ def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
 
 
 def checkpoints(run: Path) -> list[str]:
-    """``best.pt`` and, where the run kept it (single models of a covseg before 7 Dec; ensembles
-    keep only their average), ``last.pt``."""
-    return [name for name in ("best.pt", "last.pt") if (run / "fold_0" / name).is_file()]
+    """``best.pt`` and, where every fold of the run kept it (single models of a covseg before 7
+    Dec; ensembles keep only their average), ``last.pt``."""
+    folds = range(len(fold_cases(run)))
+    return ["best.pt"] + (["last.pt"] if all((run / f"fold_{k}" / "last.pt").is_file()
+                                             for k in folds) else [])
 
 
 def fold_cases(run: Path) -> list[list[str]]:

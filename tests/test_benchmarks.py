@@ -195,6 +195,20 @@ def test_cv_posthoc_passes_over_a_stray_fold_copy(
     assert cv_posthoc.finished_folds(run) == cv_posthoc.fold_cases(tiny_cv)
     assert len(cv_posthoc.fold_cases(run)) == 2
 
+def test_cv_posthoc_scores_last_pt_only_where_every_fold_kept_it(
+        tiny_cv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished run now deletes its last.pt: one fold finished by an older covseg keeping it
+    made the script offer last.pt from fold_0 alone, and fail loading the others'."""
+    run = shutil.copytree(tiny_cv, tmp_path / "cv")
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    for k in range(2):
+        (run / f"fold_{k}" / "last.pt").unlink(missing_ok=True)
+    shutil.copyfile(run / "fold_0" / "best.pt", run / "fold_0" / "last.pt")
+    assert cv_posthoc.checkpoints(run) == ["best.pt"]
+    shutil.copyfile(run / "fold_1" / "best.pt", run / "fold_1" / "last.pt")
+    assert cv_posthoc.checkpoints(run) == ["best.pt", "last.pt"]
+
+
 def _slice_pngs(folder: Path, images: str, masks: str, names: list[str]) -> Path:
     """Synthetic 64 px CT slices (0-255 grey) and their 0/255 masks, as PNGs named ``names``."""
     from covseg.data.synthetic import synthetic_slice

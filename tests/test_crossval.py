@@ -1498,7 +1498,8 @@ def _stopped_after(out: Path, config: TrainConfig, data: object, folds: int, res
 def test_a_stopped_command_is_recorded_by_its_members_epochs_and_folds_threads(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """An ensemble's fold writes its members' checkpoints, not the fold's: a command that
-    trained members is recorded, with the thread count its folds record (one where they
+    trained members is recorded, as is one that trained a fold to its end (which deletes its
+    last.pt) and was stopped before its test, with the thread count its folds record (one where they
     agree, one per fold where not, null for a fold that records none)."""
     data, out = load_dataset(synthetic_folder), tmp_path / "cv"
     config = TrainConfig(model="unet", model_options={"width": 4}, epochs=1, size=64)
@@ -1524,6 +1525,13 @@ def test_a_stopped_command_is_recorded_by_its_members_epochs_and_folds_threads(
         os.utime(checkpoint, ns=(0, checkpoint.stat().st_mtime_ns + 10**9))
 
     assert "config" in _stopped_after(out, config, data, 2, True, rewritten_in_place)
+    (out / crossval.STOPPED_FILE).unlink()
+    checkpoint.unlink()
+
+    def trained_to_its_end() -> None:  # its last.pt written and deleted, its metrics.json left
+        (out / "fold_1" / "metrics.json").write_text("{}")
+
+    assert "config" in _stopped_after(out, config, data, 2, True, trained_to_its_end)
     (out / "fold_1" / "config.json").write_text(json.dumps({"threads": 2}))
     assert crossval._folds_threads(out, 3) == [3, 2, None]
     assert crossval._folds_threads(tmp_path / "none", 2) is None
