@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -924,7 +924,7 @@ def test_a_ray_older_than_the_floor_is_refused_in_one_line(
     brings, has none). The installed release is read as 2.9.3 here; the extra asks 2.20 now."""
     import tomllib
 
-    monkeypatch.setattr(cluster, "version", lambda name: {"ray": "2.9.3"}[name])
+    monkeypatch.setattr(cluster, "installed_version", lambda name: {"ray": "2.9.3"}[name])
     assert main(["cv", "synthetic:1", "--out", str(tmp_path / "cv"), "--ray", "local"]) == 2
     assert capsys.readouterr().err == (
         "covseg: error: running folds on Ray needs ray 2.20 or later (ray 2.9.3 is installed, "
@@ -933,3 +933,20 @@ def test_a_ray_older_than_the_floor_is_refused_in_one_line(
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     assert extras["cluster"] == ["ray>=2.20"]
+
+
+def test_a_ray_without_metadata_is_imported_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ray importable without its package metadata (a source checkout on the path) ended
+    ``import_ray`` in a PackageNotFoundError traceback; its release cannot be checked."""
+    from importlib.metadata import PackageNotFoundError
+
+    from covseg import provenance
+
+    def no_metadata(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    ray = ModuleType("ray")
+    monkeypatch.setattr(cluster, "import_installed", lambda name: ray)
+    monkeypatch.setattr(provenance, "version", no_metadata)
+    monkeypatch.setattr(cluster, "version", no_metadata, raising=False)  # where it looked
+    assert cluster.import_ray() is ray

@@ -20,7 +20,6 @@ import signal
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,7 +35,13 @@ from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
-from covseg.provenance import current_command, invoked_as, option_given, option_name
+from covseg.provenance import (
+    current_command,
+    installed_version,
+    invoked_as,
+    option_given,
+    option_name,
+)
 from covseg.train import forget_unsaved_run, handler_restored
 
 log = logging.getLogger(__name__)
@@ -64,8 +69,8 @@ def import_ray() -> ModuleType:
     except ImportError:
         raise CovsegError("running folds on Ray needs Ray, which is not installed: "
                           "pip install 'covseg[cluster]'") from None
-    installed = version("ray")
-    release = re.match(r"(\d+)\.(\d+)", installed)
+    installed = installed_version("ray")  # None: importable without metadata, not checked
+    release = re.match(r"(\d+)\.(\d+)", installed or "")
     if release and tuple(map(int, release.groups())) < RAY_FLOOR:
         floor = ".".join(map(str, RAY_FLOOR))
         raise CovsegError(f"running folds on Ray needs ray {floor} or later (ray {installed} is "

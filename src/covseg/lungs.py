@@ -362,7 +362,8 @@ def _one_side_of_midline(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray)
     """Why labels 1 and 2 of a (z, y, x) lung labelling are not two lungs: their centres lie on
     one side of the body's midline in the CT (``hu``, on the labels' grid; :func:`_body_midline`),
     counted in the slices whose body the image edge does not cut. None when they lie on opposite
-    sides, or no such slice holds both (nothing to tell)."""
+    sides, or when either label lies in none of those slices (nothing to tell); each may lie in
+    slices the other does not."""
     midline, cut = _body_midline(hu, volume > 0, affine)
     midline[cut] = np.nan
     counts, means, _ = _world_x_spread(volume, affine, midline)

@@ -35,7 +35,13 @@ from covseg.io.dicom import (
     sampled_series_uids,
     slice_series_uid,
 )
-from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file, without_channel
+from covseg.io.image import (
+    APPLE_DOUBLE,
+    image_name,
+    in_nnunet_images,
+    is_image_file,
+    without_channel,
+)
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti_named
 from covseg.io.volume import SEGMENTATION_SUFFIX, is_segmentation
@@ -69,14 +75,15 @@ def study_name(path: Path, mask: bool = False) -> str:
     name without its leading dots (``.ct.nii.gz`` is ``ct``), so that its outputs are not a
     hidden folder that listing, and quantify's discovery, pass over. nnU-Net's channel suffix
     is dropped (:func:`without_channel`): ``imagesTs/case_001_0000.nii.gz`` is study
-    ``case_001``, as its label ``labelsTs/case_001.nii.gz`` names it."""
+    ``case_001``, as its label ``labelsTs/case_001.nii.gz`` names it, and so is
+    ``imagesTs/lungA_0000.nii.gz`` study ``lungA``, as the nnU-Net reader pairs it."""
     if path.is_dir():
         return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
     stem = volume_stem(path)
     stem = stem.lstrip(".") or stem  # a hidden file's outputs: a folder listing shows
-    return without_channel(image_name(stem) if mask else stem)
+    return without_channel(image_name(stem) if mask else stem, in_nnunet_images(path))
 
 
 def folder_name(path: Path) -> str:
@@ -602,10 +609,17 @@ def _check_names_unique(studies: Sequence[Study], why: str = "", advice: str | N
             same = seen.name == study.name
             named = study.name if same else f"{seen.name} and {study.name}"
             case = "" if same else ", one folder name on macOS and Windows disks"
+            lost = (" (nnU-Net's _0000 channel suffix is dropped)"
+                    if _lost_channel(seen) or _lost_channel(study) else "")
             raise CovsegError(f"several studies are named {named} ({seen.path}, "
-                              f"{study.path}){why}{case}; "
+                              f"{study.path}){why}{case}{lost}; "
                               + (advice or "rename one, or give them to runs with separate "
                                  f"{option_name('out')} folders"))
+
+
+def _lost_channel(study: Study) -> bool:
+    """Whether a study is named by its file without nnU-Net's ``_0000`` (:func:`study_name`)."""
+    return not study.path.is_dir() and f"{study.name}_0000" in volume_stem(study.path)
 
 
 def _check_series_unshared(folders: Sequence[Study], listings: Listings) -> None:

@@ -3555,6 +3555,19 @@ def test_nnunet_2d_cases_are_read(tmp_path: Path) -> None:
     assert sorted(s.case_id for s in data.samples) == ["X_000", "X_001"]
 
 
+def test_an_nnunet_case_is_named_as_predict_names_its_study(tmp_path: Path) -> None:
+    """The reader dropped ``_0000`` after any case (``lungA_0000`` was case ``lungA``) but
+    predict only after a digit (study ``lungA_0000``, paired with no ``labelsTs/lungA``): both
+    drop it after any case in nnU-Net's image folders, by one rule."""
+    from covseg.studies import study_name
+
+    root = _nnunet_set(tmp_path / "Dataset001_X", ["lungA"])
+    assert {s.patient_id for s in load_dataset(root).samples} == {"lungA"}
+    assert study_name(root / "imagesTr" / "lungA_0000.nii.gz") == "lungA"
+    assert study_name(root / "imagesTs" / "lungA_0000.nii.gz") == "lungA"
+    assert study_name(tmp_path / "scans" / "lungA_0000.nii.gz") == "lungA_0000"
+
+
 def test_nnunet_data_it_cannot_read_is_refused_saying_why(tmp_path: Path) -> None:
     """Several channels per case, test images alone, a lone imagesTr/, and dataset.json labels
     that the target cannot read are refused in one line each."""
@@ -3580,9 +3593,20 @@ def test_nnunet_data_it_cannot_read_is_refused_saying_why(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("labels", "target", "refusal"), [
     ({"background": 0, "lung": 1}, "infection",
-     r"its labels \(1 lung\) are the lungs; read them with --target lung$"),
+     (r"label 1 is 'lung', a lung, which --target infection would read as a lesion; read lung "
+     r"labels with --target lung, or set the lungs' labels to 0 in a copy of the masks$")),
+    ({"background": 0, "left lung": 1, "right lung": 2, "covid": 3}, "infection",
+     r"label 1 is 'left lung', a lung, which --target infection would read as a lesion"),
+    ({"background": 0, "Right_Lung": 1, "lesion": 2}, "multiclass",
+     r"label 1 is 'Right_Lung', a lung, which --target multiclass would read as a lesion"),
+    ({"background": 0, "lesion": 1, "ignore": 2}, "infection",
+     (r"label 2 is nnU-Net's 'ignore' label, which --target infection would read as a lesion "
+     r"\(covseg has no ignore label\); set it to 0 or a lesion's label in a copy of the masks$")),
     ({"background": 0, "infection": 1}, "lung",
-     r"its labels \(1 infection\) name no lungs, which --target lung reads"),
+     (r"label 1 is 'infection', not a lung, which --target lung would read as lung; give a data "
+     "set of lung labels$")),
+    ({"background": 0, "lung": 1, "lesion": 2}, "lung",
+     r"label 2 is 'lesion', not a lung, which --target lung would read as lung"),
     ({"background": 0, "lesion": 1, "edema": 2}, "multiclass",
      (r"label 1 is 'lesion', not covseg's class of that number \(1 ground-glass, 2 "
       r"consolidation, 3 effusion\)")),
@@ -3600,6 +3624,12 @@ def test_nnunet_labels_named_as_covsegs_classes_and_lungs_are_read(tmp_path: Pat
     lungs = _nnunet_set(tmp_path / "lungs", ["X_000"],
                         labels={"background": 0, "left lung": 1, "right lung": 2})
     assert load_dataset(lungs, target="lung").target == "lung"
+    sides = _nnunet_set(tmp_path / "sides", ["X_000"],
+                        labels={"background": 0, "lungs": 1, "lung-left": 2})
+    assert load_dataset(sides, target="lung").target == "lung"
+    lesion = _nnunet_set(tmp_path / "lesion", ["X_000"],
+                         labels={"background": 0, "lung_infection": 1})
+    assert load_dataset(lesion, target="infection").target == "infection"
     classes = _nnunet_set(tmp_path / "classes", ["X_000"], labels={
         "background": 0, "Ground_Glass": 1, "consolidation": 2})
     with pytest.raises(CovsegError, match="the masks hold one lesion label only"):

@@ -24,6 +24,7 @@ from covseg.io.image import (
     read_image,
     read_oriented,
     read_oriented_mask,
+    without_channel,
 )
 from covseg.transforms import normalize_intensity
 from tests.conftest import png_header, shared
@@ -358,6 +359,19 @@ def test_case_key_drops_nnunets_ct_channel_suffix(stem: str, key: str) -> None:
     """nnU-Net names a case's CT ``case_001_0000`` and its label ``case_001``: predict named
     its study ``case_001_0000``, and evaluate found no truth of that name in labelsTs/."""
     assert case_key(stem) == key
+
+
+@pytest.mark.parametrize(("stem", "bare"), [
+    ("lungA_0000", "lungA"),  # any case of an nnU-Net images folder
+    ("case_0000", "case"),
+    ("case_001_0000", "case_001"),
+    ("case_001_0001", "case_001_0001"),
+    ("0000", "0000"),
+    ("lungA", "lungA"),
+])
+def test_an_nnunet_folders_ct_channel_suffix_is_dropped_after_any_case(stem: str, bare: str
+                                                                      ) -> None:
+    assert without_channel(stem, nnunet=True) == bare
 
 
 @pytest.mark.parametrize("stored,reason", [

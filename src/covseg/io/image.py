@@ -133,19 +133,33 @@ def image_name(mask_stem: str) -> str:
     return mask_stem
 
 
-NNUNET_CHANNEL = re.compile(r"(.*\d)_0000")
+NNUNET_CHANNEL = re.compile(r"(.+)_0000")
 """A stem ending in nnU-Net's channel suffix of a single-channel CT (``case_001_0000``, whose
-label is ``case_001``), after a case id that ends in a digit, as nnU-Net's converted data sets
-number their cases: ``slice_0000`` or ``case_0000`` is a numbered name, not case ``slice``'s
-channel, and keeps its suffix."""
+label is ``case_001``); dropped as :func:`without_channel` says."""
+NNUNET_IMAGES = "imagesTr"
+"""nnU-Net's folder of the training images, one file per case and channel."""
+NNUNET_TEST = "imagesTs"
+"""nnU-Net's folder of the test images, which have no labels: no training data."""
+NNUNET_IMAGE_FOLDERS = frozenset({NNUNET_IMAGES, NNUNET_TEST})
+"""nnU-Net's folders of images, where nnU-Net v2 names every image by its case and channel."""
 
 
-def without_channel(stem: str) -> str:
+def without_channel(stem: str, nnunet: bool = False) -> str:
     """``stem`` without nnU-Net's ``_0000`` channel suffix (:data:`NNUNET_CHANNEL`), so that a
     CT of ``imagesTs/`` names its study, predict's outputs and their pairing as its label
-    names the case; other stems as they are."""
+    names the case: after a case that ends in a digit, as nnU-Net's converted data sets number
+    their cases (``slice_0000`` or ``case_0000`` is a numbered name, not case ``slice``'s
+    channel, and keeps its suffix), or after any case where the stem is of a file in an
+    nnU-Net images folder (``nnunet``: :func:`in_nnunet_images`). Other stems as they are."""
     match = NNUNET_CHANNEL.fullmatch(stem)
-    return match.group(1) if match else stem
+    if not match or not (nnunet or match.group(1)[-1].isdigit()):
+        return stem
+    return match.group(1)
+
+
+def in_nnunet_images(path: Path) -> bool:
+    """Whether ``path`` lies in an nnU-Net images folder (:data:`NNUNET_IMAGE_FOLDERS`)."""
+    return path.parent.name in NNUNET_IMAGE_FOLDERS
 
 
 def paired_name(stem: str) -> tuple[str, str | None]:

@@ -24,14 +24,10 @@ from covseg.data.layouts.base import (
 from covseg.data.layouts.folders import read_pairs
 from covseg.errors import CovsegError, examples
 from covseg.io.ct import is_mask_volume, is_volume_file, volume_stem
-from covseg.io.image import is_image_file
+from covseg.io.image import NNUNET_IMAGES, NNUNET_TEST, is_image_file, without_channel
 
-NNUNET_IMAGES = "imagesTr"
-"""The folder of the training images, one file per case and channel."""
 NNUNET_LABELS = "labelsTr"
 """The folder of the training labels, one file per case, named by the case."""
-NNUNET_TEST = "imagesTs"
-"""The folder of the test images, which have no labels: no training data."""
 DATASET_JSON = "dataset.json"
 """The data set's description: its channels (``channel_names``, the Decathlon's ``modality``)
 and its ``labels`` (nnU-Net v2: name to label; the Decathlon: label to name)."""
@@ -47,6 +43,10 @@ def holds_nnunet(root: Path) -> bool:
 
 
 def read_nnunet(root: Path, options: ReadOptions) -> LoadedData:
+    """Read an nnU-Net or Decathlon data set: its dataset.json checked against the target, each
+    ``imagesTr/`` image paired with the ``labelsTr/`` label of its case (:func:`_case`), and the
+    pairs read as the generic layout reads them; test images alone, or several channels per
+    case, are refused."""
     images_dir, labels_dir = root / NNUNET_IMAGES, root / NNUNET_LABELS
     if not images_dir.is_dir():
         raise CovsegError(f"{root}: only {NNUNET_TEST}/ found, test images without labels, which "
@@ -66,11 +66,9 @@ def read_nnunet(root: Path, options: ReadOptions) -> LoadedData:
 
 def _case(stem: str, labels: dict[str, Path]) -> str:
     """The case an image's stem names: the stem itself where a label bears it (the Decathlon's
-    names), else the stem without its CT channel suffix (``case_001_0000`` is ``case_001``)."""
-    match = CHANNEL.fullmatch(stem)
-    if stem in labels or not match or match.group(2) != CT_CHANNEL:
-        return stem
-    return match.group(1)
+    names), else the stem without its CT channel suffix as predict names its study
+    (:func:`~covseg.io.image.without_channel`: ``case_001_0000`` is ``case_001``)."""
+    return stem if stem in labels else without_channel(stem, nnunet=True)
 
 
 def _one_channel(root: Path, found: str) -> CovsegError:
@@ -131,21 +129,30 @@ def _labels(path: Path, labels: object) -> dict[int, str]:
 
 
 def _check_labels(path: Path, labels: dict[int, str], target: str) -> None:
-    """Refuse labels that ``target`` cannot read as named: lungs read as lesions or lesions as
-    lungs, and, for ``--target multiclass``, a label other than covseg's class of that number
+    """Refuse labels that ``target`` cannot read as named, naming the first: under
+    ``--target lung`` a label that names no lung; under the lesion targets a lung (a combined
+    mask's ``left lung``) or nnU-Net's ``ignore``, which would be read as infection; and, for
+    ``--target multiclass``, a label other than covseg's class of that number
     (:data:`CLASS_NAMES`), as classes are fixed by meaning. The infection target merges any
-    label above 0, whatever it is named."""
+    other label above 0, whatever it is named."""
     named = {label: name for label, name in sorted(labels.items()) if label != 0}
-    if not named:
+    if target == "lung":
+        if others := [label for label, name in named.items() if not _names_lung(name)]:
+            raise CovsegError(f"{path}: label {others[0]} is {named[others[0]]!r}, not a lung, "
+                              f"which {target_option('lung')} would read as lung; give a data "
+                              "set of lung labels")
         return
-    said = ", ".join(f"{label} {name}" for label, name in named.items())
-    lungs = all("lung" in name.lower() for name in named.values())
-    if target == "lung" and not lungs:
-        raise CovsegError(f"{path}: its labels ({said}) name no lungs, which "
-                          f"{target_option('lung')} reads; give a data set of lung labels")
-    if target != "lung" and lungs:
-        raise CovsegError(f"{path}: its labels ({said}) are the lungs; read them with "
-                          f"{target_option('lung')}")
+    for label, name in named.items():
+        if _names_lung(name):
+            raise CovsegError(f"{path}: label {label} is {name!r}, a lung, which "
+                              f"{target_option(target)} would read as a lesion; read lung labels "
+                              f"with {target_option('lung')}, or set the lungs' labels to 0 in a "
+                              "copy of the masks")
+        if _word(name) == NNUNET_IGNORE:
+            raise CovsegError(f"{path}: label {label} is nnU-Net's {name!r} label, which "
+                              f"{target_option(target)} would read as a lesion (covseg has no "
+                              "ignore label); set it to 0 or a lesion's label in a copy of the "
+                              "masks")
     wrong = [label for label, name in named.items()
              if _word(name) != _word(CLASS_NAMES.get(label, ""))]
     if target == "multiclass" and wrong:
@@ -154,6 +161,18 @@ def _check_labels(path: Path, labels: dict[int, str], target: str) -> None:
                           f"of that number ({classes}), which {target_option('multiclass')} "
                           f"reads by meaning; relabel the masks, or use "
                           f"{target_option('infection')} (any label > 0)")
+
+
+LUNG_NAME = re.compile(r"(?:(?:left|right)[ _-]+)?lungs?(?:[ _-]+(?:left|right))?")
+"""A label's name that names a lung as a whole word: ``lung``, ``lungs``, ``left lung``,
+``Right_Lung``, ``lung-left``; ``lung_infection`` names a lesion."""
+NNUNET_IGNORE = "ignore"
+"""nnU-Net v2's label of voxels left out of the loss (its name, as :func:`_word` spells it)."""
+
+
+def _names_lung(name: str) -> bool:
+    """Whether a label's name names a lung (:data:`LUNG_NAME`), whatever its case."""
+    return LUNG_NAME.fullmatch(name.strip().lower()) is not None
 
 
 def _word(name: str) -> str:
