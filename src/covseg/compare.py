@@ -719,4 +719,5 @@ def _next_step(result: dict[str, Any]) -> str:
     best = best_compared(result["models"])
     multiclass = result["config"].get("target") == "multiclass"
     named = f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}; " if best else ""
-    return f"Next step: {named}{final_model_step(best, result, result['folds'])}"
+    name, options = parse_model_spec(best) if best else (None, {})
+    return f"Next step: {named}{final_model_step(name, options, result, result['folds'])}"
