@@ -2597,7 +2597,8 @@ def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
     (("predict", "-i", "ct.nii.gz", "-o", "o", "--model", "r"),
      "-i is lungmask's option, not covseg's: give the inputs as they are"),
     (("predict", "ct.nii.gz", "-o", "o", "--model", "r"),
-     "-o is lungmask's option, not covseg's: give --out DIR, a folder")])
+     ("-o is lungmask's option, not covseg's: give --out DIR, a folder (masks go to "
+      "DIR/STUDY/ for volumes, DIR/IMAGE.png for 2D images)"))])
 def test_lungmasks_options_are_answered_with_covsegs(
         capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str) -> None:
     """They got argparse's bare "unrecognized arguments" (or "--out is required")."""
@@ -2606,3 +2607,25 @@ def test_lungmasks_options_are_answered_with_covsegs(
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err, err
     assert "(see `covseg predict -h`)" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ("train", "d", "--out", "o", "--noHU"), ("cv", "d", "--out", "o", "-m", "unet"),
+    ("evaluate", "r", "d", "-o", "x"), ("quantify", "m.nii.gz", "--out", "o", "-m", "R231")])
+def test_lungmasks_answers_are_given_only_where_they_fit(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    """Every command was told predict's answers: train's --noHU to give --hu (train has none),
+    cv's -m to give --model RUN (cv's --model takes an architecture)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert "lungmask" not in err, err
+
+
+def test_lungmasks_answers_to_quantify_fit_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """quantify's --noHU is --hu no (its --image), its -o a folder of studies and summary.csv."""
+    with pytest.raises(SystemExit):
+        main(["quantify", "m.nii.gz", "-o", "o"])
+    assert ("-o is lungmask's option, not covseg's: give --out DIR, a folder (results go to "
+            "DIR/STUDY/ and DIR/summary.csv)") in capsys.readouterr().err

@@ -464,27 +464,42 @@ so ``--window -1e3 150`` said "expected 2 arguments"."""
 RUN_MODEL = "give --model RUN, a run folder from `covseg train` (covseg ships no trained weights)"
 """What lungmask's ``--modelname``/``-m`` (R231, LTRCLobes: weights it ships) is in covseg."""
 
+FOLDER_OUT = ("give --out DIR, a folder (masks go to DIR/STUDY/ for volumes, DIR/IMAGE.png for "
+              "2D images)")
+"""What lungmask's ``-o`` (a mask file) is in covseg's predict."""
+
+NO_HU = "give --hu no (8-bit grey images; the default, --hu auto, tells them from HU)"
+"""What lungmask's ``--noHU`` is in covseg's predict and quantify (its --image)."""
+
 LUNGMASK_OPTIONS = {
-    "--noHU": "give --hu no (8-bit grey images; the default, --hu auto, tells them from HU)",
-    "--batchsize": "give --batch-size N",
-    "--cpu": "drop it: covseg runs on the CPU, and has no device option",
-    "--modelname": RUN_MODEL,
-    "-m": RUN_MODEL,
-    "-i": "give the inputs as they are (covseg predict CT.nii.gz --model RUN --out DIR)",
-    "-o": "give --out DIR, a folder (one sub-folder per study)",
+    "predict": {
+        "--noHU": NO_HU,
+        "--batchsize": "give --batch-size N",
+        "--cpu": "drop it: covseg runs on the CPU, and has no device option",
+        "--modelname": RUN_MODEL,
+        "-m": RUN_MODEL,
+        "-i": "give the inputs as they are (covseg predict CT.nii.gz --model RUN --out DIR)",
+        "-o": FOLDER_OUT,
+    },
+    "quantify": {
+        "--noHU": NO_HU,
+        "-o": "give --out DIR, a folder (results go to DIR/STUDY/ and DIR/summary.csv)",
+    },
 }
-"""lungmask's options a user of it types, and covseg's for each (argparse only said
-"unrecognized arguments")."""
+"""lungmask's options a user of it types, and covseg's for each, by the command they are given
+to (argparse only said "unrecognized arguments"): only predict and quantify, which do what
+lungmask does; another command's own options differ (train's --model is an architecture)."""
 
 
-def lungmask_option(argv: Sequence[str]) -> str | None:
-    """What to give instead of the first lungmask option in ``argv`` (:data:`LUNGMASK_OPTIONS`),
-    as a one-line message; None where there is none."""
+def lungmask_option(argv: Sequence[str], command: str) -> str | None:
+    """What to give instead of the first lungmask option in ``argv`` given to ``command``
+    (:data:`LUNGMASK_OPTIONS`), as a one-line message; None where there is none."""
+    options = LUNGMASK_OPTIONS.get(command, {})
     given = next((arg.partition("=")[0] for arg in argv
-                  if arg.partition("=")[0] in LUNGMASK_OPTIONS), None)
+                  if arg.partition("=")[0] in options), None)
     if given is None:
         return None
-    return f"{given} is lungmask's option, not covseg's: {LUNGMASK_OPTIONS[given]}"
+    return f"{given} is lungmask's option, not covseg's: {options[given]}"
 
 
 TWICE_ADVICE = {
@@ -540,7 +555,8 @@ class _Parser(argparse.ArgumentParser):
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
         usage = self._command_prog() if message.startswith("unrecognized") else self.prog
-        message = (lungmask_option(self._argv) or swallowed_data(message, self._argv)
+        command = self._command_prog().rpartition(" ")[2]
+        message = (lungmask_option(self._argv, command) or swallowed_data(message, self._argv)
                    or options_after_dashes(self._argv) or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
 
