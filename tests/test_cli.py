@@ -2525,13 +2525,24 @@ def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
      "covseg quantify: error: --out given twice (a, b): give it once (see `covseg quantify -h`)"),
     (("data", "fetch", "medseg", "--to", "a", "--to", "b"),
      ("covseg data fetch: error: --to given twice (a, b): give it once "
-      "(see `covseg data fetch -h`)"))])
-def test_an_option_of_one_value_given_twice_is_refused(
+      "(see `covseg data fetch -h`)")),
+    (("predict", "ct.nii.gz", "--model", "r", "--out", "x", "--tta", "--no-tta"),
+     ("covseg predict: error: --tta and --no-tta both given: give one of them "
+      "(see `covseg predict -h`)")),
+    (("train", "no-data", "--out", "r", "--no-frame-lungs", "--frame-lungs"),
+     ("covseg train: error: --no-frame-lungs and --frame-lungs both given: give one of them "
+      "(see `covseg train -h`)")),
+    (("cv", "no-data", "--out", "r", "--no-test-flips", "--no-test-flips"),
+     "covseg cv: error: --no-test-flips given twice: give it once (see `covseg cv -h`)"),
+    (("train", "no-data", "--out", "r", "--resume", "--resume"),
+     "covseg train: error: --resume given twice: give it once (see `covseg train -h`)")])
+def test_an_option_or_switch_given_twice_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         argv: tuple[str, ...], message: str) -> None:
     """argparse kept the last without a word: `predict --model fold_0 --model fold_1`, an
-    nnU-Net user's way to ensemble folds, ran fold_1 alone and exited 0. (No data nor inputs
-    are there: the command would end at once if it were not refused.)"""
+    nnU-Net user's way to ensemble folds, ran fold_1 alone and exited 0, and `--tta --no-tta`
+    ran without. (No data nor inputs are there: the command would end at once if it were not
+    refused.)"""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))

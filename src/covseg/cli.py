@@ -510,30 +510,64 @@ TWICE_ADVICE = {
 """What to do where an option was given twice, by (option, command), beyond giving it once."""
 
 
+def _refuse_twice(parser: argparse.ArgumentParser, dest: str, option: str | None,
+                  value: Any) -> None:
+    """Refuse ``option`` given ``value`` where an option of the same ``dest`` was given
+    already (argparse kept the last without a word: ``predict --model A --model B`` ran B
+    alone, ``--tta --no-tta`` ran without); note it given otherwise. ``value``: None for a
+    switch, which takes none."""
+    given = getattr(parser, "_given", None)
+    if not option or not isinstance(given, dict):
+        return
+    if dest in given:
+        before, then_value = given[dest]
+        if before != option:  # a switch's two forms: --tta --no-tta
+            parser.error(f"{before} and {option} both given: give one of them")
+        if value is None:  # a switch
+            parser.error(f"{option} given twice: give it once")
+        first, second = (" ".join(map(str, shown)) if isinstance(shown, list) else str(shown)
+                         for shown in (then_value, value))
+        advice = TWICE_ADVICE.get((option, parser.prog.rpartition(" ")[2]))
+        then = f"; {advice.format(first, second)}" if advice else ""
+        parser.error(f"{option} given twice ({first}, {second}): give it once{then}")
+    given[dest] = (option, value)
+
+
 class _Once(argparse.Action):
     """The default action of covseg's parsers: an option's value, refused when the option is
-    given twice (argparse kept the last without a word: ``predict --model A --model B`` ran B
-    alone)."""
+    given twice (:func:`_refuse_twice`)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        given = getattr(parser, "_given", None)
-        if option_string and isinstance(given, dict):
-            if self.dest in given:
-                first, second = (" ".join(map(str, value)) if isinstance(value, list)
-                                 else str(value) for value in (given[self.dest], values))
-                advice = TWICE_ADVICE.get((option_string, parser.prog.rpartition(" ")[2]))
-                then = f"; {advice.format(first, second)}" if advice else ""
-                parser.error(f"{option_string} given twice ({first}, {second}): give it "
-                             f"once{then}")
-            given[self.dest] = values
+        _refuse_twice(parser, self.dest, option_string, values)
         setattr(namespace, self.dest, values)
+
+
+class _OnceTrue(argparse._StoreTrueAction):
+    """``store_true`` in covseg's parsers: a switch given twice is refused (:class:`_Once`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _refuse_twice(parser, self.dest, option_string, None)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _OnceSwitch(argparse.BooleanOptionalAction):
+    """A ``--x``/``--no-x`` switch in covseg's parsers: given twice, in either form, it is
+    refused (:class:`_Once`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _refuse_twice(parser, self.dest, option_string, None)
+        super().__call__(parser, namespace, values, option_string)
 
 
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
     ``--models`` and silently replace the list. Subcommand parsers are of this class too.
-    An option of one value given twice is refused (:class:`_Once`)."""
+    An option given twice is refused (:class:`_Once`), a switch too, in either of its forms
+    (``--tta --no-tta``): ``store_true`` and argparse's BooleanOptionalAction are covseg's
+    :class:`_OnceTrue` and :class:`_OnceSwitch` here."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
@@ -542,6 +576,8 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = NEGATIVE_NUMBER
         self.register("action", None, _Once)
         self.register("action", "store", _Once)
+        self.register("action", "store_true", _OnceTrue)
+        self.register("action", argparse.BooleanOptionalAction, _OnceSwitch)
 
     def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None
                          ) -> tuple[Any, list[str]]:
