@@ -2575,6 +2575,11 @@ def test_a_run_folder_among_the_inputs_is_named_as_one(
 @pytest.mark.parametrize(("command", "out", "held"), [
     ("predict-volume", "mask.nii.gz", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
     ("predict-image", "one_mask.png", "masks go to OUT/IMAGE.png, one per image"),
+    ("predict-image", "mask.JPG", "masks go to OUT/IMAGE.png, one per image"),
+    ("predict-volume", "mask.tiff", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
+    ("predict-image", "mask.npy", "masks go to OUT/IMAGE.png, one per image"),
+    ("quantify", "result.nhdr", ("results go to OUT/STUDY/quantification.json and "
+                                 "OUT/summary.csv")),
     ("quantify", "result.nrrd", ("results go to OUT/STUDY/quantification.json and "
                                  "OUT/summary.csv"))])
 def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
