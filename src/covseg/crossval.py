@@ -32,7 +32,7 @@ from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import (
-    ANY_LESION,
+    ANY_LESION_SCORE,
     HD95_UNITS,
     any_lesion,
     drawn_name,
@@ -1204,7 +1204,8 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
             for fold in per_fold} | {"all": [row["dice"] for row in rows]}
     if config.target != "multiclass":
         return dice
-    return ({f"{drawn_name('Dice', ANY_LESION)}, {name}": values for name, values in dice.items()}
+    merged = drawn_name("Dice", ANY_LESION_SCORE)
+    return ({f"{merged}, {name}": values for name, values in dice.items()}
             | {f"{drawn_name('Dice', name)}, all": values
                for name, values in lesion_class_dice(rows).items()})
 
