@@ -2514,7 +2514,8 @@ def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
     (("predict", "--model", "cv/fold_0", "--model", "cv/fold_1", "ct.nii.gz", "--out", "x"),
      ("covseg predict: error: --model given twice (cv/fold_0, cv/fold_1): give it once; covseg "
       "does not ensemble run folders at predict time: train an ensemble with --model "
-      "miniseg,miniseg (see `covseg predict -h`)")),
+      "miniseg,miniseg, or after a cv one final model on all the data "
+      "(see `covseg predict -h`)")),
     (("train", "no-data", "--model", "unet", "--out", "r", "--model=miniseg"),
      ("covseg train: error: --model given twice (unet, miniseg): give it once; for an ensemble "
       "join the names: --model unet,miniseg (see `covseg train -h`)")),

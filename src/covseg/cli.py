@@ -298,7 +298,8 @@ def _predict_model(args: argparse.Namespace) -> str:
 
 
 NO_PREDICT_ENSEMBLE = ("covseg does not ensemble run folders at predict time: train an ensemble "
-                       "with --model miniseg,miniseg")
+                       "with --model miniseg,miniseg, or after a cv one final model on all the "
+                       "data")
 """What an nnU-Net user who gives several runs to predict, to ensemble them, is told."""
 
 RUN_FILES = ("best.pt", "config.json")
