@@ -19,11 +19,13 @@ from torch import nn
 
 from covseg.checkpoint import (
     META_KEYS,
+    final_model_step,
     load_checkpoint,
     resume_advised,
     save_checkpoint,
 )
 from covseg.cli import main
+from covseg.config import TrainConfig
 from covseg.errors import CovsegError, FullDisk
 from covseg.io.lock import writing_to
 from tests.conftest import deny_reading
@@ -342,6 +344,23 @@ def test_a_finished_cross_validation_or_comparison_folder_says_how_to_train_the_
             "each trained on 2/3 of it): "
             f"`covseg train '{data}' --model miniseg --model-option width=8 --out RUN`")):
         load_checkpoint(compared)
+
+
+def test_the_final_model_step_gives_the_recipe_cross_validated(tmp_path: Path) -> None:
+    """The step gave only the data, model and target: the final model trained another recipe
+    (240 epochs at 256 px, no lung guide) than the one cross-validated, and a model option
+    holding a comma was cut in two."""
+    recipe = TrainConfig(model="unet", model_options={"width": 16, "note": "a,b"}, epochs=40,
+                         size=128, lung_guide=str(tmp_path / "lungs"), window=(-1200, 600),
+                         test_flips=False, ema_decay=0.998)
+    summary = {"data_path": "/data/ct", "config": {**recipe.record(), "folds": 5}}
+    assert final_model_step("unet", recipe.model_options, summary, 5).endswith(
+        "`covseg train /data/ct --model unet --model-option width=16 --model-option note=a,b "
+        f"--epochs 40 --size 128 --ema-decay 0.998 --window -1200 600 --lung-guide "
+        f"{tmp_path / 'lungs'} --no-test-flips --out RUN`")
+    lungs = {"data_path": "/data/ct", "config": TrainConfig(target="lung").record(False)}
+    assert final_model_step("unet", {}, lungs, 5).endswith(  # its own defaults left out
+        "`covseg train /data/ct --model unet --target lung --out RUN`")
 
 
 def test_a_run_folder_that_also_holds_a_cross_validation_loads_as_the_run(

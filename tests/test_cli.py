@@ -2514,7 +2514,8 @@ def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
     (("predict", "--model", "cv/fold_0", "--model", "cv/fold_1", "ct.nii.gz", "--out", "x"),
      ("covseg predict: error: --model given twice (cv/fold_0, cv/fold_1): give it once; covseg "
       "does not ensemble run folders at predict time: train an ensemble with --model "
-      "miniseg,miniseg (see `covseg predict -h`)")),
+      "miniseg,miniseg, or after a cv one final model on all the data "
+      "(see `covseg predict -h`)")),
     (("train", "no-data", "--model", "unet", "--out", "r", "--model=miniseg"),
      ("covseg train: error: --model given twice (unet, miniseg): give it once; for an ensemble "
       "join the names: --model unet,miniseg (see `covseg train -h`)")),
@@ -2525,13 +2526,24 @@ def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
      "covseg quantify: error: --out given twice (a, b): give it once (see `covseg quantify -h`)"),
     (("data", "fetch", "medseg", "--to", "a", "--to", "b"),
      ("covseg data fetch: error: --to given twice (a, b): give it once "
-      "(see `covseg data fetch -h`)"))])
-def test_an_option_of_one_value_given_twice_is_refused(
+      "(see `covseg data fetch -h`)")),
+    (("predict", "ct.nii.gz", "--model", "r", "--out", "x", "--tta", "--no-tta"),
+     ("covseg predict: error: --tta and --no-tta both given: give one of them "
+      "(see `covseg predict -h`)")),
+    (("train", "no-data", "--out", "r", "--no-frame-lungs", "--frame-lungs"),
+     ("covseg train: error: --no-frame-lungs and --frame-lungs both given: give one of them "
+      "(see `covseg train -h`)")),
+    (("cv", "no-data", "--out", "r", "--no-test-flips", "--no-test-flips"),
+     "covseg cv: error: --no-test-flips given twice: give it once (see `covseg cv -h`)"),
+    (("train", "no-data", "--out", "r", "--resume", "--resume"),
+     "covseg train: error: --resume given twice: give it once (see `covseg train -h`)")])
+def test_an_option_or_switch_given_twice_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         argv: tuple[str, ...], message: str) -> None:
     """argparse kept the last without a word: `predict --model fold_0 --model fold_1`, an
-    nnU-Net user's way to ensemble folds, ran fold_1 alone and exited 0. (No data nor inputs
-    are there: the command would end at once if it were not refused.)"""
+    nnU-Net user's way to ensemble folds, ran fold_1 alone and exited 0, and `--tta --no-tta`
+    ran without. (No data nor inputs are there: the command would end at once if it were not
+    refused.)"""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
@@ -2564,6 +2576,11 @@ def test_a_run_folder_among_the_inputs_is_named_as_one(
 @pytest.mark.parametrize(("command", "out", "held"), [
     ("predict-volume", "mask.nii.gz", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
     ("predict-image", "one_mask.png", "masks go to OUT/IMAGE.png, one per image"),
+    ("predict-image", "mask.JPG", "masks go to OUT/IMAGE.png, one per image"),
+    ("predict-volume", "mask.tiff", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
+    ("predict-image", "mask.npy", "masks go to OUT/IMAGE.png, one per image"),
+    ("quantify", "result.nhdr", ("results go to OUT/STUDY/quantification.json and "
+                                 "OUT/summary.csv")),
     ("quantify", "result.nrrd", ("results go to OUT/STUDY/quantification.json and "
                                  "OUT/summary.csv"))])
 def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
@@ -2597,7 +2614,8 @@ def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
     (("predict", "-i", "ct.nii.gz", "-o", "o", "--model", "r"),
      "-i is lungmask's option, not covseg's: give the inputs as they are"),
     (("predict", "ct.nii.gz", "-o", "o", "--model", "r"),
-     "-o is lungmask's option, not covseg's: give --out DIR, a folder")])
+     ("-o is lungmask's option, not covseg's: give --out DIR, a folder (masks go to "
+      "DIR/STUDY/ for volumes, DIR/IMAGE.png for 2D images)"))])
 def test_lungmasks_options_are_answered_with_covsegs(
         capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str) -> None:
     """They got argparse's bare "unrecognized arguments" (or "--out is required")."""
@@ -2606,3 +2624,25 @@ def test_lungmasks_options_are_answered_with_covsegs(
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err, err
     assert "(see `covseg predict -h`)" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ("train", "d", "--out", "o", "--noHU"), ("cv", "d", "--out", "o", "-m", "unet"),
+    ("evaluate", "r", "d", "-o", "x"), ("quantify", "m.nii.gz", "--out", "o", "-m", "R231")])
+def test_lungmasks_answers_are_given_only_where_they_fit(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    """Every command was told predict's answers: train's --noHU to give --hu (train has none),
+    cv's -m to give --model RUN (cv's --model takes an architecture)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert "lungmask" not in err, err
+
+
+def test_lungmasks_answers_to_quantify_fit_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """quantify's --noHU is --hu no (its --image), its -o a folder of studies and summary.csv."""
+    with pytest.raises(SystemExit):
+        main(["quantify", "m.nii.gz", "-o", "o"])
+    assert ("-o is lungmask's option, not covseg's: give --out DIR, a folder (results go to "
+            "DIR/STUDY/ and DIR/summary.csv)") in capsys.readouterr().err

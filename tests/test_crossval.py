@@ -301,7 +301,8 @@ def test_a_fold_that_tests_no_slices_leaves_its_metrics_undefined(tmp_path: Path
     assert report.splitlines()[-1] == (  # the fold models are no final model
         "Next step: for a final model train one on all the data (the fold models are no "
         "ensemble, each trained on 1/2 of it): "
-        f"`covseg train {synthetic_folder} --model unet --model-option width=4 --out RUN`")
+        f"`covseg train {synthetic_folder} --model unet --model-option width=4 --epochs 1 "
+        "--size 64 --out RUN`")
     assert f"**{summary['per_fold'][0]['dice']:.3f} (1 of 2 folds)**" in report
 
 

@@ -147,20 +147,25 @@ def _refuse_folds_holder(folder: Path) -> None:
         example = folds[0] if folds else folder / "fold_0"
         summary = _read_json(folder / "summary.json")
         config = summary.get("config", {})
-        spec = (model_spec(config["model"], config.get("model_options") or {})
-                if "model" in config else None)
+        step = final_model_step(config.get("model"), config.get("model_options") or {},
+                                summary, len(folds))
         raise CovsegError(f"{folder}: a cross-validation, whose models are in its fold "
-                          f"folders; give one of them ({example}) as the model, or "
-                          f"{final_model_step(spec, summary, len(folds))}")
+                          f"folders; give one of them ({example}) as the model, or {step}")
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
         example = (models[0] if models else folder / "MODEL") / "fold_0"
         comparison = _read_json(folder / "comparison.json")
-        step = final_model_step(best_compared(comparison.get("models", [])), comparison,
-                                comparison.get("folds"))
+        step = final_model_step(*_spec_parts(best_compared(comparison.get("models", []))),
+                                comparison, comparison.get("folds"))
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
                           f"models are in their fold folders; give one of them ({example}) "
                           f"as the model, or {step}")
+
+
+def _spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
+    """A compared model's ``spec`` as its name and options (None and none: no spec)."""
+    from covseg.compare import parse_model_spec  # compare reads checkpoints
+    return parse_model_spec(spec) if spec else (None, {})
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -172,11 +177,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def model_spec(model: str, options: Mapping[str, Any]) -> str:
-    """``model`` with its ``options`` as compare's ``--models`` spells it: ``unet:width=32``."""
-    pairs = ",".join(f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-                     for key, value in options.items())
-    return f"{model}:{pairs}" if pairs else model
+def _option_pair(key: str, value: Any) -> str:
+    """A model option as typed: ``width=32``, ``encoder=resnet34`` (a string as it is)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
 def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
@@ -187,24 +190,52 @@ def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
     return max(scored, key=scored.__getitem__) if scored else None
 
 
-def final_model_step(spec: str | None, record: Mapping[str, Any], folds: int | None) -> str:
+def final_model_step(model: str | None, options: Mapping[str, Any], record: Mapping[str, Any],
+                     folds: int | None) -> str:
     """What to do after a cross-validation or comparison (``record``: its summary.json or
-    comparison.json, for the data and target) for the model ``spec`` (``name:key=value,...``):
-    its ``folds`` fold models are no ensemble, each trained on (k-1)/k of the data, so a final
-    model is trained on all of it."""
+    comparison.json, for the data and recipe) for ``model`` with its ``options``: its ``folds``
+    fold models are no ensemble, each trained on (k-1)/k of the data, so a final model is
+    trained on all of it, by the recipe cross-validated (:func:`recipe_options`)."""
     share = f"{folds - 1}/{folds}" if isinstance(folds, int) and folds > 1 else "(k-1)/k"
-    name, colon, options = (spec or "MODEL").partition(":")
-    words = ["covseg", "train", str(record.get("data_path") or "DATA"), "--model", name]
-    for option in options.split(",") if colon else []:
-        words += ["--model-option", option]
-    target = record.get("config", {}).get("target", DEFAULT_TARGET)
-    words += ["--target", target] if target != DEFAULT_TARGET else []
+    words = ["covseg", "train", str(record.get("data_path") or "DATA"), "--model", model or "MODEL"]
+    for key, value in options.items():
+        words += ["--model-option", _option_pair(key, value)]
+    config = record.get("config")
+    words += recipe_options(config if isinstance(config, Mapping) else {})
     return (f"for a final model train one on all the data (the fold models are no ensemble, "
             f"each trained on {share} of it): `{shlex.join([*words, '--out', 'RUN'])}`")
 
 
-DEFAULT_TARGET = TrainConfig().target
-"""What a final model's ``covseg train`` needs no ``--target`` for (:func:`final_model_step`)."""
+def recipe_options(config: Mapping[str, Any]) -> list[str]:
+    """The ``covseg train`` options giving the recorded recipe ``config`` (a summary's, without
+    its model): each setting that differs from what train takes when it is left out. Only the
+    data and model were given, so a final model trained another recipe than the one
+    cross-validated (a cascade lost its lung guide, a 40-epoch recipe trained 240)."""
+    given = {key: config[key] for key in ("target", "lung_guide")
+             if isinstance(config.get(key), str)}
+    default = TrainConfig()
+    try:  # what the rest resolves to for this target and guide (a lung model frames nothing)
+        usual = {**TrainConfig(**given).record(config.get("window") is not None),
+                 "target": default.target, "lung_guide": default.lung_guide}
+    except CovsegError:  # a damaged record's target: its options as they are
+        usual = default.to_dict()
+    words: list[str] = []
+    for key, value in config.items():
+        if key in usual and key not in ("model", "model_options") and value != usual[key]:
+            words += _option_words(key, value)
+    return words
+
+
+def _option_words(key: str, value: Any) -> list[str]:
+    """Recipe setting ``key`` given ``value`` as train's options spell it: a switch as its
+    flag or ``--no-`` form, a window as its two numbers."""
+    option = f"--{key.replace('_', '-')}"
+    if isinstance(value, bool):
+        return [option if value else f"--no-{option[2:]}"]
+    if isinstance(value, list | tuple):
+        return [option, *(f"{item:g}" if isinstance(item, float) else str(item)
+                          for item in value)]
+    return [option, str(value)]
 
 
 FOLD = re.compile(r"fold_(0|[1-9][0-9]*)")

@@ -298,7 +298,8 @@ def _predict_model(args: argparse.Namespace) -> str:
 
 
 NO_PREDICT_ENSEMBLE = ("covseg does not ensemble run folders at predict time: train an ensemble "
-                       "with --model miniseg,miniseg")
+                       "with --model miniseg,miniseg, or after a cv one final model on all the "
+                       "data")
 """What an nnU-Net user who gives several runs to predict, to ensemble them, is told."""
 
 RUN_FILES = ("best.pt", "config.json")
@@ -464,27 +465,42 @@ so ``--window -1e3 150`` said "expected 2 arguments"."""
 RUN_MODEL = "give --model RUN, a run folder from `covseg train` (covseg ships no trained weights)"
 """What lungmask's ``--modelname``/``-m`` (R231, LTRCLobes: weights it ships) is in covseg."""
 
+FOLDER_OUT = ("give --out DIR, a folder (masks go to DIR/STUDY/ for volumes, DIR/IMAGE.png for "
+              "2D images)")
+"""What lungmask's ``-o`` (a mask file) is in covseg's predict."""
+
+NO_HU = "give --hu no (8-bit grey images; the default, --hu auto, tells them from HU)"
+"""What lungmask's ``--noHU`` is in covseg's predict and quantify (its --image)."""
+
 LUNGMASK_OPTIONS = {
-    "--noHU": "give --hu no (8-bit grey images; the default, --hu auto, tells them from HU)",
-    "--batchsize": "give --batch-size N",
-    "--cpu": "drop it: covseg runs on the CPU, and has no device option",
-    "--modelname": RUN_MODEL,
-    "-m": RUN_MODEL,
-    "-i": "give the inputs as they are (covseg predict CT.nii.gz --model RUN --out DIR)",
-    "-o": "give --out DIR, a folder (one sub-folder per study)",
+    "predict": {
+        "--noHU": NO_HU,
+        "--batchsize": "give --batch-size N",
+        "--cpu": "drop it: covseg runs on the CPU, and has no device option",
+        "--modelname": RUN_MODEL,
+        "-m": RUN_MODEL,
+        "-i": "give the inputs as they are (covseg predict CT.nii.gz --model RUN --out DIR)",
+        "-o": FOLDER_OUT,
+    },
+    "quantify": {
+        "--noHU": NO_HU,
+        "-o": "give --out DIR, a folder (results go to DIR/STUDY/ and DIR/summary.csv)",
+    },
 }
-"""lungmask's options a user of it types, and covseg's for each (argparse only said
-"unrecognized arguments")."""
+"""lungmask's options a user of it types, and covseg's for each, by the command they are given
+to (argparse only said "unrecognized arguments"): only predict and quantify, which do what
+lungmask does; another command's own options differ (train's --model is an architecture)."""
 
 
-def lungmask_option(argv: Sequence[str]) -> str | None:
-    """What to give instead of the first lungmask option in ``argv`` (:data:`LUNGMASK_OPTIONS`),
-    as a one-line message; None where there is none."""
+def lungmask_option(argv: Sequence[str], command: str) -> str | None:
+    """What to give instead of the first lungmask option in ``argv`` given to ``command``
+    (:data:`LUNGMASK_OPTIONS`), as a one-line message; None where there is none."""
+    options = LUNGMASK_OPTIONS.get(command, {})
     given = next((arg.partition("=")[0] for arg in argv
-                  if arg.partition("=")[0] in LUNGMASK_OPTIONS), None)
+                  if arg.partition("=")[0] in options), None)
     if given is None:
         return None
-    return f"{given} is lungmask's option, not covseg's: {LUNGMASK_OPTIONS[given]}"
+    return f"{given} is lungmask's option, not covseg's: {options[given]}"
 
 
 TWICE_ADVICE = {
@@ -495,30 +511,64 @@ TWICE_ADVICE = {
 """What to do where an option was given twice, by (option, command), beyond giving it once."""
 
 
+def _refuse_twice(parser: argparse.ArgumentParser, dest: str, option: str | None,
+                  value: Any) -> None:
+    """Refuse ``option`` given ``value`` where an option of the same ``dest`` was given
+    already (argparse kept the last without a word: ``predict --model A --model B`` ran B
+    alone, ``--tta --no-tta`` ran without); note it given otherwise. ``value``: None for a
+    switch, which takes none."""
+    given = getattr(parser, "_given", None)
+    if not option or not isinstance(given, dict):
+        return
+    if dest in given:
+        before, then_value = given[dest]
+        if before != option:  # a switch's two forms: --tta --no-tta
+            parser.error(f"{before} and {option} both given: give one of them")
+        if value is None:  # a switch
+            parser.error(f"{option} given twice: give it once")
+        first, second = (" ".join(map(str, shown)) if isinstance(shown, list) else str(shown)
+                         for shown in (then_value, value))
+        advice = TWICE_ADVICE.get((option, parser.prog.rpartition(" ")[2]))
+        then = f"; {advice.format(first, second)}" if advice else ""
+        parser.error(f"{option} given twice ({first}, {second}): give it once{then}")
+    given[dest] = (option, value)
+
+
 class _Once(argparse.Action):
     """The default action of covseg's parsers: an option's value, refused when the option is
-    given twice (argparse kept the last without a word: ``predict --model A --model B`` ran B
-    alone)."""
+    given twice (:func:`_refuse_twice`)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        given = getattr(parser, "_given", None)
-        if option_string and isinstance(given, dict):
-            if self.dest in given:
-                first, second = (" ".join(map(str, value)) if isinstance(value, list)
-                                 else str(value) for value in (given[self.dest], values))
-                advice = TWICE_ADVICE.get((option_string, parser.prog.rpartition(" ")[2]))
-                then = f"; {advice.format(first, second)}" if advice else ""
-                parser.error(f"{option_string} given twice ({first}, {second}): give it "
-                             f"once{then}")
-            given[self.dest] = values
+        _refuse_twice(parser, self.dest, option_string, values)
         setattr(namespace, self.dest, values)
+
+
+class _OnceTrue(argparse._StoreTrueAction):
+    """``store_true`` in covseg's parsers: a switch given twice is refused (:class:`_Once`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _refuse_twice(parser, self.dest, option_string, None)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _OnceSwitch(argparse.BooleanOptionalAction):
+    """A ``--x``/``--no-x`` switch in covseg's parsers: given twice, in either form, it is
+    refused (:class:`_Once`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _refuse_twice(parser, self.dest, option_string, None)
+        super().__call__(parser, namespace, values, option_string)
 
 
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
     ``--models`` and silently replace the list. Subcommand parsers are of this class too.
-    An option of one value given twice is refused (:class:`_Once`)."""
+    An option given twice is refused (:class:`_Once`), a switch too, in either of its forms
+    (``--tta --no-tta``): ``store_true`` and argparse's BooleanOptionalAction are covseg's
+    :class:`_OnceTrue` and :class:`_OnceSwitch` here."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
@@ -527,6 +577,8 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = NEGATIVE_NUMBER
         self.register("action", None, _Once)
         self.register("action", "store", _Once)
+        self.register("action", "store_true", _OnceTrue)
+        self.register("action", argparse.BooleanOptionalAction, _OnceSwitch)
 
     def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None
                          ) -> tuple[Any, list[str]]:
@@ -540,7 +592,8 @@ class _Parser(argparse.ArgumentParser):
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
         usage = self._command_prog() if message.startswith("unrecognized") else self.prog
-        message = (lungmask_option(self._argv) or swallowed_data(message, self._argv)
+        command = self._command_prog().rpartition(" ")[2]
+        message = (lungmask_option(self._argv, command) or swallowed_data(message, self._argv)
                    or options_after_dashes(self._argv) or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
 

@@ -85,7 +85,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-OUT_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png")
+OUT_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
+                     ".tif", ".tiff", ".npy")
 """Endings of an --out that names a file, not the folder covseg's --out is (lungmask's habit)."""
 
 

@@ -51,7 +51,7 @@ from covseg.crossval import (
 )
 from covseg.data.layouts import LoadedData, class_labels, fingerprints_kept
 from covseg.errors import CovsegError, counted
-from covseg.evaluate import ANY_LESION, any_lesion, drawn_name
+from covseg.evaluate import ANY_LESION_SCORE, any_lesion, drawn_name
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import metric_notes
@@ -407,7 +407,7 @@ def _comparison_plot(config: TrainConfig, data: LoadedData,
     (:func:`patient_dice`): boxes that overlap hid a difference the pairs show. Its Dice is
     named as evaluate's and cv's boxes name it (:func:`~covseg.evaluate.drawn_name`), what it
     scores set off by commas: "Dice, any lesion, per case"."""
-    scored = ANY_LESION if config.target == "multiclass" else ""
+    scored = ANY_LESION_SCORE if config.target == "multiclass" else ""
     dice, difference = (f"{drawn_name(name, scored)}{',' if scored else ''}"
                         for name in ("Dice", "Dice difference"))
     baseline, *candidates = dice_by_model
@@ -719,4 +719,5 @@ def _next_step(result: dict[str, Any]) -> str:
     best = best_compared(result["models"])
     multiclass = result["config"].get("target") == "multiclass"
     named = f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}; " if best else ""
-    return f"Next step: {named}{final_model_step(best, result, result['folds'])}"
+    name, options = parse_model_spec(best) if best else (None, {})
+    return f"Next step: {named}{final_model_step(name, options, result, result['folds'])}"

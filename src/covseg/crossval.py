@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from covseg.checkpoint import final_model_step, fold_folders, fold_index, model_spec
+from covseg.checkpoint import final_model_step, fold_folders, fold_index
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
@@ -32,7 +32,7 @@ from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import (
-    ANY_LESION,
+    ANY_LESION_SCORE,
     HD95_UNITS,
     any_lesion,
     drawn_name,
@@ -1204,7 +1204,8 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
             for fold in per_fold} | {"all": [row["dice"] for row in rows]}
     if config.target != "multiclass":
         return dice
-    return ({f"{drawn_name('Dice', ANY_LESION)}, {name}": values for name, values in dice.items()}
+    merged = drawn_name("Dice", ANY_LESION_SCORE)
+    return ({f"{merged}, {name}": values for name, values in dice.items()}
             | {f"{drawn_name('Dice', name)}, all": values
                for name, values in lesion_class_dice(rows).items()})
 
@@ -1399,10 +1400,10 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
               f"Empty masks: {summary['empty_mask_rules']}", "",
               *figure_link("per-case Dice" + (" of any lesion and of each class" if multiclass
                                               else ""), "dice_boxplot.png", plotted), "",
-              f"Next step: {final_model_step(_spec(summary['config']), summary, folds)}"]
+              f"Next step: {final_model_step(*_model(summary['config']), summary, folds)}"]
     return "\n".join(lines)
 
 
-def _spec(config: Mapping[str, Any]) -> str:
-    """A recorded recipe's model and its options, as compare's ``--models`` spells them."""
-    return model_spec(config["model"], config.get("model_options") or {})
+def _model(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """A recorded recipe's model and its options."""
+    return config["model"], config.get("model_options") or {}

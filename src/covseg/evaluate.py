@@ -970,16 +970,18 @@ PLOTTED_METRICS = {"dice": "Dice", "iou": "IoU", "sensitivity": "sensitivity",
 column: the name its box reads, as compare's table names them)."""
 
 
+ANY_LESION_SCORE = "any lesion"
+"""What the scores of infection = label > 0 score beside a multi-class mask's classes (a
+picture's and a text's name of them); a mask's label name is
+:data:`covseg.data.layouts.base.ANY_LESION`."""
+
+
 def any_lesion(metric: str, multiclass: bool) -> str:
     """``metric`` named as the score of any lesion (infection = label > 0) that it is beside
     the per-class scores of multi-class masks, so that it is not read as a multi-class score:
     the name of text (a console line, a Markdown table's column); a picture's is
     :func:`drawn_name`'s."""
-    return f"{metric} (any lesion)" if multiclass else metric
-
-
-ANY_LESION = "any lesion"
-"""What the scores of infection = label > 0 score beside a multi-class mask's classes."""
+    return f"{metric} ({ANY_LESION_SCORE})" if multiclass else metric
 
 
 def drawn_name(metric: str, scored: str = "") -> str:
@@ -1004,7 +1006,7 @@ def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path
     four are named as scores of any lesion, which they are, in the classes' style ("Dice, any
     lesion" beside "Dice, ground-glass": they read "dice (any lesion)", the CSV's column)."""
     classes = lesion_class_dice(rows)
-    scored = ANY_LESION if classes else ""
+    scored = ANY_LESION_SCORE if classes else ""
     values = {drawn_name(shown, scored): [row[column] for row in rows]
               for column, shown in PLOTTED_METRICS.items()}
     values.update({drawn_name("Dice", name): dice for name, dice in classes.items()})

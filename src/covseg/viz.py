@@ -364,8 +364,9 @@ def _validation_dice(ax: Axes, history: Sequence[Mapping[str, float]], best_epoc
 
 
 def _any_lesion_dice(multiclass: bool) -> str:
-    """The kept model's Dice at the images' own size, named as metrics.json holds it: train
-    printed an ensemble's Dice, not its members', and cv a fold's test Dice."""
+    """The name the training curves (their titles, a member's legend) give the validation
+    Dice: "Dice", or for a multi-class model "Dice (any lesion)", the score of label > 0 that
+    it is (as train's and cv's lines name it), not a per-class one."""
     from covseg.evaluate import any_lesion  # evaluate draws with viz: imported here
 
     return any_lesion("Dice", multiclass)
