@@ -56,6 +56,7 @@ from covseg.checkpoint import (
     fold_index,
     full_disk_resumable,
     load_checkpoint,
+    lost_model,
     save_checkpoint,
     trained_by,
 )
@@ -487,11 +488,14 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
                                    weights)
         finished = finished_metrics(out) if holds_saved_run(out) else None  # resumed
-        if finished is not None:  # nothing left to train: every file left as it was
+        lost = lost_model(out) if (out / "metrics.json").is_file() else None
+        if finished is not None and lost is None:  # nothing to train: every file left as it was
             return AlreadyTrained(finished)
         refuse_gone_weights(out, config, [out])
         # before the clean-up: a refused resume leaves every file as it was
         pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
+        if lost is not None:
+            _forget_lost_model(out, lost)
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
@@ -530,6 +534,21 @@ def holds_saved_run(out: Path) -> bool:
     """Whether ``out`` holds a run's saved work (a checkpoint): a record and lock file beside
     none, left by a run killed before its first epoch, are replaced by the next run."""
     return _has_checkpoint(out) or (out / "best.pt").exists()
+
+
+FINISHED_RECORDS = ("metrics.json", "fold_metrics.json", "best.pt", "last.pt")
+"""A finished run's files that describe or hold its trained model: its metrics.json, and a
+cross-validation fold's test record written after it (fold_metrics.json), its best.pt and
+last.pt (the last epoch: a resume from it trains nothing, and the best epoch is not in it)."""
+
+
+def _forget_lost_model(out: Path, lost: str) -> None:
+    """Make a finished run whose model is lost (``lost``: :func:`lost_model`'s why) train again
+    from epoch 1, as a cross-validation's fold deleted is trained again: its
+    :data:`FINISHED_RECORDS` go, so that a resume stopped midway is no finished run."""
+    log.warning("%s: finished, but %s; training it again from epoch 1", out, lost)
+    for name in FINISHED_RECORDS:
+        (out / name).unlink(missing_ok=True)
 
 
 def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
