@@ -958,16 +958,15 @@ def _folds_state(out: Path, folds: int) -> tuple[FoldState, ...]:
 
 
 def _fold_state(fold_dir: Path) -> FoldState:
-    """Whether the fold wrote its record (:func:`fold_recorded`), and each of its checkpoints
-    (the run's ``last.pt``, an ensemble's members') as last written (inode, modification
-    time): every epoch a fold trains writes one anew, so a command that changed none of this
-    trained nothing."""
+    """Whether the fold finished, and each of its checkpoints (the run's ``last.pt``, an
+    ensemble's members') as last written (inode, modification time): every epoch a fold trains
+    writes one anew, so a command that changed none of this trained nothing."""
     written: list[tuple[int, int]] = []
     for checkpoint in sorted([fold_dir / "last.pt", *fold_dir.glob("member*/last.pt")]):
         with suppress(OSError):
             status = checkpoint.stat()
             written.append((status.st_ino, status.st_mtime_ns))
-    return fold_recorded(fold_dir), tuple(written)
+    return fold_done(fold_dir), tuple(written)
 
 
 STOPPED_FILE = "stopped.json"
