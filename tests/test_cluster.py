@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -254,12 +255,21 @@ def test_the_summary_on_ray_records_the_threads_its_folds_trained_under(
     assert json.loads((out / "summary.json").read_text())["threads"] == summary["threads"]
 
 
+def _fold_finished_in(fold: Path) -> None:
+    """Make ``fold`` a finished fold's folder: its fold_metrics.json, and a best.pt its
+    metrics.json records (``best_sha256``), which is taken as its model without a load."""
+    fold.mkdir()
+    (fold / "fold_metrics.json").write_text("{}")
+    (fold / "best.pt").write_bytes(b"weights")
+    (fold / "metrics.json").write_text(json.dumps(
+        {"best_sha256": hashlib.sha256(b"weights").hexdigest()}))
+
+
 def test_a_held_fold_finished_before_the_others_ended_needs_no_resume(tmp_path: Path) -> None:
     """A fold left to the run holding it, which finished it before Ray's folds ended, is no
     refusal: the summary reuses it. One still unfinished is refused, naming every such fold."""
     held = "another covseg run is writing to X (pid 7); wait for it to end, or pick another --out"
-    (tmp_path / "fold_1").mkdir()
-    (tmp_path / "fold_1" / "fold_metrics.json").write_text("{}")
+    _fold_finished_in(tmp_path / "fold_1")
     cluster._refuse_folds_left_unfinished(tmp_path, {1: held}, 3)
     with pytest.raises(CovsegError, match="^" + re.escape(
             "folds 0, 2 left unfinished to the other covseg runs writing them (another covseg run "
@@ -277,8 +287,7 @@ def test_a_held_fold_refusal_counts_folds_finished_not_trained_on_ray(tmp_path: 
         cluster._refuse_folds_left_unfinished(tmp_path, {1: held, 2: held}, 3)
     assert "trained on Ray" not in str(left.value)
     assert "; 1 of 3 folds finished: once those runs end" in str(left.value)
-    (tmp_path / "fold_2").mkdir()
-    (tmp_path / "fold_2" / "fold_metrics.json").write_text("{}")
+    _fold_finished_in(tmp_path / "fold_2")
     with pytest.raises(CovsegError, match="; 2 of 3 folds finished: once that run ends"):
         cluster._refuse_folds_left_unfinished(tmp_path, {1: held, 2: held}, 3)
 

@@ -834,6 +834,21 @@ def test_a_resume_after_a_fold_trained_again_alone_writes_the_summary_again(
     assert math.isnan(again["per_fold"][0]["precision"])
 
 
+def test_a_resume_trains_again_a_fold_whose_best_pt_is_damaged(tmp_path: Path) -> None:
+    """A finished cross-validation whose fold_0/best.pt was truncated: a --resume said "already
+    cross-validated; nothing to do". The fold is trained again, as a fold deleted is, and the
+    summary written again from the folds."""
+    data, out = load_dataset("synthetic"), tmp_path / "cv"
+    api.cross_validate(data, out, **TINY_FOLDS)
+    best = out / "fold_0" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    assert not isinstance(summary, AlreadyTrained)
+    assert summary["resumed_by"][-1]["trained_folds"] is True
+    assert crossval.fold_done(out / "fold_0")
+    assert isinstance(api.cross_validate(data, out, resume=True, **TINY_FOLDS), AlreadyTrained)
+
+
 def test_a_finished_cv_copied_without_its_file_times_resumes_as_finished(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished cv was told by file times: summary.json written after every fold's

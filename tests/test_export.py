@@ -198,7 +198,8 @@ def test_damaged_metadata_is_refused_in_one_line(
         tmp_path: Path, tiny_run: Path, edit: Any, what: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Metadata re-saved by other tools or edited by hand (not JSON, no size, a text
-    threshold) gave a JSONDecodeError, KeyError or ValueError traceback at predict time."""
+    threshold) gave a JSONDecodeError, KeyError or ValueError traceback at predict time. The
+    export the line advises replaces the file: it was refused as "no earlier covseg export"."""
     bad = _with_raw_meta(export_onnx(tiny_run, tmp_path / "model.onnx"), tmp_path / "bad.onnx",
                          edit)
     image = tmp_path / "slice.npy"
@@ -210,6 +211,8 @@ def test_damaged_metadata_is_refused_in_one_line(
     assert what in err and err.count("\n") == 1
     assert err.endswith("); export the run again with `covseg export`\n")
     assert not out.exists()
+    assert main(["export", "--model", str(tiny_run), "--out", str(bad)]) == 0
+    assert main(["predict", str(image), "--onnx", str(bad), "--out", str(out)]) == 0
 
 
 @NEEDS_ONNX

@@ -873,6 +873,39 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
 
 
+@pytest.mark.parametrize("harm", ["truncated", "deleted", "deleted with last.pt"])
+def test_a_finished_run_whose_best_pt_is_lost_is_told_so_and_trained_again_on_resume(
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture,
+        harm: str) -> None:
+    """A finished run's best.pt truncated or deleted: predict of the run folder said "not a
+    covseg checkpoint ...; pass a run folder" (one was passed) or "no such checkpoint", and a
+    --resume said "already trained; nothing to do" without looking at it. The folder is now
+    told to be trained again by the command that made it and --resume, which does so from
+    epoch 1, as a cross-validation's fold deleted is trained again."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    train_module.train(config, data, out, progress=False)
+    best = out / "best.pt"
+    if harm == "truncated":
+        best.write_bytes(best.read_bytes()[:1000])
+    else:
+        best.unlink()
+        if harm == "deleted with last.pt":
+            (out / "last.pt").unlink()
+    why = r"damaged \(.*\)" if harm == "truncated" else "gone"
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(out))}: finished, but its best.pt is {why}; train "
+            r"it again with the .* command that made it and (--resume|resume=True)")):
+        load_checkpoint(out)
+    with caplog.at_level(logging.WARNING, logger="covseg"):
+        again = train_module.train(config, data, out, resume=True, progress=False)
+    assert not isinstance(again, train_module.AlreadyTrained)
+    assert "training it again from epoch 1" in caplog.text
+    assert load_checkpoint(out)["meta"]["epoch"] == 1
+    assert isinstance(train_module.train(config, data, out, resume=True, progress=False),
+                      train_module.AlreadyTrained)
+
+
 def test_a_finished_runs_files_are_kept_by_the_clean_up_of_a_stopped_resume(
         tmp_path: Path) -> None:
     """A finished run (metrics.json) whose last.pt was deleted to save room is no unsaved run:

@@ -106,6 +106,7 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
         if not (run / "best.pt").is_file():  # a run's folder holds its model, whatever else
             _refuse_folds_holder(run)
         _refuse_unfinished(run)
+        _refuse_lost_model(run)
     path = checkpoint_file(path)
     if not path.is_file():
         refuse_special_file(path, "a run folder or its best.pt")
@@ -331,6 +332,54 @@ def _refuse_unfinished(run: Path) -> None:
                       "they are")
 
 
+def _refuse_lost_model(run: Path) -> None:
+    """Refuse a finished run whose best.pt is gone or damaged (:func:`lost_model`), saying how to
+    get it back: a resume of the command that made it trains it again. It was told "no such
+    checkpoint" or "not a covseg checkpoint; pass a run folder", of the run folder it was
+    given, and a resume said there was nothing to do."""
+    if not (run / "metrics.json").is_file():
+        return
+    lost = lost_model(run)
+    if lost is not None:
+        raise CovsegError(f"{run}: finished, but {lost}; train it again with "
+                          f"{_finish_with(run)}")
+
+
+def lost_model(run: Path) -> str | None:
+    """Why the finished run ``run`` has no model to serve, None where it has: its best.pt gone,
+    or damaged (it does not load, or is no covseg checkpoint: truncated, overwritten). One that
+    is the file its metrics.json records (``best_sha256``) is not loaded to tell: hashed once
+    for each file identity (:func:`~covseg.volumes.model_hash`). A best.pt only unreadable to
+    this user, or from a newer covseg, is sound: loading it says what to do."""
+    from covseg.volumes import model_hash  # it imports this module
+
+    best = run / "best.pt"
+    if not best.is_file():
+        return "its best.pt is gone"
+    recorded = recorded_best_sha256(run)
+    try:
+        if recorded is not None and model_hash(str(best)) == recorded:
+            return None
+        payload = torch.load(best, map_location="cpu", weights_only=True)
+    except (PermissionError, CovsegError):  # unreadable to this user (the hash says so)
+        return None
+    except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
+        return f"its best.pt is damaged ({torch_load_failure(exc)})"
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        return "its best.pt is damaged (no covseg header)"
+    return None
+
+
+def recorded_best_sha256(run: Path) -> str | None:
+    """The SHA-256 of best.pt that the finished run ``run``'s metrics.json records, None where
+    it records none (written before covseg kept it) or cannot be read."""
+    try:
+        recorded = json.loads((run / "metrics.json").read_text()).get("best_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
 def _refuse_in_training(run: Path) -> None:
     """Refuse ``run`` where a covseg run is training it (one of :func:`_trainers` locked), naming
     that run, as it is no run stopped midway: "finish it with --resume" was then refused as
@@ -387,11 +436,10 @@ def _warn_replaced(run: Path) -> None:
     (:func:`~covseg.volumes.model_hash`), not at every load."""
     from covseg.volumes import model_hash  # it imports this module
 
-    try:
-        recorded = json.loads((run / "metrics.json").read_text()).get("best_sha256")
-    except (OSError, ValueError, AttributeError):
+    recorded = recorded_best_sha256(run)
+    if recorded is None:
         return
-    actual = model_hash(str(run / "best.pt")) if isinstance(recorded, str) else None
+    actual = model_hash(str(run / "best.pt"))
     seen = (run.resolve(), actual or "")
     if actual is not None and actual != recorded and seen not in _WARNED_REPLACED:
         _WARNED_REPLACED.add(seen)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from covseg.checkpoint import final_model_step, fold_folders, fold_index
+from covseg.checkpoint import final_model_step, fold_folders, fold_index, lost_model
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
@@ -140,7 +140,15 @@ def own_patients(data: LoadedData) -> int:
 
 
 def fold_done(fold_dir: Path) -> bool:
-    """Whether the fold in ``fold_dir`` finished (its fold_metrics.json, written last)."""
+    """Whether the fold in ``fold_dir`` finished (its fold_metrics.json, written last) and still
+    holds its model: one whose best.pt is gone or damaged (:func:`~covseg.checkpoint.lost_model`)
+    is trained again, as a fold deleted is (a resume said "already cross-validated")."""
+    return fold_recorded(fold_dir) and lost_model(fold_dir) is None
+
+
+def fold_recorded(fold_dir: Path) -> bool:
+    """Whether the fold in ``fold_dir`` wrote its fold_metrics.json: work a cross-validation
+    without --resume must not replace, its model lost or not (:func:`fold_done`)."""
     return (fold_dir / "fold_metrics.json").is_file()
 
 
@@ -248,7 +256,7 @@ def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
     fold ``fold``'s folder only, so that folds run side by side into one ``out`` never count
     each other's."""
     folders = [out / f"fold_{fold}"] if fold is not None else fold_folders(out)
-    held = [folder for folder in folders if fold_done(folder) or holds_saved_run(folder)]
+    held = [folder for folder in folders if fold_recorded(folder) or holds_saved_run(folder)]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
 

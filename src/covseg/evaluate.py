@@ -386,8 +386,12 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
     (its voxel spacing in mm, its file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
-        raise CovsegError(f"{stem}: {_sizes(pred, pred_volume, truth, truth_volume)} differ in "
-                          "size" + cropped_segmentation_advice(reshaped=[pred_path, truth_path]))
+        advice = (cropped_segmentation_advice(reshaped=[pred_path, truth_path])
+                  or "; predict again from the image or CT this truth was drawn on (covseg "
+                  "predict writes each mask on its input's grid)")
+        raise CovsegError(f"{pred_path or stem} and {truth_path}: "
+                          f"{_sizes(pred, pred_volume, truth, truth_volume)} differ in size"
+                          + advice)
     if pred_volume and truth_volume:
         differences = grid_differences(pred_volume, truth_volume)
         if differences:

@@ -143,11 +143,17 @@ def _refuse_other_file(out: Path, checkpoint: str | os.PathLike[str], onnx: Any)
     """Refuse an existing ``out`` that is no earlier export of this run (or checkpoint): export
     replaced any ``.onnx`` file without a word, another run's export or a file that is no ONNX
     at all, where visualize and evaluate replace only what an earlier call of theirs wrote.
-    An export of this run is replaced (a re-export after more training)."""
+    An export of this run is replaced (a re-export after more training), and so is one whose
+    covseg metadata is damaged (:func:`read_meta`), which predict refuses saying to export the
+    run again: that export was refused as "no earlier covseg export"."""
     if not out.exists():
         return
-    meta = _covseg_meta(out, onnx)
-    source = (meta.get(EXPORT_KEY) or {}).get("source") if meta is not None else None
+    raw = _covseg_entry(out, onnx)
+    try:
+        meta = read_meta(raw, out) if raw is not None else None
+    except CovsegError:
+        return
+    source = meta.get(EXPORT_KEY, {}).get("source") if meta is not None else None
     if isinstance(source, str) and _same_file(source, checkpoint):
         return
     if isinstance(source, str):
@@ -166,20 +172,14 @@ def _same_file(source: str, checkpoint: str | os.PathLike[str]) -> bool:
     return checkpoint_file(source).resolve() == checkpoint_file(checkpoint).resolve()
 
 
-def _covseg_meta(path: Path, onnx: Any) -> dict[str, Any] | None:
-    """The covseg metadata of the export at ``path`` (its :data:`EXPORT_KEY` entry names the
-    run or checkpoint exported, since 5 Dec); None for any other file: no ONNX, another tool's
-    ONNX."""
+def _covseg_entry(path: Path, onnx: Any) -> str | None:
+    """The covseg metadata entry (:data:`META_KEY`) of the export at ``path``, as written; None
+    for any other file: no ONNX, another tool's ONNX."""
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001  protobuf and onnx raise their own decode errors
         return None
-    raw = next((entry.value for entry in graph.metadata_props if entry.key == META_KEY), None)
-    try:
-        meta = json.loads(raw or "null")
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) else None
+    return next((entry.value for entry in graph.metadata_props if entry.key == META_KEY), None)
 
 
 def damaged_meta(path: Path, what: str) -> CovsegError:

@@ -57,6 +57,7 @@ from covseg.checkpoint import (
     fold_index,
     full_disk_resumable,
     load_checkpoint,
+    lost_model,
     save_checkpoint,
     trained_by,
 )
@@ -500,9 +501,12 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         finished = _already_trained(out)  # a resume that ended in between may have finished it
         if finished is not None:
             return finished
+        lost = lost_model(out) if (out / "metrics.json").is_file() else None
         refuse_gone_weights(out, config, [out])
         # before the clean-up: a refused resume leaves every file as it was
         pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
+        if lost is not None:
+            _forget_lost_model(out, lost)
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
@@ -529,9 +533,10 @@ def drop_resume_state(out: Path) -> None:
 
 
 def _already_trained(out: Path) -> AlreadyTrained | None:
-    """The metrics of the finished run ``out`` holds (nothing left to train), None for none."""
+    """The metrics of the finished run ``out`` holds (nothing left to train), None for none or
+    where its model is lost (:func:`~covseg.checkpoint.lost_model`: trained again)."""
     finished = finished_metrics(out) if holds_saved_run(out) else None
-    return None if finished is None else AlreadyTrained(finished)
+    return None if finished is None or lost_model(out) is not None else AlreadyTrained(finished)
 
 
 class AlreadyTrained(dict[str, Any]):
@@ -560,6 +565,21 @@ def holds_saved_run(out: Path) -> bool:
     """Whether ``out`` holds a run's saved work (a checkpoint): a record and lock file beside
     none, left by a run killed before its first epoch, are replaced by the next run."""
     return _has_checkpoint(out) or (out / "best.pt").exists()
+
+
+FINISHED_RECORDS = ("metrics.json", "fold_metrics.json", "best.pt", "last.pt")
+"""A finished run's files that describe or hold its trained model: its metrics.json, and a
+cross-validation fold's test record written after it (fold_metrics.json), its best.pt and
+last.pt (the last epoch: a resume from it trains nothing, and the best epoch is not in it)."""
+
+
+def _forget_lost_model(out: Path, lost: str) -> None:
+    """Make a finished run whose model is lost (``lost``: :func:`lost_model`'s why) train again
+    from epoch 1, as a cross-validation's fold deleted is trained again: its
+    :data:`FINISHED_RECORDS` go, so that a resume stopped midway is no finished run."""
+    log.warning("%s: finished, but %s; training it again from epoch 1", out, lost)
+    for name in FINISHED_RECORDS:
+        (out / name).unlink(missing_ok=True)
 
 
 def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:

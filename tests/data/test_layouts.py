@@ -2007,21 +2007,24 @@ def test_files_of_no_layout_named_as_masks_are_not_said_to_lack_masks(tmp_path: 
 def test_images_beside_their_masks_are_told_where_the_masks_go(tmp_path: Path) -> None:
     """x.png beside x_mask.png (a side-by-side export) in images/ with no masks/ beside it lost
     the advice to put the masks in masks/ beside images/ to "files found in none of the data
-    layouts", which says not what to move where; so did such a folder of another name."""
+    layouts", which says not what to move where; so did such a folder of another name. The
+    masks were listed as images ("images or CT scans found (s0.png, s0_mask.png, s1.png) but no
+    masks"): they are named apart, as found beside their images."""
     grey = np.full((8, 8), 100)
     images = tmp_path / "data" / "images"
     for stem in ("s0", "s1"):
         _save_png(images / f"{stem}.png", grey)
     _save_png(images / "s0_mask.png", grey > 50)
     assert _refusal(images) == (
-        f"{images}: images or CT scans found (s0.png, s0_mask.png, s1.png) but no masks; put "
+        f"{images}: images found (s0.png, s1.png) with their masks beside them (s0_mask.png) "
+        "but no masks/ folder; put "
         f"their masks in masks/ beside images/ in {images.parent}, under the same file stems, "
         f"and give {images.parent} (covseg predict segments them as they are)")
     export = images.rename(tmp_path / "data" / "export")
     assert _refusal(export) == (
-        f"{export}: images or CT scans found (s0.png, s0_mask.png, s1.png) but no masks; a data "
-        "folder holds them in images/ and their masks in masks/, under the same file stems "
-        "(covseg predict segments them as they are)")
+        f"{export}: images found (s0.png, s1.png) with their masks beside them (s0_mask.png) but "
+        "no masks/ folder; a data folder holds them in images/ and their masks in masks/, under "
+        "the same file stems (covseg predict segments them as they are)")
 
 
 @pytest.mark.parametrize("name", ["CT_Label.nii.gz", "rp_msk.nii.gz", "Lesion_Segmentation.nii",

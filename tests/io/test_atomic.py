@@ -74,6 +74,16 @@ def test_output_file_wants_the_suffix_and_no_folder(tmp_path: Path) -> None:
     assert output_file(tmp_path / "M.ONNX", ".onnx", "ONNX model") == tmp_path / "M.ONNX"
 
 
+def test_a_file_in_the_way_of_an_output_files_folder_is_named_as_such(tmp_path: Path) -> None:
+    """``touch f; covseg export --out f/x.onnx`` was told "f: a file is in the way (the output is
+    a folder)": the output is a file, x.onnx, in the folder f."""
+    (tmp_path / "f").write_text("")
+    with pytest.raises(CovsegError) as raised:
+        output_file(tmp_path / "f" / "x.onnx", ".onnx", "ONNX model")
+    assert str(raised.value) == (f"{tmp_path / 'f'}: a file is in the way of the folder "
+                                 f"{tmp_path / 'f'} that is to hold x.onnx; pick another --out")
+
+
 def test_outputs_are_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mkstemp makes its file 0600: outputs in a shared results folder were left unreadable
     to other users unless given the umask's mode before the rename; nothing pinned it. The

@@ -794,3 +794,16 @@ def test_unetpp_built_in_two_threads_at_once_leaves_stdout_as_it_was() -> None:
     sys.stdout = stdout  # put back for the rest of the suite before asserting
     assert restored is stdout
     assert first_done.is_set() and second_inside.is_set()
+
+
+@pytest.mark.parametrize(("typed", "value"), [
+    (".5", 0.5), ("5.", 5.0), ("-.25", -0.25), ("+2", 2), ("2e-1", 0.2), ("0.5", 0.5),
+    ("8", 8), ("true", True), ("resnet101", "resnet101"), ("1.2.3", "1.2.3"), ("nan", "nan")])
+def test_a_model_option_takes_numbers_as_python_writes_them(typed: str, value: object) -> None:
+    """``--model-option width=.5`` and ``miniseg:width=.5`` were refused "must be a number": the
+    value was read as JSON alone, which takes no ``.5`` or ``5.``."""
+    from covseg.compare import parse_model_spec
+
+    parsed = registry.parse_option_value(typed)
+    assert parsed == value and type(parsed) is type(value)
+    assert parse_model_spec(f"miniseg:width={typed}") == ("miniseg", {"width": value})

@@ -32,17 +32,19 @@ def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
     if not target.name.lower().endswith(suffix):
         raise CovsegError(f"{target}: the {kind} to write must end in {suffix}, "
                           f"e.g. {target.with_name(target.stem + suffix)}")
-    output_folder(target.parent)
+    output_folder(target.parent, holds=target)
     return target
 
 
-def output_folder(target: str | os.PathLike[str], option: str | None = None) -> Path:
+def output_folder(target: str | os.PathLike[str], option: str | None = None,
+                  holds: Path | None = None) -> Path:
     """``target`` as a folder to write into, checked before any work: a file there, or in place
     of a folder above it, would stop the run at its first write with an OS error (raw
     NotADirectoryError or FileExistsError from the API). ``option``: what the error says to
-    change (``--out`` on the command line, ``out`` from the API, by default)."""
+    change (``--out`` on the command line, ``out`` from the API, by default); ``holds``: the
+    output file ``target`` is the folder of, where the output is a file (an export's
+    ``f/x.onnx``), which the error names: it said "(the output is a folder)" of ``f``."""
     if option is None:
-
         option = option_name("out")
     target = Path(target)
     link = dangling_link(target, option)
@@ -50,8 +52,11 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None) -> 
         raise CovsegError(link)
     existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
     if existing is not None and not existing.is_dir():
-        where = (" (the output is a folder)" if existing == target
-                 else f" of the output folder {target}")
+        if holds is not None:
+            where = f" of the folder {target} that is to hold {holds.name}"
+        else:
+            where = (" (the output is a folder)" if existing == target
+                     else f" of the output folder {target}")
         raise CovsegError(f"{existing}: a file is in the way{where}; pick another {option}")
     return target
 
@@ -118,7 +123,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
     prefix, suffix = _temporary_affixes(target)
     try:
-        output_folder(target.parent).mkdir(parents=True, exist_ok=True)
+        output_folder(target.parent, holds=target).mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     except OSError as exc:
         raise _unwritable(target, exc) from None

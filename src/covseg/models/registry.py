@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import numbers
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -279,13 +280,21 @@ def _too_large(name: str, options: Mapping[str, Any]) -> CovsegError:
                        f"in memory; lower {' or '.join(large) or 'its options'}")
 
 
+PYTHON_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A number as Python writes it, which JSON does not read: ``.5``, ``5.``, ``+2``, ``07``."""
+
+
 def parse_option_value(text: str) -> Any:
     """A model option's value as typed (``--model-option`` or a compare spec): JSON where it
-    parses (``32``, ``1.5``, ``true``), else the text itself (``resnet101``)."""
+    parses (``32``, ``1.5``, ``true``), a number as Python writes it (``.5``, ``5.``: refused
+    as "must be a number" where JSON was read alone), else the text itself (``resnet101``)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        pass
+    if PYTHON_NUMBER.fullmatch(text):
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    return text
 
 
 def model_options(name: str) -> dict[str, Any]:

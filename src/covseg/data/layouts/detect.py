@@ -268,14 +268,27 @@ def _what_it_holds(root: Path) -> str:
         return (f"{root}: files found ({named}) in none of the data layouts covseg reads, so "
                 f"none was read; it reads {LAYOUTS_READ}")
     if scans and absolute.name in FOLDERS_IMAGES:  # a data folder's images/, no masks/ beside
-        return (f"{root}: images or CT scans found ({named}) but no masks; put their masks in "
-                f"masks/ beside {absolute.name}/ in {absolute.parent}, under the same file "
-                f"stems, and give {absolute.parent} (covseg predict segments them as they are)")
+        return (f"{root}: {_found_without_masks(scans)}; put their masks in masks/ beside "
+                f"{absolute.name}/ in {absolute.parent}, under the same file stems, and give "
+                f"{absolute.parent} (covseg predict segments them as they are)")
     if scans:
-        return (f"{root}: images or CT scans found ({named}) but no masks; a data folder holds "
-                "them in images/ and their masks in masks/, under the same file stems (covseg "
-                "predict segments them as they are)")
+        return (f"{root}: {_found_without_masks(scans)}; a data folder holds them in images/ "
+                "and their masks in masks/, under the same file stems (covseg predict segments "
+                "them as they are)")
     return ""
+
+
+def _found_without_masks(scans: list[Path]) -> str:
+    """What a folder of ``scans`` without masks/ holds, the masks among them named apart where
+    they lie beside their images (``x_mask.png`` by ``x.png``): they were listed as images, "but
+    no masks"."""
+    beside = set(masks_beside([volume_stem(path) for path in scans]))
+    if not beside:
+        return f"images or CT scans found ({examples([path.name for path in scans])}) but no masks"
+    images, masks = ([path.name for path in scans if (volume_stem(path) in beside) is mask]
+                     for mask in (False, True))
+    return (f"images found ({examples(images)}) with their masks beside them ({examples(masks)}) "
+            "but no masks/ folder")
 
 
 def _named_as_mask(path: Path) -> bool:
