@@ -874,6 +874,7 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
 
 
 @pytest.mark.parametrize("harm", ["truncated", "deleted", "deleted with last.pt"])
+@pytest.mark.usefixtures("last_pt_kept")  # as a run an earlier covseg finished keeps it
 def test_a_finished_run_whose_best_pt_is_lost_is_told_so_and_trained_again_on_resume(
         tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture,
         harm: str) -> None:
