@@ -647,6 +647,8 @@ def test_an_ensemble_members_damaged_moving_average_is_refused_naming_its_last_p
     out = tmp_path / "run"
     train_module.train(config, data, out, progress=False)
     (out / "metrics.json").unlink()
+    # a member stopped before its metrics.json resumes from its last.pt; a finished one reads none
+    (out / "member1-unet" / "metrics.json").unlink()
     last = out / "member1-unet" / "last.pt"
     torch.save({**torch.load(last, weights_only=True), "moving_average": {}}, last)
     with pytest.raises(CovsegError, match=rf"^{re.escape(str(last))}: a damaged checkpoint "
@@ -694,6 +696,33 @@ def test_an_ensemble_keeps_its_members_last_pt_until_it_finishes_then_deletes_th
     again = train_module.train(config, data, out, resume=True, progress=False)
     assert isinstance(again, train_module.AlreadyTrained)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-by-one", "side-by-side"])
+def test_a_finished_member_is_not_trained_again_on_its_ensembles_resume(
+        synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        threads: int) -> None:
+    """A member finished (its metrics.json and best.pt) whose last.pt is gone, as a finished
+    run deletes it, was trained again from epoch 1 by the resume that finished its ensemble
+    (stopped before the ensemble's metrics.json): every file of the member was rewritten, its
+    best.pt another model. It is left as it is, as a finished run is by its own resume."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet,unet", model_options={"width": 4}, epochs=1, size=64,
+                         batch_size=4)
+    out = tmp_path / "run"
+    train_module.train(config, data, out, progress=False)
+    (out / "metrics.json").unlink()
+    kept = _member_files(out)
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert (out / "metrics.json").is_file() and not list(out.rglob("last.pt"))
+    assert _member_files(out) == kept
+
+
+def _member_files(out: Path) -> dict[Path, tuple[bytes, int]]:
+    """Each file in an ensemble's member folders: its bytes and modification time."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("member*/*")
+            if p.is_file()}
 
 
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:

@@ -1112,13 +1112,19 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     ``lung_sha256``: the lung model its command pinned (:func:`pin_lungs`);
     ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
-    ``record``: more for its config.json (see :func:`train`)."""
+    ``record``: more for its config.json (see :func:`train`). A finished network (its
+    metrics.json: an ensemble's member, resumed after a stop before the ensemble's end) trains
+    nothing and leaves its files as they are, as a finished run's resume does, its last.pt and
+    log.csv there or not (:func:`drop_resume_state`)."""
     from monai.data import DataLoader, Dataset
     from monai.losses import DeepSupervisionLoss
     from monai.transforms import CastToTyped, Compose
 
     from covseg.augmentation import augmentation
 
+    finished = _already_trained(out)
+    if finished is not None:
+        return finished
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
