@@ -53,7 +53,7 @@ from torch.optim.swa_utils import update_bn
 
 from covseg.checkpoint import fold_folders
 from covseg.compare import paired_wilcoxon
-from covseg.crossval import finished_fold, fold_done, read_fold_record
+from covseg.crossval import finished_fold, fold_recorded, read_fold_record
 from covseg.data.layouts import load_dataset
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
@@ -191,16 +191,16 @@ def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
 def checkpoints(run: Path) -> list[str]:
     """``best.pt`` and, where every fold of the run kept it (single models of a covseg before 7
     Dec; ensembles keep only their average), ``last.pt``."""
-    folds = range(len(fold_cases(run)))
-    return ["best.pt"] + (["last.pt"] if all((run / f"fold_{k}" / "last.pt").is_file()
-                                             for k in folds) else [])
+    folds = [fold for fold in run.glob("fold_*") if fold.name.removeprefix("fold_").isdigit()]
+    return [name for name in ("best.pt", "last.pt")
+            if folds and all((fold / name).is_file() for fold in folds)]
 
 
 def fold_cases(run: Path) -> list[list[str]]:
     """Each finished fold's held-out case ids, in fold order, its fold_metrics.json read as a
     resume reads it (:func:`~covseg.crossval.finished_fold`): a damaged one is refused in one
     line naming it, which ended in a JSONDecodeError or KeyError traceback."""
-    folds = [fold for fold in fold_folders(run) if fold_done(fold)]
+    folds = [fold for fold in fold_folders(run) if fold_recorded(fold)]
     return [[row["case_id"] for row in finished_fold(fold)["per_case"]] for fold in folds]
 
 
@@ -213,7 +213,7 @@ def finished_folds(run: Path) -> list[list[str]]:
     if not splits:
         sys.exit(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
     unfinished = [f"fold_{k}" for k in range(len(splits))
-                  if not fold_done(run / f"fold_{k}")]
+                  if not fold_recorded(run / f"fold_{k}")]
     if unfinished:
         sys.exit(f"{run}: {', '.join(unfinished)} unfinished while later folds are done; finish "
                  "the cross-validation (covseg cv ... --resume) first")

@@ -439,7 +439,8 @@ def test_cross_validation_fold_by_fold_matches_one_run(
                              (["--folds", "3", "--fold", "0"],
                               ("finished on another split of the data (2 folds then, 3 now); "
                               "resume with --folds 2"))):
-        changed = [*recipe[2:], *change] if change[0] == "--folds" else [*recipe, *change]
+        changed = ([*recipe[2:], *change] if change[0] == "--folds"  # each option given once
+                   else [*recipe[:2], *change, *recipe[4:]])
         code, _, err = _run(capsys, "cv", str(synthetic_folder), "--out",
                             str(tmp_path / "whole"), *changed, "--resume")
         _assert_one_line_error(code, err, fragment)

@@ -710,7 +710,8 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
                      f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
     caption = f"per-case {columns[0]} by model and paired differences from the baseline"
-    lines += ["", *figure_link(caption, "comparison_boxplot.png", plotted), "", _next_step(result)]
+    lines += ["", *(figure_link(caption, "comparison_boxplot.png", plotted) or [""]),
+              _next_step(result)]
     return "\n".join(lines)
 
 

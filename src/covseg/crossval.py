@@ -934,8 +934,9 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     return summary
 
 
-FoldState = tuple[bool, tuple[tuple[int, int], ...]]
-"""What a fold holds (:func:`_fold_state`): whether it finished, and its checkpoints' writes."""
+FoldState = tuple[bool, bool, tuple[tuple[int, int], ...]]
+"""What a fold holds (:func:`_fold_state`): whether it finished, whether it wrote its
+fold_metrics.json, and its run's files' writes."""
 
 
 @dataclass(frozen=True)
@@ -956,7 +957,7 @@ class Begun:
     @property
     def trains(self) -> bool:
         """Whether some fold was unfinished as the command began."""
-        return not all(finished for finished, _ in self.saved)
+        return not all(finished for finished, *_ in self.saved)
 
 
 def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
@@ -987,17 +988,18 @@ def _folds_state(out: Path, folds: int) -> tuple[FoldState, ...]:
 
 
 def _fold_state(fold_dir: Path) -> FoldState:
-    """Whether the fold finished, and each of its run's files an epoch or its end writes (the
-    run's and an ensemble's members' ``last.pt``, and ``metrics.json``, written as ``last.pt``
-    is deleted at the run's end) as last written (inode, modification time): a command that
-    changed none of them trained nothing."""
+    """Whether the fold finished (:func:`fold_done`: its model there), whether it wrote its
+    fold_metrics.json (a test of a fold with no model counts: the command ran it), and each of
+    its run's files an epoch or its end writes (the run's and an ensemble's members'
+    ``last.pt``, and ``metrics.json``, written as ``last.pt`` is deleted at the run's end) as
+    last written (inode, modification time): a command that changed none of them ran nothing."""
     written: list[tuple[int, int]] = []
     runs = [fold_dir, *fold_dir.glob("member*")]
     for checkpoint in sorted(run / name for run in runs for name in ("last.pt", "metrics.json")):
         with suppress(OSError):
             status = checkpoint.stat()
             written.append((status.st_ino, status.st_mtime_ns))
-    return fold_done(fold_dir), tuple(written)
+    return fold_done(fold_dir), fold_recorded(fold_dir), tuple(written)
 
 
 STOPPED_FILE = "stopped.json"
@@ -1406,8 +1408,8 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     hd95 = hd95_undefined_line(summary)
     lines += [*([""] + hd95 if hd95 else []), "", UNDEFINED_NOTE, "",
               f"Empty masks: {summary['empty_mask_rules']}", "",
-              *figure_link("per-case Dice" + (" of any lesion and of each class" if multiclass
-                                              else ""), "dice_boxplot.png", plotted), "",
+              *(figure_link("per-case Dice" + (" of any lesion and of each class" if multiclass
+                                               else ""), "dice_boxplot.png", plotted) or [""]),
               f"Next step: {final_model_step(*_model(summary['config']), summary, folds)}"]
     return "\n".join(lines)
 
