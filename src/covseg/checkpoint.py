@@ -27,6 +27,7 @@ from covseg.io.lock import holder
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure, without_weights_file
 from covseg.provenance import API_COMMAND, option_given
+from covseg.records import read_record
 from covseg.transforms import INTENSITY_MODES
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _refuse_folds_holder(folder: Path) -> None:
     folds = fold_folders(folder)
     if (folder / "summary.json").is_file() or folds:
         example = folds[0] if folds else folder / "fold_0"
-        summary = _read_json(folder / "summary.json")
+        summary = read_record(folder / "summary.json") or {}
         config = summary.get("config", {})
         step = final_model_step(config.get("model"), config.get("model_options") or {},
                                 summary, len(folds))
@@ -155,7 +156,7 @@ def _refuse_folds_holder(folder: Path) -> None:
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
         example = (models[0] if models else folder / "MODEL") / "fold_0"
-        comparison = _read_json(folder / "comparison.json")
+        comparison = read_record(folder / "comparison.json") or {}
         step = final_model_step(*_spec_parts(best_compared(comparison.get("models", []))),
                                 comparison, comparison.get("folds"))
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
@@ -167,15 +168,6 @@ def _spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
     """A compared model's ``spec`` as its name and options (None and none: no spec)."""
     from covseg.compare import parse_model_spec  # compare reads checkpoints
     return parse_model_spec(spec) if spec else (None, {})
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; {} where it is missing, unreadable or no object."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _option_pair(key: str, value: Any) -> str:
@@ -373,10 +365,7 @@ def lost_model(run: Path) -> str | None:
 def recorded_best_sha256(run: Path) -> str | None:
     """The SHA-256 of best.pt that the finished run ``run``'s metrics.json records, None where
     it records none (written before covseg kept it) or cannot be read."""
-    try:
-        recorded = json.loads((run / "metrics.json").read_text()).get("best_sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
+    recorded = (read_record(run / "metrics.json") or {}).get("best_sha256")
     return recorded if isinstance(recorded, str) else None
 
 
