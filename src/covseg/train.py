@@ -16,7 +16,6 @@ stay fast.
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import json
 import logging
@@ -105,6 +104,7 @@ from covseg.provenance import (
     utc_now,
 )
 from covseg.records import content_hash, read_record
+from covseg.report import read_rows
 from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
 from covseg.viz import MemberCurves, drawn, members_curves, training_curves
@@ -498,10 +498,12 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     with writing_to(out):
         if not saved:  # checked under the lock: a run may have saved here in between
             config = _check_run_folder(out, config, resume, fingerprint, split, weights)
-        finished = _already_trained(out)  # a resume that ended in between may have finished it
-        if finished is not None:
-            return finished
+        # a resume that ended in between may have finished it; its model is judged once here
+        # (lost_model loads a best.pt whose SHA-256 its metrics.json does not record)
         lost = lost_model(out) if (out / "metrics.json").is_file() else None
+        done = finished_metrics(out) if lost is None else None
+        if done is not None:
+            return AlreadyTrained(done)
         refuse_gone_weights(out, config, [out])
         # before the clean-up: a refused resume leaves every file as it was
         pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
@@ -1327,9 +1329,8 @@ def _members_curves(members: Sequence[tuple[Path, Mapping[str, Any]]], validated
     drawn_members = []
     for folder, metrics in members:
         try:
-            with (folder / "log.csv").open(newline="") as handle:
-                rows = [{key: float(value) for key, value in row.items() if value}
-                        for row in csv.DictReader(handle)]
+            rows = [{key: float(value) for key, value in row.items() if value}
+                    for row in read_rows(folder / "log.csv")]
         except OSError as exc:
             raise ValueError(f"{folder / 'log.csv'}: {exc.strerror or exc}") from None
         drawn_members.append(MemberCurves(
