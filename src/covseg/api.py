@@ -55,13 +55,11 @@ from covseg.config import (
 from covseg.crossval import (
     begin,
     check_cv_folder,
-    check_finished_folds,
     check_fold_index,
-    checked_fold_weights,
+    checked_cv_folder,
     cross_validate_fold,
     cross_validate_held,
     finished_resume,
-    make_folds,
     pinned_lungs,
     reads_finished,
     refuse_gone_fold_weights,
@@ -163,7 +161,6 @@ from covseg.train import (
     DATA_FINGERPRINT,
     callers_generators_kept,
     check_recipe,
-    check_run_seed,
     check_train_folder,
     refuse_other_output,
 )
@@ -595,11 +592,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                 with nullcontext() if finished else joined(ray, cpus):
                     if loaded is None:
                         loaded = _load(data, recipe)
-                    splits = make_folds(loaded, folds, recipe.seed)[0]
-                    check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
-                    # a refusal is no stopped run
-                    check_finished_folds(recipe, loaded, out, splits)
-                    weights = checked_fold_weights(recipe, out, len(splits))
+                    # before fold 0 trains (its seed, not at fold 1): a refusal is no stopped run
+                    (splits, _), weights = checked_cv_folder(recipe, loaded, out, folds, resume)
                     # timed as a run here: whether it trains is known before its folds run on Ray
                     begun = begin(out, len(splits), resume, started, started_utc)
                     cv_notes = None

@@ -857,20 +857,21 @@ def finished_resume(config: TrainConfig, data: LoadedData, out: Path, folds: int
                     verb: str = CV_VERB, weights: Mapping[str, str | None] | None = None
                     ) -> AlreadyTrained | None:
     """The summary of the finished cross-validation in ``out`` that a --resume returns, its
-    folds checked as a run's are (:func:`_checked_cv_folder`), None where it is not finished.
+    folds checked as a run's are (:func:`checked_cv_folder`), None where it is not finished.
     Judged before ``out``'s lock is taken, which would replace a stale lock file (a run killed
     outright left it) and remove it: a finished or refused resume leaves every file as it was."""
     if not reads_finished(out, folds):
         return None
-    (splits, _), _ = _checked_cv_folder(config, data, out, folds, True, verb, weights)
+    (splits, _), _ = checked_cv_folder(config, data, out, folds, True, verb, weights)
     finished = finished_summary(out, len(splits))
     return None if finished is None else AlreadyTrained(finished)
 
 
-def _checked_cv_folder(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
-                       resume: bool, verb: str, weights: Mapping[str, str | None] | None
-                       ) -> tuple[tuple[list[tuple[list[str], list[str]]], str],
-                                  Mapping[str, str | None]]:
+def checked_cv_folder(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
+                      resume: bool, verb: str = CV_VERB,
+                      weights: Mapping[str, str | None] | None = None
+                      ) -> tuple[tuple[list[tuple[list[str], list[str]]], str],
+                                 Mapping[str, str | None]]:
     """The folds of ``data`` and how they were made (:func:`make_folds`), and the ``weights=``
     file's SHA-256 (``weights``, or :func:`checked_fold_weights`), once ``out`` and its finished
     folds passed every check a fold trained into them would fail (:func:`check_cv_folder`,
@@ -890,7 +891,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                         lung_sha256: str | None = None) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
-    (splits, how), weights = _checked_cv_folder(config, data, out, folds, resume, verb, weights)
+    (splits, how), weights = checked_cv_folder(config, data, out, folds, resume, verb, weights)
     # Finished only where the command began with no fold to train: on Ray its folds ran first.
     nothing_to_train = resume and (begun is None or not begun.trains)
     finished = finished_summary(out, len(splits)) if nothing_to_train else None
