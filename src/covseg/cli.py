@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from tqdm import tqdm
 
@@ -517,9 +517,9 @@ def _refuse_twice(parser: argparse.ArgumentParser, dest: str, option: str | None
     already (argparse kept the last without a word: ``predict --model A --model B`` ran B
     alone, ``--tta --no-tta`` ran without); note it given otherwise. ``value``: None for a
     switch, which takes none."""
-    given = getattr(parser, "_given", None)
-    if not option or not isinstance(given, dict):
+    if not option:
         return
+    given = cast("_Parser", parser)._given
     if dest in given:
         before, then_value = given[dest]
         if before != option:  # a switch's two forms: --tta --no-tta
@@ -544,8 +544,9 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-class _OnceTrue(argparse._StoreTrueAction):
-    """``store_true`` in covseg's parsers: a switch given twice is refused (:class:`_Once`)."""
+class _OnceFlag(argparse.Action):
+    """A switch of covseg's parsers, before argparse's action it is mixed into: given twice
+    it is refused (:class:`_Once`)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
@@ -553,14 +554,12 @@ class _OnceTrue(argparse._StoreTrueAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-class _OnceSwitch(argparse.BooleanOptionalAction):
-    """A ``--x``/``--no-x`` switch in covseg's parsers: given twice, in either form, it is
-    refused (:class:`_Once`)."""
+class _OnceTrue(_OnceFlag, argparse._StoreTrueAction):
+    """``store_true`` in covseg's parsers: a switch given twice is refused."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        _refuse_twice(parser, self.dest, option_string, None)
-        super().__call__(parser, namespace, values, option_string)
+
+class _OnceSwitch(_OnceFlag, argparse.BooleanOptionalAction):
+    """A ``--x``/``--no-x`` switch in covseg's parsers: given twice, in either form, refused."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -591,8 +590,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
-        usage = self._command_prog() if message.startswith("unrecognized") else self.prog
-        command = self._command_prog().rpartition(" ")[2]
+        command_prog = self._command_prog()
+        usage = command_prog if message.startswith("unrecognized") else self.prog
+        command = command_prog.rpartition(" ")[2]
         message = (lungmask_option(self._argv, command) or swallowed_data(message, self._argv)
                    or options_after_dashes(self._argv) or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
