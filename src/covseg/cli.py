@@ -297,28 +297,8 @@ def _predict_model(args: argparse.Namespace) -> str:
     return args.model or args.onnx
 
 
-NO_PREDICT_ENSEMBLE = ("covseg does not ensemble run folders at predict time: train an ensemble "
-                       "with --model miniseg,miniseg, or after a cv one final model on all the "
-                       "data")
-"""What an nnU-Net user who gives several runs to predict, to ensemble them, is told."""
-
-RUN_FILES = ("best.pt", "config.json")
-"""Files of which one marks a folder as a run of ``covseg train`` (or a cross-validation's)."""
-
-
-def _refuse_runs_as_inputs(inputs: Sequence[str]) -> None:
-    """An input that is a run folder: ``--model A B CT`` read B as a CT and said "B: 2D
-    images", as an nnU-Net user gives several folds to ensemble."""
-    run = next((item for item in inputs if Path(item).is_dir()
-                and any((Path(item) / name).is_file() for name in RUN_FILES)), None)
-    if run is not None:
-        raise CovsegError(f"{run}: a run folder given as an input; --model takes one run "
-                          f"({NO_PREDICT_ENSEMBLE})")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
-    _refuse_runs_as_inputs(args.inputs)
     kinds = [api.input_kind(Path(item)) for item in args.inputs]
     cli_volumes.refuse_file_out(args.out, "masks go to OUT/STUDY/infection.nii.gz (and "
                                 "lungs.nii.gz)" if api.VOLUMES in kinds
@@ -506,7 +486,7 @@ def lungmask_option(argv: Sequence[str], command: str) -> str | None:
 TWICE_ADVICE = {
     ("--model", "train"): "for an ensemble join the names: --model {0},{1}",
     ("--model", "cv"): "for an ensemble join the names: --model {0},{1}",
-    ("--model", "predict"): NO_PREDICT_ENSEMBLE,
+    ("--model", "predict"): api.NO_PREDICT_ENSEMBLE,
 }
 """What to do where an option was given twice, by (option, command), beyond giving it once."""
 
