@@ -205,9 +205,13 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -> Path:
     """A 2-epoch U-Net run on the synthetic folder, shared by predict/evaluate tests."""
+    return _train_tiny(tmp_path_factory.mktemp("run"), synthetic_folder)
+
+
+def _train_tiny(out: Path, synthetic_folder: Path) -> Path:
+    """:func:`tiny_run`'s recipe trained into ``out``: 2 epochs of a width-4 U-Net, 64 px."""
     from covseg import api
 
-    out = tmp_path_factory.mktemp("run")
     api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model="unet",
               model_options={"width": 4}, val_fraction=0.25)
     return out
@@ -230,14 +234,9 @@ def tiny_run_last_kept(tmp_path_factory: pytest.TempPathFactory, synthetic_folde
                        ) -> Path:
     """:func:`tiny_run`'s recipe, trained keeping its last.pt (:func:`_keep_last_pt`): with
     its metrics.json deleted, a run stopped in its last validation, to resume."""
-    from covseg import api
-
-    out = tmp_path_factory.mktemp("run_last_kept")
     with pytest.MonkeyPatch.context() as monkeypatch:
         _keep_last_pt(monkeypatch)
-        api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model="unet",
-                  model_options={"width": 4}, val_fraction=0.25)
-    return out
+        return _train_tiny(tmp_path_factory.mktemp("run_last_kept"), synthetic_folder)
 
 
 def effusion_frames(root: Path) -> Path:

@@ -1389,6 +1389,23 @@ def test_predict_refuses_a_data_folder_naming_its_images(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("marker", ["best.pt", "config.json"])
+def test_the_api_refuses_a_run_folder_as_an_input(tmp_path: Path, marker: str) -> None:
+    """api.predict and api.predict_volumes read a run folder given as an input as images or a
+    CT (only ``covseg predict`` refused it), though input_kind is the one decision of all
+    three."""
+    run = tmp_path / "cv" / "fold_1"
+    run.mkdir(parents=True)
+    (run / marker).write_text("{}")
+    _save_png(run / "curves.png")
+    shown = (f"{run}: a run folder given as an input; --model takes one run "
+             f"({api.NO_PREDICT_ENSEMBLE})")
+    for predict in (api.predict, api.predict_volumes):
+        with pytest.raises(CovsegError, match=re.escape(shown)):
+            predict(tmp_path / "run", run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("volume", ["ct.nii.gz", "study2/ct.nii.gz"])
 def test_a_ct_folder_beside_images_and_masks_is_predicted(tmp_path: Path, volume: str) -> None:
     """A patient's folder holding its CT beside images/ + masks/ of PNG key slices (or a folder

@@ -2580,6 +2580,7 @@ def test_a_run_folder_among_the_inputs_is_named_as_one(
     ("predict-image", "mask.JPG", "masks go to OUT/IMAGE.png, one per image"),
     ("predict-volume", "mask.tiff", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
     ("predict-image", "mask.npy", "masks go to OUT/IMAGE.png, one per image"),
+    ("predict-image", "mask.bmp", "masks go to OUT/IMAGE.png, one per image"),
     ("quantify", "result.nhdr", ("results go to OUT/STUDY/quantification.json and "
                                  "OUT/summary.csv")),
     ("quantify", "result.nrrd", ("results go to OUT/STUDY/quantification.json and "

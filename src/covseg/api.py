@@ -833,6 +833,15 @@ IMAGES, VOLUMES = "images", "volumes"
 for :func:`predict_volumes`."""
 
 
+NO_PREDICT_ENSEMBLE = ("covseg does not ensemble run folders at predict time: train an ensemble "
+                       "with --model miniseg,miniseg, or after a cv one final model on all the "
+                       "data")
+"""What an nnU-Net user who gives several runs to predict, to ensemble them, is told."""
+
+RUN_FILES = ("best.pt", "config.json")
+"""Files of which one marks a folder as a run of ``covseg train`` (or a cross-validation's)."""
+
+
 def input_kind(path: Path, wanted: str | None = None) -> str | None:
     """Whether ``path`` is 2D images (:data:`IMAGES`) or CT volumes (:data:`VOLUMES`): the one
     decision of ``covseg predict`` and of :func:`predict` and :func:`predict_volumes`, so that
@@ -848,7 +857,9 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     DICOM folder), which are predicted. A folder of both is refused, but for pictures that are
     strays beside CT data: beside DICOM slices (a series' thumbnail), or anywhere when the
     caller ``wanted`` volumes; they are skipped with a warning naming them. A folder holding
-    sub-folders and no images is volumes (study folders, a DICOM tree)."""
+    sub-folders and no images is volumes (study folders, a DICOM tree). A run folder
+    (:data:`RUN_FILES`) is refused: ``--model A B CT`` read run B as a CT and said "B: 2D
+    images", as an nnU-Net user gives several folds to ensemble."""
     if not path.is_dir():
         refuse_broken_link(path)
         refuse_special_file(path, "an image or CT file, or a folder of them")
@@ -857,6 +868,9 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
         if is_volume_named(path) or is_dicom_named(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None
+    if any((path / name).is_file() for name in RUN_FILES):
+        raise CovsegError(f"{path}: a run folder given as an input; --model takes one run "
+                          f"({NO_PREDICT_ENSEMBLE})")
     children = sorted(c for c in path.iterdir()
                       if not is_covseg_picture(c) and not c.name.startswith("."))
     refuse_broken_links(path, children)

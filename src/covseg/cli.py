@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from tqdm import tqdm
 
@@ -297,28 +297,8 @@ def _predict_model(args: argparse.Namespace) -> str:
     return args.model or args.onnx
 
 
-NO_PREDICT_ENSEMBLE = ("covseg does not ensemble run folders at predict time: train an ensemble "
-                       "with --model miniseg,miniseg, or after a cv one final model on all the "
-                       "data")
-"""What an nnU-Net user who gives several runs to predict, to ensemble them, is told."""
-
-RUN_FILES = ("best.pt", "config.json")
-"""Files of which one marks a folder as a run of ``covseg train`` (or a cross-validation's)."""
-
-
-def _refuse_runs_as_inputs(inputs: Sequence[str]) -> None:
-    """An input that is a run folder: ``--model A B CT`` read B as a CT and said "B: 2D
-    images", as an nnU-Net user gives several folds to ensemble."""
-    run = next((item for item in inputs if Path(item).is_dir()
-                and any((Path(item) / name).is_file() for name in RUN_FILES)), None)
-    if run is not None:
-        raise CovsegError(f"{run}: a run folder given as an input; --model takes one run "
-                          f"({NO_PREDICT_ENSEMBLE})")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
-    _refuse_runs_as_inputs(args.inputs)
     kinds = [api.input_kind(Path(item)) for item in args.inputs]
     cli_volumes.refuse_file_out(args.out, "masks go to OUT/STUDY/infection.nii.gz (and "
                                 "lungs.nii.gz)" if api.VOLUMES in kinds
@@ -506,7 +486,7 @@ def lungmask_option(argv: Sequence[str], command: str) -> str | None:
 TWICE_ADVICE = {
     ("--model", "train"): "for an ensemble join the names: --model {0},{1}",
     ("--model", "cv"): "for an ensemble join the names: --model {0},{1}",
-    ("--model", "predict"): NO_PREDICT_ENSEMBLE,
+    ("--model", "predict"): api.NO_PREDICT_ENSEMBLE,
 }
 """What to do where an option was given twice, by (option, command), beyond giving it once."""
 
@@ -517,9 +497,9 @@ def _refuse_twice(parser: argparse.ArgumentParser, dest: str, option: str | None
     already (argparse kept the last without a word: ``predict --model A --model B`` ran B
     alone, ``--tta --no-tta`` ran without); note it given otherwise. ``value``: None for a
     switch, which takes none."""
-    given = getattr(parser, "_given", None)
-    if not option or not isinstance(given, dict):
+    if not option:
         return
+    given = cast("_Parser", parser)._given
     if dest in given:
         before, then_value = given[dest]
         if before != option:  # a switch's two forms: --tta --no-tta
@@ -544,8 +524,9 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-class _OnceTrue(argparse._StoreTrueAction):
-    """``store_true`` in covseg's parsers: a switch given twice is refused (:class:`_Once`)."""
+class _OnceFlag(argparse.Action):
+    """A switch of covseg's parsers, before argparse's action it is mixed into: given twice
+    it is refused (:class:`_Once`)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
@@ -553,14 +534,12 @@ class _OnceTrue(argparse._StoreTrueAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-class _OnceSwitch(argparse.BooleanOptionalAction):
-    """A ``--x``/``--no-x`` switch in covseg's parsers: given twice, in either form, it is
-    refused (:class:`_Once`)."""
+class _OnceTrue(_OnceFlag, argparse._StoreTrueAction):
+    """``store_true`` in covseg's parsers: a switch given twice is refused."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        _refuse_twice(parser, self.dest, option_string, None)
-        super().__call__(parser, namespace, values, option_string)
+
+class _OnceSwitch(_OnceFlag, argparse.BooleanOptionalAction):
+    """A ``--x``/``--no-x`` switch in covseg's parsers: given twice, in either form, refused."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -591,8 +570,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
-        usage = self._command_prog() if message.startswith("unrecognized") else self.prog
-        command = self._command_prog().rpartition(" ")[2]
+        command_prog = self._command_prog()
+        usage = command_prog if message.startswith("unrecognized") else self.prog
+        command = command_prog.rpartition(" ")[2]
         message = (lungmask_option(self._argv, command) or swallowed_data(message, self._argv)
                    or options_after_dashes(self._argv) or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")

@@ -17,7 +17,8 @@ from covseg.console import say, tell
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
-from covseg.io.volume import HU_MODES
+from covseg.io.image import IMAGE_SUFFIXES
+from covseg.io.volume import HU_MODES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES
 from covseg.records import RESULT_JSON
@@ -85,8 +86,7 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-OUT_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
-                     ".tif", ".tiff", ".npy")
+OUT_FILE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES, *IMAGE_SUFFIXES)
 """Endings of an --out that names a file, not the folder covseg's --out is (lungmask's habit)."""
 
 
