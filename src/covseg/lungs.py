@@ -157,7 +157,7 @@ def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
 
 def lung_sides(mask: np.ndarray, affine: np.ndarray | None = None,
                hu: np.ndarray | None = None, *, source: str = "lung mask",
-               notes: list[str] | None = None) -> np.ndarray:
+               notes: list[str] | None = None, body: BodyMidline | None = None) -> np.ndarray:
     """Give every voxel of a binary lung mask its side, 1 = right or 2 = left, and no other
     voxel a label: a user's lung mask is counted as drawn, its holes (a lesion left out) are not
     filled and its midline parts (the trachea) not dropped, as :func:`split_lungs` does.
@@ -170,20 +170,24 @@ def lung_sides(mask: np.ndarray, affine: np.ndarray | None = None,
     midline of the uncut slices there; where no slice gives one (no CT, or the body cut in
     every slice) it is given one side, the side of the image centre its centroid lies on, with
     a warning naming ``source``, its text added to ``notes`` (for the study's record).
+    ``body``: :func:`body_midline` of ``hu`` and this mask where already found (not found again).
     """
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
-    labels = _sides(volume, _check_affine(affine), hu, source, 0.0, notes)
+    labels = _sides(volume, _check_affine(affine), hu, source, 0.0, notes, body)
     return labels[0] if flat else labels
 
 
 def _sides(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray | None, source: str,
-           airway_mm2: float, notes: list[str] | None) -> np.ndarray:
+           airway_mm2: float, notes: list[str] | None, body: BodyMidline | None = None
+           ) -> np.ndarray:
     """Labels of :func:`lung_sides` for a boolean (z, y, x) mask; midline components smaller
     than ``airway_mm2`` in-plane that do not fall apart in two are dropped (airway)."""
     midline = np.full(volume.shape[0], np.nan)
     cut = np.ones(volume.shape[0], dtype=bool)
-    if hu is not None:
-        midline, cut = _body_midline(hu, volume, affine)
+    if body is None and hu is not None:
+        body = body_midline(hu, volume, affine)
+    if body is not None:
+        midline, cut = body[0].copy(), body[1]
     if cut.any() and volume.any():
         gap = _gap_midline(volume, affine)
         midline[cut] = np.nan if gap is None else gap
@@ -192,8 +196,12 @@ def _sides(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray | None, source
     return _split(volume, affine, midline, airway_mm2)
 
 
-def _body_midline(hu: np.ndarray, mask: np.ndarray, affine: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+BodyMidline = tuple[np.ndarray, np.ndarray]
+"""World x of each slice's body centre and whether the image edge cuts the body there
+(:func:`body_midline`)."""
+
+
+def body_midline(hu: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> BodyMidline:
     """World x of each slice's body centre in a CT in HU on a lung mask's (z, y, x) grid (NaN
     without body), and whether the patient's body (the parts holding the lungs, not a table
     apart) meets the slice's border there: its centre is then off the midline."""
@@ -263,13 +271,14 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.center_of_mass(mask[box])) + [s.start for s in box]
 
 
-def _world_x_spread(volume: np.ndarray, affine: np.ndarray, origin: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _world_x_spread(volume: np.ndarray, affine: np.ndarray, origin: np.ndarray | None = None,
+                    first_slice: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel count, mean and standard deviation of world x (mm) of labels 0, 1 and 2 of a
     (z, y, x) lung labelling (indexed by label; mean and deviation 0 where none), counted
     slice by slice (a whole study's world x map would be large). Any other label counts as 0:
     a lung-and-infection mask's label 3 lies within the lungs, not in label 2. Given ``origin``
-    (one world x per slice), x is measured from it and slices where it is NaN are left out."""
+    (one world x per slice), x is measured from it and slices where it is NaN are left out.
+    ``volume`` starts at slice ``first_slice`` of the affine's grid (a slab of a study)."""
     rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
     counts, sums, squares = np.zeros(3), np.zeros(3), np.zeros(3)
     for k, plane in enumerate(volume):
@@ -278,7 +287,8 @@ def _world_x_spread(volume: np.ndarray, affine: np.ndarray, origin: np.ndarray |
         shift = 0.0 if origin is None else affine[0, 3] - origin[k]
         lung = (plane == RIGHT_LUNG) | (plane == LEFT_LUNG)
         code = np.where(lung, plane, 0).astype(np.intp).ravel()
-        world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k + shift).ravel()
+        z = k + first_slice
+        world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * z + shift).ravel()
         counts += np.bincount(code, minlength=3)[:3]
         sums += np.bincount(code, weights=world_x, minlength=3)[:3]
         squares += np.bincount(code, weights=world_x**2, minlength=3)[:3]
@@ -323,14 +333,15 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     return labels_as_sides(labels, affine)[0]
 
 
-def labels_as_sides(labels: np.ndarray, affine: np.ndarray, hu: np.ndarray | None = None
-                    ) -> tuple[str | None, bool]:
+def labels_as_sides(labels: np.ndarray, affine: np.ndarray, hu: np.ndarray | None = None,
+                    *, body: BodyMidline | None = None) -> tuple[str | None, bool]:
     """:func:`why_labels_are_not_sides` of a (z, y, x) lung labelling and, where they are sides
     (else True), whether they face their sides: label 1 (the right lung) at larger world x (RAS:
     the patient's right) than label 2, centre to centre; its world x counted once for both (a
     pass over every slice of a study). With the CT (``hu``, on the labels' grid) they must also
     lie on opposite sides of the body's midline (:func:`_one_side_of_midline`): two parts of one
-    lung side by side left-right (a medial and a lateral part) lie apart as two lungs do."""
+    lung side by side left-right (a medial and a lateral part) lie apart as two lungs do.
+    ``body``: :func:`body_midline` of ``hu`` and ``labels > 0`` where already found."""
     affine = _check_affine(affine)
     whole, _ = _as_volume(labels, "lung labels")
     if not any((plane == RIGHT_LUNG).any() and (plane == LEFT_LUNG).any() for plane in whole):
@@ -352,21 +363,26 @@ def labels_as_sides(labels: np.ndarray, affine: np.ndarray, hu: np.ndarray | Non
         return (f"not apart left-right: their centres lie {apart:.0f} mm apart across the "
                 f"body, under the sum of their spreads across it ({spread:.0f} mm): two lobes "
                 "of one lung?"), True
-    one_side = None if hu is None else _one_side_of_midline(whole, affine, hu)
+    if body is None and hu is not None:
+        body = body_midline(hu, whole > 0, affine)
+    one_side = None if body is None else _one_side_of_midline(whole, affine, body)
     if one_side is not None:
         return one_side, True
     return None, bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
 
 
-def _one_side_of_midline(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray) -> str | None:
+def _one_side_of_midline(volume: np.ndarray, affine: np.ndarray, body: BodyMidline
+                         ) -> str | None:
     """Why labels 1 and 2 of a (z, y, x) lung labelling are not two lungs: their centres lie on
-    one side of the body's midline in the CT (``hu``, on the labels' grid; :func:`_body_midline`),
-    counted in the slices whose body the image edge does not cut. None when they lie on opposite
-    sides, or when either label lies in none of those slices (nothing to tell); each may lie in
-    slices the other does not."""
-    midline, cut = _body_midline(hu, volume > 0, affine)
-    midline[cut] = np.nan
-    counts, means, _ = _world_x_spread(volume, affine, midline)
+    one side of the body's midline in the CT (``body``, :func:`body_midline`), counted in the
+    slices whose body the image edge does not cut. None when they lie on opposite sides, or when
+    either label lies in none of those slices (nothing to tell); each may lie in slices the other
+    does not. Counted in the slices holding lung only (a study's others add nothing)."""
+    slab = _bounding_box(volume > 0)
+    assert slab is not None, "labels 1 and 2 are held"
+    zs = slab[0]
+    midline = np.where(body[1], np.nan, body[0])[zs]
+    counts, means, _ = _world_x_spread(volume[zs], affine, midline, first_slice=zs.start)
     right, left = means[RIGHT_LUNG], means[LEFT_LUNG]
     if not (counts[RIGHT_LUNG] and counts[LEFT_LUNG]) or (right > 0) != (left > 0):
         return None

@@ -65,7 +65,9 @@ from covseg.lungs import (
     LEFT_LUNG,
     LUNG_AND_INFECTION_LOOK,
     RIGHT_LUNG,
+    BodyMidline,
     Cut,
+    body_midline,
     labels_as_sides,
     labels_held,
     lesions_in_lungs,
@@ -552,18 +554,19 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
     hu = hounsfield(ct) if ct is not None else None
+    body = None if hu is None else body_midline(hu, labels > 0, volume.affine)  # found once
     if present == {RIGHT_LUNG, LEFT_LUNG}:
-        sides = _labelled_sides(volume, path, hu, notes)
+        sides = _labelled_sides(volume, path, notes, body)
         if sides is not None:
             return sides
-    return lung_sides(labels > 0, volume.affine, hu, source=str(path), notes=notes)
+    return lung_sides(labels > 0, volume.affine, hu, source=str(path), notes=notes, body=body)
 
 
-def _labelled_sides(volume: Volume, path: Path, hu: np.ndarray | None, notes: list[str]
+def _labelled_sides(volume: Volume, path: Path, notes: list[str], body: BodyMidline | None
                     ) -> np.ndarray | None:
     """A 0/1/2 lung mask's own labels as 1 right / 2 left; None, with a warning, when 1 and 2
-    are not two lungs side by side (:func:`~covseg.lungs.labels_as_sides`; with the CT in HU,
-    ``hu``, also on opposite sides of the body's midline).
+    are not two lungs side by side (:func:`~covseg.lungs.labels_as_sides`; with the body's
+    midline in the CT, ``body``, also on opposite sides of it).
 
     They are swapped, with a warning, where label 1 lies on the patient's left of label 2 by
     the affine (Zenodo's 1 = left, 2 = right). An identity affine (a numpy pipeline's
@@ -573,7 +576,7 @@ def _labelled_sides(volume: Volume, path: Path, hu: np.ndarray | None, notes: li
     warning that its sides could not be checked, added to ``notes``.
     """
     labels = volume.array
-    reason, face_their_sides = labels_as_sides(labels, volume.affine, hu)
+    reason, face_their_sides = labels_as_sides(labels, volume.affine, body=body)
     if reason is not None:
         log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s); all its "
                     "non-zero voxels are lung, their sides found again", path, reason)

@@ -133,9 +133,12 @@ def image_name(mask_stem: str) -> str:
     return mask_stem
 
 
-NNUNET_CHANNEL = re.compile(r"(.+)_0000")
-"""A stem ending in nnU-Net's channel suffix of a single-channel CT (``case_001_0000``, whose
-label is ``case_001``); dropped as :func:`without_channel` says."""
+NNUNET_CHANNEL = re.compile(r"(.+)_(\d{4})")
+"""An nnU-Net image's stem: its case, then its channel (``case_001_0000``, whose label is
+``case_001``)."""
+CT_CHANNEL = "0000"
+"""The channel of a single-channel (CT) data set's images, dropped from their stems as
+:func:`without_channel` says."""
 NNUNET_IMAGES = "imagesTr"
 """nnU-Net's folder of the training images, one file per case and channel."""
 NNUNET_TEST = "imagesTs"
@@ -152,7 +155,7 @@ def without_channel(stem: str, nnunet: bool = False) -> str:
     channel, and keeps its suffix), or after any case where the stem is of a file in an
     nnU-Net images folder (``nnunet``: :func:`in_nnunet_images`). Other stems as they are."""
     match = NNUNET_CHANNEL.fullmatch(stem)
-    if not match or not (nnunet or match.group(1)[-1].isdigit()):
+    if not match or match.group(2) != CT_CHANNEL or not (nnunet or match.group(1)[-1].isdigit()):
         return stem
     return match.group(1)
 

@@ -141,16 +141,17 @@ def _zenodo_pair(root: Path) -> tuple[Path, Path] | None:
     return (images, masks) if images and masks else None
 
 
-def _both(folders: tuple[Path, Path]) -> tuple[Path, Path] | None:
-    """The two ``folders`` where both are there (nnU-Net's imagesTs/ holds no labels)."""
-    return folders if all(folder.is_dir() for folder in folders) else None
+def _nnunet_pair(root: Path) -> tuple[Path, Path] | None:
+    """nnU-Net's imagesTr/ and labelsTr/ where both are there (its imagesTs/ holds no labels)."""
+    images, labels = root / NNUNET_IMAGES, root / NNUNET_LABELS
+    return (images, labels) if images.is_dir() and labels.is_dir() else None
 
 
 DATA_FOLDERS: dict[str, Callable[[Path], tuple[Path, Path] | None]] = {
     "infnet": _infnet_pair, "folders": _folders_pair, "mosmed-2d": _folders_pair,
     "medseg": _medseg_pair, "zenodo": _zenodo_pair,
     "mosmed-3d": lambda root: (root / "studies", root / "masks"),
-    "nnunet": lambda root: _both((root / NNUNET_IMAGES, root / NNUNET_LABELS)),
+    "nnunet": _nnunet_pair,
 }
 """The image and mask folders of the layouts that keep them in two sub-folders of the root."""
 

@@ -24,17 +24,20 @@ from covseg.data.layouts.base import (
 from covseg.data.layouts.folders import read_pairs
 from covseg.errors import CovsegError, examples
 from covseg.io.ct import is_mask_volume, is_volume_file, volume_stem
-from covseg.io.image import NNUNET_IMAGES, NNUNET_TEST, is_image_file, without_channel
+from covseg.io.image import (
+    CT_CHANNEL,
+    NNUNET_CHANNEL,
+    NNUNET_IMAGES,
+    NNUNET_TEST,
+    is_image_file,
+    without_channel,
+)
 
 NNUNET_LABELS = "labelsTr"
 """The folder of the training labels, one file per case, named by the case."""
 DATASET_JSON = "dataset.json"
 """The data set's description: its channels (``channel_names``, the Decathlon's ``modality``)
 and its ``labels`` (nnU-Net v2: name to label; the Decathlon: label to name)."""
-CHANNEL = re.compile(r"(.+)_(\d{4})")
-"""An nnU-Net image's stem: its case, then its channel (``case_001_0000``)."""
-CT_CHANNEL = "0000"
-"""The channel of a single-channel (CT) data set's images."""
 
 
 def holds_nnunet(root: Path) -> bool:
@@ -81,7 +84,7 @@ def _one_channel(root: Path, found: str) -> CovsegError:
 def _refuse_channels(root: Path, images: dict[str, Path]) -> None:
     """Refuse a case holding a channel beside its CT's (``case_001_0001`` by ``case_001_0000``)."""
     others = [path.name for stem, path in images.items()
-              if (match := CHANNEL.fullmatch(stem)) and match.group(2) != CT_CHANNEL
+              if (match := NNUNET_CHANNEL.fullmatch(stem)) and match.group(2) != CT_CHANNEL
               and f"{match.group(1)}_{CT_CHANNEL}" in images]
     if others:
         raise _one_channel(root, f"{NNUNET_IMAGES}/ holds further channels ({examples(others)})")
