@@ -148,23 +148,26 @@ def _refuse_folds_holder(folder: Path) -> None:
     if (folder / "summary.json").is_file() or folds:
         example = folds[0] if folds else folder / "fold_0"
         summary = read_record(folder / "summary.json") or {}
-        config = summary.get("config", {})
-        step = final_model_step(config.get("model"), config.get("model_options") or {},
-                                summary, len(folds))
+        step = final_model_step(*recipe_model(summary.get("config", {})), summary, len(folds))
         raise CovsegError(f"{folder}: a cross-validation, whose models are in its fold "
                           f"folders; give one of them ({example}) as the model, or {step}")
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
         example = (models[0] if models else folder / "MODEL") / "fold_0"
         comparison = read_record(folder / "comparison.json") or {}
-        step = final_model_step(*_spec_parts(best_compared(comparison.get("models", []))),
+        step = final_model_step(*spec_parts(best_compared(comparison.get("models", []))),
                                 comparison, comparison.get("folds"))
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
                           f"models are in their fold folders; give one of them ({example}) "
                           f"as the model, or {step}")
 
 
-def _spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
+def recipe_model(config: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
+    """A recorded recipe's model and its options (None and none where it names no model)."""
+    return config.get("model"), config.get("model_options") or {}
+
+
+def spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
     """A compared model's ``spec`` as its name and options (None and none: no spec)."""
     from covseg.compare import parse_model_spec  # compare reads checkpoints
     return parse_model_spec(spec) if spec else (None, {})

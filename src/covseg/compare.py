@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.checkpoint import best_compared, final_model_step, fold_folders
+from covseg.checkpoint import best_compared, final_model_step, fold_folders, spec_parts
 from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
     UNDEFINED,
@@ -720,5 +720,5 @@ def _next_step(result: dict[str, Any]) -> str:
     best = best_compared(result["models"])
     multiclass = result["config"].get("target") == "multiclass"
     named = f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}; " if best else ""
-    name, options = parse_model_spec(best) if best else (None, {})
+    name, options = spec_parts(best)
     return f"Next step: {named}{final_model_step(name, options, result, result['folds'])}"

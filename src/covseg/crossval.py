@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from covseg.checkpoint import final_model_step, fold_folders, fold_index, lost_model
+from covseg.checkpoint import final_model_step, fold_folders, fold_index, lost_model, recipe_model
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
@@ -1411,10 +1411,5 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
               f"Empty masks: {summary['empty_mask_rules']}", "",
               *(figure_link("per-case Dice" + (" of any lesion and of each class" if multiclass
                                                else ""), "dice_boxplot.png", plotted) or [""]),
-              f"Next step: {final_model_step(*_model(summary['config']), summary, folds)}"]
+              f"Next step: {final_model_step(*recipe_model(summary['config']), summary, folds)}"]
     return "\n".join(lines)
-
-
-def _model(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-    """A recorded recipe's model and its options."""
-    return config["model"], config.get("model_options") or {}
