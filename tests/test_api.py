@@ -1052,6 +1052,49 @@ def test_predict_warns_of_images_read_on_different_scales(
             "read near-black or white") in caplog.text
 
 
+@pytest.mark.parametrize(("function", "held"), [
+    ("predict_volumes", "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"),
+    ("quantify", "results go to OUT/STUDY/quantification.json and OUT/summary.csv"),
+    ("predict", "masks go to OUT/IMAGE.png, one per image"),
+])
+def test_an_out_named_as_a_file_is_refused_by_the_api_as_by_the_cli(
+        tmp_path: Path, function: str, held: str) -> None:
+    """The check was the command line's only: covseg.predict_volumes and covseg.quantify made a
+    folder named mask.nii.gz. A trailing slash says a folder, and is taken."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    given = {"predict_volumes": (tmp_path / "run", mask), "quantify": (mask,),
+             "predict": (tmp_path / "run", image)}[function]
+    out = str(tmp_path / "mask.nii.gz")
+    refusal = f'out="{out}": out is a folder: {held}; give a folder name'
+    with pytest.raises(CovsegError, match=f"^{re.escape(refusal)}$"):
+        getattr(covseg, function)(*given, out)
+    assert not Path(out).exists()
+    if function == "quantify":
+        assert covseg.quantify(mask, f"{out}/").done == 1
+        assert (Path(out) / "case" / "quantification.json").is_file()
+
+
+def test_an_nnunet_2d_case_is_named_as_a_volume_study_and_one_channel_read(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """2D predict of ``imagesTs/lungA_0000.png`` wrote ``lungA_0000.png`` where a volume's study
+    is ``lungA``, as the label ``labelsTs/lungA.png`` names the case: one rule for both. A case
+    of several channels is refused as training and volume predict refuse it."""
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    grey = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(grey).save(images / "lungA_0000.png")
+    assert [p.name for p in covseg.predict(tiny_run, images, tmp_path / "predTs")] == [
+        "lungA.png"]
+    shutil.copy(images / "lungA_0000.png", images / "lungA_0001.png")
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(tmp_path))}: imagesTs/ holds further channels "
+            r"\(lungA_0001\.png\), but covseg reads one CT channel per case; keep the CT's "
+            r"imagesTs/ files \(_0000\) alone in a copy and give that$")):
+        covseg.predict(tiny_run, images, tmp_path / "again")
+
+
 def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and

@@ -2557,7 +2557,7 @@ def test_an_option_given_once_in_each_of_two_parses_is_taken() -> None:
     """The options seen are a parse's own: a parser used twice takes its option each time."""
     parser = build_parser()
     for out in ("a", "b"):
-        assert parser.parse_args(["quantify", "m.nii.gz", "--out", out]).out == Path(out)
+        assert parser.parse_args(["quantify", "m.nii.gz", "--out", out]).out == out
 
 
 def test_a_run_folder_among_the_inputs_is_named_as_one(
@@ -2600,6 +2600,21 @@ def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
     _assert_one_line_error(code, err, f"--out {tmp_path / out}: --out is a folder: {held}; "
                                       "give a folder name")
     assert not (tmp_path / out).exists()
+
+
+def test_an_out_named_as_a_file_with_a_trailing_slash_is_a_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantify refused ``--out res.nii.gz/`` (its --out read as a Path, which drops the slash)
+    where predict took it: both take it now, as the folder the slash says."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "chest")
+    out = f"{tmp_path / 'res.nii.gz'}/"
+    code, _, err = _run(capsys, "quantify", str(mask), "--image", str(tmp_path / "in"),
+                        "--out", out)
+    assert code == 0, err
+    assert (tmp_path / "res.nii.gz" / "chest" / "quantification.json").is_file()
+    code, _, err = _run(capsys, "predict", str(mask), "--model", str(tmp_path / "run"),
+                        "--out", f"{tmp_path / 'pred.nii.gz'}/")
+    _assert_one_line_error(code, err, f"{tmp_path / 'run'}: no such checkpoint")
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -1853,3 +1853,18 @@ def test_a_nrrd_mask_without_geometry_is_warned_of_in_its_formats_terms(
     assert ("its header has no real geometry (no spacing, origin or direction in its header) "
             "and it stores") in caplog.text
     assert "qform" not in caplog.text and "Analyze convention" not in caplog.text
+
+
+def test_an_earlier_prediction_of_an_nnunet_case_pairs_with_its_ct(tmp_path: Path) -> None:
+    """``--image imagesTs/`` names its CT ``imagesTs/lungA_0000.nii.gz`` study ``lungA``, and an
+    earlier covseg's ``OUT/lungA_0000/`` (or a mask named so anywhere) was paired with no CT:
+    a name and the name plus ``_0000`` pair with each other wherever they lie."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "imagesTs", "lungA_0000")
+    study = tmp_path / "OUT" / "lungA_0000"
+    study.mkdir(parents=True)
+    shutil.copy(mask, study / "infection.nii.gz")
+    result = quantify_batch([study], tmp_path / "q", image=tmp_path / "imagesTs")
+    assert (result.done, result.failed) == (1, 0)
+    stored = json.loads((tmp_path / "q" / "lungA_0000" / "quantification.json").read_text())
+    assert stored["inputs"]["image"] == str(ct.resolve())
+    assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)

@@ -458,17 +458,22 @@ def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
 
 
 def test_studies_named_alike_by_a_dropped_channel_suffix_say_so(tmp_path: Path) -> None:
-    """``a_001_0000.nii.gz`` beside ``a_001.nii.gz`` are both study a_001: the refusal named
-    both files without saying why they share a name."""
+    """``imagesTs/a_001_0000.nii.gz`` beside ``imagesTs/a_001.nii.gz`` are both study a_001: the
+    refusal named both files without saying why they share a name. Outside nnU-Net's images
+    folders each keeps its name."""
+    images = tmp_path / "imagesTs"
+    images.mkdir()
     for name in ("a_001", "a_001_0000"):
-        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+        (images / f"{name}.nii.gz").write_bytes(b"")
     with pytest.raises(CovsegError, match=r"several studies are named a_001 \(.*\) \(nnU-Net's "
                                           r"_0000 channel suffix is dropped\); rename one"):
-        find_studies([tmp_path])
-    (tmp_path / "a_001_0000.nii.gz").unlink()
-    (tmp_path / "A_001.nii.gz").write_bytes(b"")
+        find_studies([images])
+    scans = images.rename(tmp_path / "scans")
+    assert [s.name for s in find_studies([scans])] == ["a_001", "a_001_0000"]
+    (scans / "a_001_0000.nii.gz").unlink()
+    (scans / "A_001.nii.gz").write_bytes(b"")
     with pytest.raises(CovsegError, match=r"one folder name on macOS and Windows disks; "):
-        find_studies([tmp_path])
+        find_studies([scans])
 
 
 def test_a_folder_given_as_dot_or_dotdot_is_named_by_its_resolved_folder(

@@ -823,6 +823,43 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
     assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
 
 
+def test_a_ct_named_with_a_channel_like_suffix_keeps_its_study_name_on_a_rerun(
+        tmp_path: Path) -> None:
+    """``scans/scan_20200401_0000.nii.gz`` was study ``scan_20200401`` (``_0000`` dropped after
+    a digit anywhere): a rerun over the ``--out`` an earlier covseg wrote (study
+    ``scan_20200401_0000``) predicted it again and listed both. Outside nnU-Net's images
+    folders the name is kept; inside them it is dropped, as the label names the case."""
+    (tmp_path / "scans").mkdir()
+    chest_nifti(tmp_path / "scans" / "scan_20200401_0000.nii.gz")
+    predictor = BandPredictor([(-400, -200)])
+    first = predict_batch(predictor, [tmp_path / "scans"], tmp_path / "out")
+    assert (first.done, first.failed) == (1, 0)
+    assert (tmp_path / "out" / "scan_20200401_0000" / INFECTION_NII).is_file()
+    second = predict_batch(predictor, [tmp_path / "scans"], tmp_path / "out")
+    assert (second.done, second.skipped) == (0, 1)
+    with open(second.summary, newline="") as handle:
+        assert [row["study"] for row in csv.DictReader(handle)] == ["scan_20200401_0000"]
+    shutil.copytree(tmp_path / "scans", tmp_path / "imagesTs")
+    predict_batch(predictor, [tmp_path / "imagesTs"], tmp_path / "nnunet")
+    assert (tmp_path / "nnunet" / "scan_20200401" / INFECTION_NII).is_file()
+
+
+def test_an_nnunet_folder_of_several_channels_per_case_is_refused_as_training_refuses_it(
+        tmp_path: Path) -> None:
+    """``imagesTs/case_0000`` and ``imagesTs/case_0001`` (a CT and a second channel) were
+    predicted as two CT studies, ``case`` and ``case_0001``."""
+    images = tmp_path / "Dataset001_X" / "imagesTs"
+    images.mkdir(parents=True)
+    chest_nifti(images / "case_0000.nii.gz")
+    shutil.copy(images / "case_0000.nii.gz", images / "case_0001.nii.gz")
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(images.parent))}: imagesTs/ holds further channels "
+            r"\(case_0001\.nii\.gz\), but covseg reads one CT channel per case; keep the CT's "
+            r"imagesTs/ files \(_0000\) alone in a copy and give that$")):
+        predict_batch(BandPredictor([(-400, -200)]), [images], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_label_volume_given_as_a_ct_fails_its_study_and_a_blank_one_is_predicted(
         tmp_path: Path) -> None:
     """A lesion mask (0/1, MosMed's study_0255_mask.nii.gz) given as a CT was "done": read as

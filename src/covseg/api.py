@@ -102,10 +102,12 @@ from covseg.io.ct import (
     is_volume_named,
     refuse_broken_link,
     refuse_broken_links,
+    refuse_further_channels,
 )
 from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file, is_dicom_named
 from covseg.io.image import (
     CT_SLICES,
+    IMAGE_SUFFIXES,
     is_image_file,
     read_image,
     readable_kinds,
@@ -121,6 +123,8 @@ from covseg.io.nifti import (
     volume_from_nifti,
 )
 from covseg.io.volume import (
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
     Volume,
     check_hu,
     checked_array,
@@ -404,12 +408,36 @@ def _shard(shard: object) -> tuple[int, int]:
                       f"or (0, 4), got {shard!r}")
 
 
-def _out(out: object, data: object = None) -> Path:
+def _out(out: object, data: object = None, held: str | None = None) -> Path:
     """The output folder ``out``: a path, with no file in the way of it, outside the data folder
-    ``data`` (a folder path, or data read from one) where one is given."""
-    out = output_folder(_path("out", out))
-    _outside_data(out, data)
-    return out
+    ``data`` (a folder path, or data read from one) where one is given, and not named as a
+    file where it is to hold the files ``held`` says (:func:`refuse_file_out`)."""
+    given = _path("out", out)
+    if held is not None:
+        refuse_file_out(given, held)
+    folder = output_folder(given)
+    _outside_data(folder, data)
+    return folder
+
+
+OUT_FILE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES, *IMAGE_SUFFIXES)
+"""Endings of an ``out`` that names a file, not the folder covseg's ``out`` is (lungmask's
+habit)."""
+VOLUME_MASKS = "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"
+IMAGE_MASKS = "masks go to OUT/IMAGE.png, one per image"
+QUANTIFY_RESULTS = "results go to OUT/STUDY/quantification.json and OUT/summary.csv"
+"""What the folders of :func:`predict_volumes`, :func:`predict` and :func:`quantify` hold, said
+by :func:`refuse_file_out`."""
+
+
+def refuse_file_out(out: str | os.PathLike[str], held: str) -> None:
+    """Refuse an ``out`` not yet there that is named as a file (``mask.nii.gz``) where it is a
+    folder, saying what it ``held``: the folder was made, named mask.nii.gz/. One given with a
+    trailing slash (``res.nii.gz/``) is named as a folder, and taken."""
+    given = os.fspath(out)
+    if not Path(given).exists() and given.lower().endswith(OUT_FILE_SUFFIXES):
+        raise CovsegError(f"{option_given('out', given)}: {option_name('out')} is a folder: "
+                          f"{held}; give a folder name")
 
 
 def _resumable(out: Path, resume: bool) -> Path:
@@ -654,7 +682,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
                    own_masks: Collection[Path] = ()) -> list[Path]:
     """Files as given, and the image files inside any folder given but ``own_masks`` (resolved
     paths of the masks covseg predicted into that folder: see :func:`_own_masks`), each once
-    (:func:`_once`); a name that is not valid UTF-8 is refused, as CT predict refuses it."""
+    (:func:`_once`); a name that is not valid UTF-8 is refused, as CT predict refuses it, and
+    an nnU-Net images folder of several channels per case, as training refuses it."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -673,6 +702,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
             raise CovsegError(f"{item}: no such file or folder")
     if not files:
         raise CovsegError("no input images given")
+    refuse_further_channels(files)
     recorded = recorded_paths(files)
     for name in recorded:  # the record names them
         refuse_undecodable_name(Path(name))
@@ -1005,7 +1035,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     given: dict[str, Any] = {key: value for key, value in options.items() if key != "hu"}
     check_volume_options(**given)
     check_hu(options.get("hu", "auto"))
-    inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
+    inputs, out, shard = _paths("inputs", inputs), _out(out, held=VOLUME_MASKS), _shard(shard)
     images = [str(item) for item in inputs if input_kind(Path(item), VOLUMES) == IMAGES]
     if images:
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
@@ -1189,8 +1219,9 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
             _path(name, value)
     check_kind("html", html, [bool])
     check_hu(hu)
-    return all_done(quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image,
-                                   hu=hu, multiclass=multiclass_for(classes), html_report=html,
+    return all_done(quantify_batch(_paths("masks", masks), _out(out, held=QUANTIFY_RESULTS),
+                                   lungs=lungs, image=image, hu=hu,
+                                   multiclass=multiclass_for(classes), html_report=html,
                                    shard=_shard(shard)), "quantified")
 
 
@@ -1238,7 +1269,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     volumes = [str(item) for item in inputs if input_kind(Path(item), IMAGES) == VOLUMES]
     if volumes:
         raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
-    out = _out(out)
+    out = _out(out, held=IMAGE_MASKS)
     for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
         if Path(item).resolve() != out.resolve():
             refuse_inside(out, item, "input folder", "where its masks would lie among the images")

@@ -300,9 +300,7 @@ def _predict_model(args: argparse.Namespace) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
     kinds = [api.input_kind(Path(item)) for item in args.inputs]
-    cli_volumes.refuse_file_out(args.out, "masks go to OUT/STUDY/infection.nii.gz (and "
-                                "lungs.nii.gz)" if api.VOLUMES in kinds
-                                else "masks go to OUT/IMAGE.png, one per image")
+    api.refuse_file_out(args.out, api.VOLUME_MASKS if api.VOLUMES in kinds else api.IMAGE_MASKS)
     if api.VOLUMES in kinds:
         if api.IMAGES in kinds:
             image, volume = (args.inputs[kinds.index(kind)] for kind in (api.IMAGES, api.VOLUMES))

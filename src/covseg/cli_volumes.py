@@ -17,8 +17,7 @@ from covseg.console import say, tell
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
-from covseg.io.image import IMAGE_SUFFIXES
-from covseg.io.volume import HU_MODES, ITK_SUFFIXES, NIFTI_SUFFIXES
+from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES
 from covseg.records import RESULT_JSON
@@ -56,7 +55,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="lesion mask files (NIfTI, NRRD, MetaImage, a one-layer 3D Slicer "
                              ".seg.nrrd) or folders of them, or a `covseg predict` output folder "
                              "(its lungs.nii.gz are used as labelled unless --lungs is given)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    # a str, as predict's: its trailing "/" says a folder (api.refuse_file_out)
+    parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--lungs", type=Path,
                         help="lung mask file (NIfTI, NRRD, MetaImage), or a folder of them named "
                              "like the masks (a predict study folder is read as its lungs.nii.gz; "
@@ -86,21 +86,9 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-OUT_FILE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES, *IMAGE_SUFFIXES)
-"""Endings of an --out that names a file, not the folder covseg's --out is (lungmask's habit)."""
-
-
-def refuse_file_out(out: str | Path, held: str) -> None:
-    """Refuse an ``out`` not yet there that is named as a file (``--out mask.nii.gz``) where
-    --out is a folder, saying what it ``held``: the folder was made, named mask.nii.gz/."""
-    if not Path(out).exists() and str(out).lower().endswith(OUT_FILE_SUFFIXES):
-        raise CovsegError(f"--out {out}: --out is a folder: {held}; give a folder name")
-
-
 def _quantify_command(args: argparse.Namespace) -> int:
     """``covseg quantify``: the batch's line and exit status 1 when a study failed, where the
     API raises :class:`StudiesFailed`."""
-    refuse_file_out(args.out, "results go to OUT/STUDY/quantification.json and OUT/summary.csv")
     try:
         result = api.quantify(args.masks, args.out, lungs=args.lungs, image=args.image,
                               hu=args.hu, classes=args.classes, html=args.html, shard=args.shard)

@@ -19,6 +19,7 @@ from covseg.config import check_batch_size
 from covseg.data.layouts import class_labels
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, damaged_meta, exported_checkpoint
+from covseg.io.image import channel_dropped
 from covseg.provenance import option_name
 from covseg.transforms import LUNG_WINDOW, Letterbox
 from covseg.volumes import applied_threshold
@@ -219,9 +220,11 @@ def model_inputs(images: Sequence[np.ndarray], prepare: LungGuide | LungFrame | 
 
 
 def output_name(path: Path) -> str:
-    """The mask file name for an input: its stem (without .nii/.gz) plus .png."""
+    """The mask file name for an input: its stem (without .nii/.gz) plus .png, without nnU-Net's
+    ``_0000`` in its images folders, as a volume's study is named
+    (:func:`~covseg.io.image.channel_dropped`: ``imagesTs/lungA_0000.png`` gives ``lungA.png``)."""
     name = path.name
-    for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] + ".png"
-    return path.stem + ".png"
+    stem = next((name[: -len(suffix)] for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg",
+                                                      ".jpeg", ".tif", ".tiff", ".bmp")
+                 if name.lower().endswith(suffix)), path.stem)
+    return channel_dropped(path, stem) + ".png"

@@ -37,10 +37,9 @@ from covseg.io.dicom import (
 )
 from covseg.io.image import (
     APPLE_DOUBLE,
+    channel_dropped,
     image_name,
-    in_nnunet_images,
     is_image_file,
-    without_channel,
 )
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti_named
@@ -73,17 +72,19 @@ def study_name(path: Path, mask: bool = False) -> str:
     A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``.
     A folder (a DICOM series) is named as it is (:func:`folder_name`); a hidden file given by
     name without its leading dots (``.ct.nii.gz`` is ``ct``), so that its outputs are not a
-    hidden folder that listing, and quantify's discovery, pass over. nnU-Net's channel suffix
-    is dropped (:func:`without_channel`): ``imagesTs/case_001_0000.nii.gz`` is study
-    ``case_001``, as its label ``labelsTs/case_001.nii.gz`` names it, and so is
-    ``imagesTs/lungA_0000.nii.gz`` study ``lungA``, as the nnU-Net reader pairs it."""
+    hidden folder that listing, and quantify's discovery, pass over. In nnU-Net's images
+    folders the channel suffix is dropped (:func:`~covseg.io.image.channel_dropped`):
+    ``imagesTs/case_001_0000.nii.gz`` is study ``case_001``, as its label
+    ``labelsTs/case_001.nii.gz`` names it, and ``imagesTs/lungA_0000.nii.gz`` study ``lungA``,
+    as the nnU-Net reader pairs it; ``scans/scan_20200401_0000.nii.gz`` keeps its name, under
+    which an earlier covseg's outputs are done."""
     if path.is_dir():
         return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
     stem = volume_stem(path)
     stem = stem.lstrip(".") or stem  # a hidden file's outputs: a folder listing shows
-    return without_channel(image_name(stem) if mask else stem, in_nnunet_images(path))
+    return channel_dropped(path, image_name(stem) if mask else stem)
 
 
 def folder_name(path: Path) -> str:

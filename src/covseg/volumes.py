@@ -52,7 +52,7 @@ from covseg.config import check_batch_size, check_kind
 from covseg.data.layouts import class_labels
 from covseg.errors import CovsegError, them
 from covseg.io.atomic import reserve
-from covseg.io.ct import read_volume
+from covseg.io.ct import read_volume, refuse_further_channels
 from covseg.io.image import refuse_label_mask
 from covseg.io.volume import Volume, check_hu, hounsfield, write_mask_like, write_probabilities_like
 from covseg.lungs import (
@@ -621,7 +621,8 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
 
     Done studies are skipped (a done study made with other settings stops the run first; those
     an earlier covseg made under its older lung rule are named in one warning), failures
-    recorded in the summary CSV; ``options`` go to :func:`predict_study`.
+    recorded in the summary CSV; ``options`` go to :func:`predict_study`. An nnU-Net images
+    folder of several channels per case is refused, as training refuses it.
     """
     unknown = sorted(set(options) - STUDY_OPTIONS)
     if unknown:
@@ -634,6 +635,7 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     if guide is not None:
         guide.run  # noqa: B018 - looked up: one line refuses a lung run not there
     studies = find_studies(inputs, exclude=out_dir)
+    refuse_further_channels(study.path for study in studies)
     _refuse_output_in_input(studies, Path(out_dir))
     settings = predict_settings(predictor, **{k: v for k, v in options.items()
                                               if k != "batch_size"})

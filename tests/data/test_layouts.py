@@ -3569,6 +3569,7 @@ def test_an_nnunet_case_is_named_as_predict_names_its_study(tmp_path: Path) -> N
     assert study_name(root / "imagesTr" / "lungA_0000.nii.gz") == "lungA"
     assert study_name(root / "imagesTs" / "lungA_0000.nii.gz") == "lungA"
     assert study_name(tmp_path / "scans" / "lungA_0000.nii.gz") == "lungA_0000"
+    assert study_name(tmp_path / "scans" / "scan_20200401_0000.nii.gz") == "scan_20200401_0000"
 
 
 def test_nnunet_data_it_cannot_read_is_refused_saying_why(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from covseg.data.synthetic import synthetic_slice
 from covseg.errors import CovsegError
 from covseg.io.image import (
     case_key,
+    channel_dropped,
     label_levels,
     mask_to_labels,
     masks_to_labels,
@@ -24,7 +25,6 @@ from covseg.io.image import (
     read_image,
     read_oriented,
     read_oriented_mask,
-    without_channel,
 )
 from covseg.transforms import normalize_intensity
 from tests.conftest import png_header, shared
@@ -347,8 +347,9 @@ def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -
     ("case_00012_0000", "case_00012"),  # KiTS's case ids
     ("patient1_0000", "patient1"),
     ("case_001_0000_mask", "case_001"),
-    ("case_0000", "case_0000"),  # a numbered name: no case id before the suffix
-    ("slice_0000", "slice_0000"),
+    ("lungA_0000", "lungA"),  # pairs with lungA wherever it lies
+    ("case_0000", "case"),
+    ("scan_20200401_0000", "scan_20200401"),
     ("0000", "0000"),
     ("case_001_0001", "case_001_0001"),  # another channel: not the CT's, kept as named
     ("case_001_00000", "case_001_00000"),  # five digits: no channel suffix
@@ -357,21 +358,29 @@ def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -
 ])
 def test_case_key_drops_nnunets_ct_channel_suffix(stem: str, key: str) -> None:
     """nnU-Net names a case's CT ``case_001_0000`` and its label ``case_001``: predict named
-    its study ``case_001_0000``, and evaluate found no truth of that name in labelsTs/."""
+    its study ``case_001_0000``, and evaluate found no truth of that name in labelsTs/. Pairing
+    drops the suffix after any name, in any folder: ``NAME`` and ``NAME_0000`` pair (an earlier
+    covseg's ``OUT/lungA_0000/`` was paired with no CT of ``imagesTs/``)."""
     assert case_key(stem) == key
 
 
-@pytest.mark.parametrize(("stem", "bare"), [
-    ("lungA_0000", "lungA"),  # any case of an nnU-Net images folder
-    ("case_0000", "case"),
-    ("case_001_0000", "case_001"),
-    ("case_001_0001", "case_001_0001"),
-    ("0000", "0000"),
-    ("lungA", "lungA"),
+@pytest.mark.parametrize(("folder", "stem", "name"), [
+    ("imagesTs", "lungA_0000", "lungA"),  # any case of an nnU-Net images folder
+    ("imagesTr", "case_0000", "case"),
+    ("imagesTs", "case_001_0000", "case_001"),
+    ("imagesTs", "case_001_0001", "case_001_0001"),
+    ("imagesTs", "0000", "0000"),
+    ("imagesTs", "lungA", "lungA"),
+    ("scans", "scan_20200401_0000", "scan_20200401_0000"),  # a name of its own elsewhere
+    ("scans", "case_001_0000", "case_001_0000"),
+    ("labelsTs", "lungA_0000", "lungA_0000"),
 ])
-def test_an_nnunet_folders_ct_channel_suffix_is_dropped_after_any_case(stem: str, bare: str
-                                                                      ) -> None:
-    assert without_channel(stem, nnunet=True) == bare
+def test_names_drop_the_ct_channel_suffix_in_nnunets_images_folders_only(
+        folder: str, stem: str, name: str) -> None:
+    """Study and mask names dropped ``_0000`` after a digit anywhere: a rerun over an ``--out``
+    an earlier covseg wrote for ``scans/scan_20200401_0000.nii.gz`` predicted it again as
+    study ``scan_20200401`` and listed both."""
+    assert channel_dropped(Path(folder) / f"{stem}.nii.gz", stem) == name
 
 
 @pytest.mark.parametrize("stored,reason", [

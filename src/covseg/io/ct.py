@@ -6,7 +6,7 @@ NIfTI, NRRD or MetaImage file (:func:`read_mask_volume`), as 3D Slicer and ITK-S
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,16 @@ from covseg.io.dicom import (
     read_dicom_file,
     read_dicom_folder,
 )
-from covseg.io.image import IMAGE_SUFFIXES, MASK_SLICES, apple_double, named_as_image
+from covseg.io.image import (
+    CT_CHANNEL,
+    IMAGE_SUFFIXES,
+    MASK_SLICES,
+    NNUNET_CHANNEL,
+    NNUNET_IMAGES,
+    apple_double,
+    in_nnunet_images,
+    named_as_image,
+)
 from covseg.io.itk import data_file_refused, read_itk
 from covseg.io.listing import Listings
 from covseg.io.nifti import (
@@ -55,6 +64,36 @@ def is_volume_named(path: Path) -> bool:
     """True for a file named as a NIfTI, NRRD or MetaImage volume, hidden or not: one given by
     name."""
     return is_nifti_named(path) or is_itk_named(path)
+
+
+def one_channel(root: Path, found: str, folder: str = NNUNET_IMAGES) -> CovsegError:
+    """The refusal of nnU-Net data of several channels per case, ``found`` saying where (in
+    ``root``'s images ``folder``, or its dataset.json): covseg reads CTs, one channel."""
+    return CovsegError(f"{root}: {found}, but covseg reads one CT channel per case; keep the "
+                       f"CT's {folder}/ files (_{CT_CHANNEL}) alone in a copy and give that")
+
+
+def refuse_further_channels(paths: Iterable[Path]) -> None:
+    """Refuse the files of ``paths`` in an nnU-Net images folder (``imagesTr/``, ``imagesTs/``:
+    :func:`~covseg.io.image.in_nnunet_images`) that are another channel beside their case's CT
+    (``case_001_0001`` by ``case_001_0000``): covseg reads one CT channel per case, and
+    predict took the other channel for a CT study of its own."""
+    by_folder: dict[Path, dict[str, Path]] = {}
+    for path in paths:
+        if in_nnunet_images(path):
+            by_folder.setdefault(path.parent, {})[volume_stem(path)] = path
+    for folder, stems in by_folder.items():
+        others = sorted(path.name for stem, path in stems.items() if _other_channel(stem, stems))
+        if others:
+            raise one_channel(folder.parent, f"{folder.name}/ holds further channels "
+                                             f"({examples(others)})", folder.name)
+
+
+def _other_channel(stem: str, stems: Collection[str]) -> bool:
+    """Whether ``stem`` is a channel other than the CT's of a case whose CT is in ``stems``."""
+    match = NNUNET_CHANNEL.fullmatch(stem)
+    return (match is not None and match.group(2) != CT_CHANNEL
+            and f"{match.group(1)}_{CT_CHANNEL}" in stems)
 
 
 def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:

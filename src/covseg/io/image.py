@@ -147,17 +147,23 @@ NNUNET_IMAGE_FOLDERS = frozenset({NNUNET_IMAGES, NNUNET_TEST})
 """nnU-Net's folders of images, where nnU-Net v2 names every image by its case and channel."""
 
 
-def without_channel(stem: str, nnunet: bool = False) -> str:
-    """``stem`` without nnU-Net's ``_0000`` channel suffix (:data:`NNUNET_CHANNEL`), so that a
-    CT of ``imagesTs/`` names its study, predict's outputs and their pairing as its label
-    names the case: after a case that ends in a digit, as nnU-Net's converted data sets number
-    their cases (``slice_0000`` or ``case_0000`` is a numbered name, not case ``slice``'s
-    channel, and keeps its suffix), or after any case where the stem is of a file in an
-    nnU-Net images folder (``nnunet``: :func:`in_nnunet_images`). Other stems as they are."""
+def without_channel(stem: str) -> str:
+    """``stem`` without nnU-Net's ``_0000`` CT channel suffix (:data:`NNUNET_CHANNEL`) after
+    its case (``case_001_0000`` and ``lungA_0000`` are ``case_001`` and ``lungA``), as its
+    label names the case; other stems as they are. Study and mask names drop it inside
+    nnU-Net's images folders only (:func:`channel_dropped`); pairing drops it anywhere
+    (:func:`case_key`)."""
     match = NNUNET_CHANNEL.fullmatch(stem)
-    if not match or match.group(2) != CT_CHANNEL or not (nnunet or match.group(1)[-1].isdigit()):
-        return stem
-    return match.group(1)
+    return match.group(1) if match and match.group(2) == CT_CHANNEL else stem
+
+
+def channel_dropped(path: Path, stem: str) -> str:
+    """The name a file's ``stem`` gives its study or 2D mask: without nnU-Net's ``_0000``
+    (:func:`without_channel`) in an nnU-Net images folder (:func:`in_nnunet_images`), where
+    nnU-Net names every image by its case and channel, so that ``imagesTs/case_001_0000`` is
+    named as its label ``labelsTs/case_001``; as it is elsewhere (``scan_20200401_0000`` is
+    a name of its own, which an earlier covseg's outputs bear)."""
+    return without_channel(stem) if in_nnunet_images(path) else stem
 
 
 def in_nnunet_images(path: Path) -> bool:
@@ -192,8 +198,11 @@ def case_key(stem: str) -> str:
     its CT names: the ``_org`` (``coronacases_org_001`` is the CT of mask ``coronacases_001``),
     and the ``_org_covid-19-pneumonia-`` and trailing ``-dcm`` of the Radiopaedia ones
     (``radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm`` is ``radiopaedia_14_85914_0``); and
-    without nnU-Net's channel suffix (:func:`without_channel`: ``case_001_0000`` is
-    ``case_001``)."""
+    without nnU-Net's channel suffix wherever the file lies (:func:`without_channel`:
+    ``case_001_0000`` and ``lungA_0000`` are ``case_001`` and ``lungA``), so that a name and
+    the name plus ``_0000`` pair with each other: an earlier covseg's ``OUT/lungA_0000/``
+    with ``imagesTs/lungA_0000``'s label ``lungA``, and a CT outside nnU-Net's folders with
+    the masks of its name."""
     key = KAGGLE_CT_ENDING.sub("", paired_name(without_channel(image_name(stem)))[0])
     key = key.replace("_org_covid-19-pneumonia-", "_")
     return KAGGLE_ORG.sub("", key)

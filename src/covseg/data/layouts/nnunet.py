@@ -22,16 +22,15 @@ from covseg.data.layouts.base import (
     unique,
 )
 from covseg.data.layouts.folders import read_pairs
-from covseg.errors import CovsegError, examples
-from covseg.io.ct import is_mask_volume, is_volume_file, volume_stem
-from covseg.io.image import (
-    CT_CHANNEL,
-    NNUNET_CHANNEL,
-    NNUNET_IMAGES,
-    NNUNET_TEST,
-    is_image_file,
-    without_channel,
+from covseg.errors import CovsegError
+from covseg.io.ct import (
+    is_mask_volume,
+    is_volume_file,
+    one_channel,
+    refuse_further_channels,
+    volume_stem,
 )
+from covseg.io.image import NNUNET_IMAGES, NNUNET_TEST, is_image_file, without_channel
 
 NNUNET_LABELS = "labelsTr"
 """The folder of the training labels, one file per case, named by the case."""
@@ -61,7 +60,7 @@ def read_nnunet(root: Path, options: ReadOptions) -> LoadedData:
     check_dataset_json(root, options.target)
     labels = files(labels_dir, lambda p: is_image_file(p) or is_mask_volume(p))
     images = files(images_dir, lambda p: is_image_file(p) or is_volume_file(p))
-    _refuse_channels(root, images)
+    refuse_further_channels(images.values())
     cases = unique(images_dir, images.values(), lambda p: _case(volume_stem(p), labels))
     pairs = pair_folders(cases, labels, root, "nnunet", images_dir, labels_dir)
     return read_pairs(root, pairs, options, "nnunet")
@@ -71,23 +70,7 @@ def _case(stem: str, labels: dict[str, Path]) -> str:
     """The case an image's stem names: the stem itself where a label bears it (the Decathlon's
     names), else the stem without its CT channel suffix as predict names its study
     (:func:`~covseg.io.image.without_channel`: ``case_001_0000`` is ``case_001``)."""
-    return stem if stem in labels else without_channel(stem, nnunet=True)
-
-
-def _one_channel(root: Path, found: str) -> CovsegError:
-    """The refusal of a data set of several channels per case, ``found`` saying where."""
-    return CovsegError(f"{root}: {found}, but covseg reads one CT channel per case; keep the "
-                       f"CT's {NNUNET_IMAGES}/ files (_{CT_CHANNEL}) alone in a copy of the "
-                       "data set and give that")
-
-
-def _refuse_channels(root: Path, images: dict[str, Path]) -> None:
-    """Refuse a case holding a channel beside its CT's (``case_001_0001`` by ``case_001_0000``)."""
-    others = [path.name for stem, path in images.items()
-              if (match := NNUNET_CHANNEL.fullmatch(stem)) and match.group(2) != CT_CHANNEL
-              and f"{match.group(1)}_{CT_CHANNEL}" in images]
-    if others:
-        raise _one_channel(root, f"{NNUNET_IMAGES}/ holds further channels ({examples(others)})")
+    return stem if stem in labels else without_channel(stem)
 
 
 def check_dataset_json(root: Path, target: str) -> None:
@@ -107,7 +90,7 @@ def check_dataset_json(root: Path, target: str) -> None:
     channels = spec.get("channel_names", spec.get("modality"))
     if isinstance(channels, dict) and len(channels) > 1:
         named = ", ".join(map(str, channels.values()))
-        raise _one_channel(root, f"{DATASET_JSON} names {len(channels)} channels ({named})")
+        raise one_channel(root, f"{DATASET_JSON} names {len(channels)} channels ({named})")
     if (labels := spec.get("labels")) is not None:
         _check_labels(path, _labels(path, labels), target)
 
