@@ -14,6 +14,7 @@ import pytest
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, export_onnx
+from covseg.io.atomic import remove_temporaries
 from tests.conftest import NEEDS_ONNX
 
 
@@ -513,7 +514,6 @@ def test_an_export_holds_its_temporary_while_it_writes(
     temporary alone: it is locked from before torch writes it until it is renamed."""
     import onnx
 
-    export_module = importlib.import_module("covseg.export")  # the package's export() shadows it
     seen: list[list[str]] = []
     save = onnx.save
 
@@ -521,14 +521,14 @@ def test_an_export_holds_its_temporary_while_it_writes(
         save(graph, path)
         if not seen:
             seen.append([p.name for p in tmp_path.glob(".*.onnx")])
-            export_module._remove_dead_temporaries(tmp_path)
+            remove_temporaries(tmp_path, ".onnx")
             seen.append([p.name for p in tmp_path.glob(".*.onnx")])
 
     atomic_module = importlib.import_module("covseg.io.atomic")
     replace = atomic_module.os.replace
 
     def clean_up_then_rename(source: Path, target: Path) -> None:
-        export_module._remove_dead_temporaries(tmp_path)  # another export, just before
+        remove_temporaries(tmp_path, ".onnx")  # another export, just before
         replace(source, target)
 
     monkeypatch.setattr(onnx, "save", save_then_export_again)

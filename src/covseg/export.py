@@ -9,13 +9,10 @@ from the run.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +25,7 @@ from covseg.checkpoint import (
     model_from_checkpoint,
 )
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path, is_temporary_name, output_file
+from covseg.io.atomic import atomic_path, output_file, remove_temporaries
 from covseg.io.quiet import quiet_warnings
 from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import option_given, option_name, provenance
@@ -68,9 +65,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     model = model_from_checkpoint(payload)
     example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
                          generator=torch.Generator())  # the caller's global one left alone
-    _remove_dead_temporaries(out.parent)
-    with ExitStack() as held, atomic_path(out) as tmp, quiet_warnings():
-        held.enter_context(_held(tmp))  # released after the rename, as ``held`` exits last
+    remove_temporaries(out.parent, ".onnx")  # killed exports' (any name); running ones' stay
+    with atomic_path(out) as tmp, quiet_warnings():
         # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
                           output_names=["logits"], opset_version=OPSET, dynamo=False,
@@ -81,33 +77,6 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
         entry.key, entry.value = META_KEY, json.dumps({**meta, EXPORT_KEY: record})
         onnx.save(graph, str(tmp))
     return out
-
-
-def _remove_dead_temporaries(folder: Path) -> None:
-    """Delete the ``.NAME.XXXXXXXX.onnx`` temporaries in ``folder`` that no running export holds
-    (:func:`_held`): an export killed with ``kill -9`` left one, the size of the model, which
-    only an export to that same name removed. No lock keeps other exports out of the folder, so
-    one that another export is writing is left alone."""
-    for path in folder.glob(".*.onnx") if folder.is_dir() else ():
-        if path.is_file() and is_temporary_name(path.name):
-            with suppress(OSError), path.open("rb") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError where it is held
-                path.unlink()
-
-
-@contextmanager
-def _held(tmp: Path) -> Iterator[IO[bytes]]:
-    """Hold an advisory lock on the export's temporary file ``tmp`` while it is written, so that
-    another export's :func:`_remove_dead_temporaries` leaves it alone; the system drops it when
-    the export ends, killed too. One removed before the lock was taken is made again, held."""
-    while True:
-        handle = tmp.open("ab")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if tmp.exists() and os.fstat(handle.fileno()).st_ino == tmp.stat().st_ino:
-            break
-        handle.close()
-    with handle:
-        yield handle
 
 
 class OnnxNetwork:

@@ -9,6 +9,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,98 @@ def test_a_killed_runs_temporary_is_removed_whatever_its_suffixes_hold(tmp_path:
         (stale.parent / user).write_text("a user's own hidden file")
     assert remove_temporaries(stale.parent) == [stale]
     assert sorted(p.name for p in stale.parent.iterdir()) == sorted(own)
+
+
+def test_a_temporary_being_written_is_kept_by_another_runs_clean_up(tmp_path: Path) -> None:
+    """A run's clean-up of a folder (train's, export's, a batch's) deleted the temporary file
+    another covseg run was writing there, which then failed at its rename (export: a finished
+    model lost). A temporary is locked while it is written now; only dead ones go."""
+    target = tmp_path / "best.pt"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"weights")
+        dead = tmp_path / f".best.{'k' * 8}.pt"  # as kill -9 left it: no one holds it
+        dead.write_bytes(b"half")
+        assert remove_temporaries(tmp_path) == [dead]
+        assert remove_temporaries_of(target) == [] and tmp.read_bytes() == b"weights"
+    assert target.read_bytes() == b"weights" and list(tmp_path.iterdir()) == [target]
+
+
+def test_a_killed_runs_temporary_is_held_until_it_dies(tmp_path: Path) -> None:
+    """The lock on a temporary goes with its process, ``kill -9`` too: the clean-up keeps it
+    while that run lives, and removes it once the run is killed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom covseg.io.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n    time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "mask.png")],
+                          stdout=subprocess.PIPE, text=True) as writer:
+        try:
+            assert writer.stdout is not None
+            tmp = Path(writer.stdout.readline().strip())
+            assert remove_temporaries(tmp_path) == [] and tmp.exists()
+        finally:
+            writer.kill()  # SIGKILL: kill -9
+            writer.wait()
+    assert remove_temporaries(tmp_path) == [tmp] and list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_that_cannot_be_opened_is_kept(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's temporary (mode 0600 while written) cannot be opened to tell whether its
+    run still writes it: it is kept, where the clean-up stopped with a raw PermissionError or
+    deleted it under that run."""
+    theirs = tmp_path / f".a.{'k' * 8}.json"
+    theirs.write_text("half")
+    real_open = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == theirs:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert remove_temporaries(tmp_path) == [] and theirs.exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_file_system_without_locks_is_written_and_cleaned_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Some network and FUSE mounts refuse ``flock``: a temporary is written unlocked there,
+    and the clean-up removes every temporary, as before temporaries were locked."""
+    def refused(*_: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(atomic.fcntl, "flock", refused)
+    dead = tmp_path / f".a.{'k' * 8}.json"
+    dead.write_text("half")
+    assert remove_temporaries(tmp_path) == [dead]
+    assert write_json(tmp_path / "a.json", {"a": 1}).read_text() == '{\n  "a": 1\n}\n'
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.json"]
+
+
+def test_a_temporary_removed_before_its_lock_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run's clean-up may delete a temporary between its making and its locking: the
+    lock then holds a file no name leads to, so a new temporary is made and locked."""
+    mkstemp, flock = tempfile.mkstemp, atomic.fcntl.flock
+    made: list[str] = []
+
+    def recorded(**where: str) -> tuple[int, str]:
+        fd, name = mkstemp(**where)
+        made.append(name)
+        return fd, name
+
+    def removed_first(fd: int, operation: int) -> None:
+        if len(made) == 1 and os.path.exists(made[0]):
+            os.unlink(made[0])  # another run's clean-up, just before the lock
+        flock(fd, operation)
+
+    monkeypatch.setattr(tempfile, "mkstemp", recorded)
+    monkeypatch.setattr(atomic.fcntl, "flock", removed_first)
+    assert write_text(tmp_path / "a.txt", "x").read_text() == "x"
+    assert len(set(made)) == 2 and list(tmp_path.iterdir()) == [tmp_path / "a.txt"]
 
 
 def test_the_temporaries_of_one_target_are_removed_alone(tmp_path: Path) -> None:

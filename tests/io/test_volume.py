@@ -324,8 +324,11 @@ def test_a_mask_off_the_grid_in_another_axis_order_is_refused_as_off_the_grid(
     """A mask stored LAS beside an LPS CT, its header right but 2.5 mm off the CT's voxels, was
     refused as mirrored ("fix the header of one ... rather than pair them mirrored"), though
     unshifted it is accepted: off the grid, as the same shift in the CT's own order is. A mask
-    stored as its CT under a header that negates an axis in place, or swaps two axes (and is
-    shifted: its shape then reads as another), is still refused as mirrored."""
+    stored as its CT under a header that negates an axis in place, or swaps two axes, is still
+    refused as mirrored; swapped and shifted, it was refused as mirrored too, and is off the
+    grid now. Swapped unshifted (the same voxel sizes and first voxel on the body's axes), it
+    was refused for its shape, "(8, 10, 4) differs from ... (8, 10, 4)"; swapped and flipped
+    onto the CT's first corner, it is off the grid, its extents said along the body's axes."""
     ct_affine = np.array([[-4.5, 0, 0, 100], [0, -5.0, 0, 120], [0, 0, 6.0, -50],
                           [0, 0, 0, 1.0]])
     ct = read_nifti(save(tmp_path / "ct.nii.gz", np.zeros((8, 10, 4), np.int16), ct_affine))
@@ -333,14 +336,19 @@ def test_a_mask_off_the_grid_in_another_axis_order_is_refused_as_off_the_grid(
     mirrored = ct_affine.copy()
     mirrored[1, 1] = 5.0
     permuted = ct_affine[:, [1, 0, 2, 3]]
+    cornered = permuted @ np.array([[1.0, 0, 0, 0], [0, -1, 0, 9], [0, 0, 1, 0], [0, 0, 0, 1]])
     shifted = np.eye(4)
     shifted[1, 3] = 2.5
+    extents = (r"mask \S+ \(10 x 8 x 4 and 8 x 10 x 4 voxels from right to left, front to back "
+               r"and foot to head, as the files' axes PRS and LPS read\); resample one")
     for name, affine, refusal in (
             ("las", las, None),
             ("las_shifted", shifted @ las, "not on the voxel grid of the mask"),
             ("lps_shifted", shifted @ ct_affine, "not on the voxel grid of the mask"),
             ("mirrored", mirrored, "rather than pair them mirrored"),
-            ("permuted_shifted", shifted @ permuted, "rather than pair them mirrored")):
+            ("permuted", permuted, r"rather than pair them mirrored$"),
+            ("permuted_shifted", shifted @ permuted, "not on the voxel grid of the mask"),
+            ("permuted_cornered", cornered, extents)):
         mask = read_nifti(save(tmp_path / f"{name}.nii.gz", np.zeros((8, 10, 4), np.uint8),
                                affine))
         if refusal is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import json
 import math
@@ -16,7 +17,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from covseg.errors import CovsegError, FullDisk, no_space
 from covseg.provenance import option_given, option_name
@@ -121,15 +122,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
                           f"allow {NAME_MAX}); pick a shorter name")
     if target.is_dir():
         raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
-    prefix, suffix = _temporary_affixes(target)
     try:
         output_folder(target.parent, holds=target).mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+        fd, tmp = _held_temporary(target)
     except OSError as exc:
         raise _unwritable(target, exc) from None
-    tmp = Path(tmp_name)
     try:
-        os.close(fd)
         yield tmp
         os.chmod(tmp, OUTPUT_MODE)  # mkstemp creates 0600; outputs follow the umask
         os.replace(tmp, target)
@@ -140,6 +138,34 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+        os.close(fd)  # the lock goes after the rename: no clean-up took the file before it
+
+
+def _held_temporary(target: Path) -> tuple[int, Path]:
+    """A new temporary file for ``target`` (:func:`_temporary_affixes`), open and locked
+    (``flock``, exclusive) until its descriptor is closed, so that another run's
+    :func:`remove_temporaries` leaves it while it is written; the system drops the lock of a
+    run however it ends, ``kill -9`` too. One that such a clean-up removed before the lock was
+    taken is made again; on a file system without ``flock`` (some network and FUSE mounts) it
+    is written unlocked, as before."""
+    prefix, suffix = _temporary_affixes(target)
+    while True:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in _NO_FLOCK:
+                os.close(fd)
+                raise
+            return fd, Path(name)
+        with suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(name).st_ino:
+                return fd, Path(name)
+        os.close(fd)
+
+
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS)
+"""The errors of ``flock`` on a file system that has no such locks."""
 
 
 def _umask() -> int:
@@ -195,14 +221,40 @@ def is_temporary_name(name: str) -> bool:
         for match in _TEMPORARY_TAIL.finditer(name))
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed run (``kill -9``) left in one of covseg's own output
-    folders before that folder is written again; return them."""
-    stale = [path for path in folder.glob(".*")
-             if path.is_file() and is_temporary_name(path.name)] if folder.is_dir() else []
-    for path in stale:
-        path.unlink()
-    return stale
+def remove_temporaries(folder: Path, suffix: str = "") -> list[Path]:
+    """Delete the temporary files a killed run (``kill -9``) left in ``folder`` (those ending in
+    ``suffix`` alone, where given) before it is written again; return them. One that a running
+    covseg holds (:func:`_held_temporary`) is being written, and kept."""
+    return _remove_unheld([path for path in folder.glob(f".*{suffix}")
+                           if path.is_file() and is_temporary_name(path.name)]
+                          if folder.is_dir() else [])
+
+
+def _remove_unheld(paths: Iterable[Path]) -> list[Path]:
+    """Delete each of ``paths`` that no process holds a lock on (:func:`_held_temporary`), or
+    each where the file system has no locks; return those deleted. One we may not open (another
+    user's) cannot be told unheld, and is kept."""
+    removed = []
+    for path in paths:
+        try:
+            with path.open("rb") as handle:
+                if _unheld(handle):
+                    path.unlink()
+                    removed.append(path)
+        except (BlockingIOError, PermissionError, FileNotFoundError):
+            continue  # held, another user's, or renamed by its run meanwhile
+    return removed
+
+
+def _unheld(handle: IO[bytes]) -> bool:
+    """Whether the open file ``handle`` could be locked, exclusive, at once (its lock then held
+    until it is closed), or its file system has no locks: no one is writing it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in _NO_FLOCK:
+            raise
+    return True
 
 
 def remove_empty_folders(folders: Iterable[Path]) -> None:
@@ -221,11 +273,9 @@ def remove_temporaries_of(target: Path) -> list[Path]:
     prefix, suffix = _temporary_affixes(target)
     own = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
     folder = target.parent
-    stale = [path for path in folder.glob(".*")
-             if path.is_file() and own.match(path.name)] if folder.is_dir() else []
-    for path in stale:
-        path.unlink()
-    return stale
+    return _remove_unheld([path for path in folder.glob(".*")
+                           if path.is_file() and own.match(path.name)]
+                          if folder.is_dir() else [])
 
 
 def _unwritable(target: Path, exc: OSError) -> CovsegError:

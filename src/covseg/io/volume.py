@@ -623,20 +623,23 @@ def check_same_grid(reference: Volume, other: Volume,
     working axes by its own header, so voxels stored alike under headers that label the axes
     differently (one flipped or permuted) would pair mirrored, or be refused for shapes that
     print equal: refused, naming the axes, where read along the other's axes they would pair
-    (:func:`_apart_by_axis_labels`); else refused as off the grid. A drift under half a voxel
+    (:func:`_apart_by_axis_labels`); else refused as off the grid (files of one shape too, their
+    extents said along the body's axes where nothing else differs). A drift under half a voxel
     between headers (translation, rounding) only warns, the voxels being paired as stored.
     ``reshaped``: the masks of the two whose shape may be the one at fault, for a refusal's advice
     (:func:`cropped_segmentation_advice`): by default ``reference``; of two masks, both, or the
     second alone where the first lies on its CT's grid."""
     differences = grid_differences(reference, other)
-    if differences and _apart_by_axis_labels(reference, other):
+    shapes_apart = reference.array.shape != other.array.shape
+    if (differences or shapes_apart) and _apart_by_axis_labels(reference, other):
+        detail = f" ({'; '.join(differences[:-1])})" if differences else ""
         raise CovsegError(
             f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
             f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
             "differently; fix the header of one (e.g. give the mask the CT's geometry) rather "
-            f"than pair them mirrored ({'; '.join(differences[:-1])})"
+            f"than pair them mirrored{detail}"
         )
-    if reference.array.shape != other.array.shape:
+    if shapes_apart and reference.file_shape != other.file_shape:
         raise CovsegError(
             f"{other.source}: shape {other.file_shape} differs from the mask "
             f"{reference.source} {reference.file_shape} (each file's {FILE_ORDER}); "
@@ -644,25 +647,34 @@ def check_same_grid(reference: Volume, other: Volume,
             + cropped_segmentation_advice(reshaped=[
                 mask.source for mask in ([reference] if reshaped is None else reshaped)])
         )
-    if differences:
+    if differences or shapes_apart:
+        said = differences or [_extents(reference, other)]
         raise CovsegError(
             f"{other.source}: not on the voxel grid of the mask {reference.source} "
-            f"({'; '.join(differences)}); resample one onto the other's grid first"
+            f"({'; '.join(said)}); resample one onto the other's grid first"
             + cropped_segmentation_advice(reference.source, other.source)
         )
     warn_grid_drift(reference, other)
 
 
+def _extents(first: Volume, second: Volume) -> str:
+    """Two volumes' voxels along the working axes (x, y, z), as their headers read them, said
+    for a message: what sets apart two grids of one voxel size and first corner whose files
+    print one shape in other axis orders."""
+    first_xyz, second_xyz = (" x ".join(str(n) for n in volume.array.shape[::-1])
+                             for volume in (first, second))
+    return (f"{first_xyz} and {second_xyz} voxels from right to left, front to back and foot "
+            f"to head, as the files' axes {first.file_axes} and {second.file_axes} read")
+
+
 def _apart_by_axis_labels(reference: Volume, other: Volume) -> bool:
     """Whether the headers' axis labels set the grids apart: they label the axes differently,
     and ``reference``'s voxels as stored, read along ``other``'s file axes (from its own first
-    voxel, by its own voxel size along each body axis), lie on ``other``'s grid, or the files
-    hold one shape that the labels turn into two (axes permuted). A mask shifted or resized in
-    the same stored shape and another axis order is off the grid, not mirrored."""
+    voxel, by its own voxel size along each body axis), lie on ``other``'s grid: the files
+    hold one shape, which permuted labels may turn into two. A mask shifted or resized in the
+    same stored shape and another axis order, permuted too, is off the grid, not mirrored."""
     if reference.file_axes == other.file_axes or reference.file_shape != other.file_shape:
         return False
-    if reference.array.shape != other.array.shape:
-        return True
     target = _file_affine_mm(other)
     body_axes = nib.io_orientation(target)[:, 0].astype(int)
     sizes = np.linalg.norm(reference.affine[:3, :3], axis=0)[body_axes]
