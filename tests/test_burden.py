@@ -149,6 +149,38 @@ def test_category_effusion_and_outside_lesion_are_the_study_s_only() -> None:
     assert result["right_lung"]["percent_involved"] == 50.0
 
 
+def _lesion_in_and_out_of_the_lungs(outside: list[int]) -> dict[str, Any]:
+    """The study of a 10 x 10 slice of 1 mL voxels whose top row lies outside both lungs (90 of
+    lung), holding 3 GGO and 2 consolidation inside the right lung and ``outside``'s labels
+    along the top row."""
+    lungs = np.zeros((1, 10, 10), np.uint8)
+    lungs[0, 1:, :5], lungs[0, 1:, 5:] = 1, 2
+    lesions = np.zeros_like(lungs)
+    lesions[0, 2, :3], lesions[0, 3, :2] = 1, 2
+    lesions[0, 0, :len(outside)] = outside
+    return quantify(lesions, (10.0, 10.0, 10.0), lungs, multiclass=True)["study"]
+
+
+def test_class_shares_of_involvement_leave_out_lesion_outside_the_lungs() -> None:
+    """Ground-glass and consolidation's % involved add up to % involved (docs/ct-studies.md): the
+    4 GGO voxels outside the lungs are in neither, where GGO's counted them (7 of 90, 7.8 %)."""
+    study = _lesion_in_and_out_of_the_lungs([1, 1, 1, 1])
+    assert study["percent_involved"] == pytest.approx(100 * 5 / 90)
+    assert study["ggo_percent_involved"] == pytest.approx(100 * 3 / 90)
+    assert study["consolidation_percent_involved"] == pytest.approx(100 * 2 / 90)
+    assert (study["ggo_percent_involved"] + study["consolidation_percent_involved"]
+            == pytest.approx(study["percent_involved"]))
+    assert study["lesion_outside_lungs_ml"] == 4.0
+
+
+def test_consolidation_outside_the_lungs_is_lesion_outside_them() -> None:
+    """4 consolidation and 2 GGO voxels outside the lungs are 6 mL of lesion outside them, not
+    the GGO's 2 mL alone."""
+    study = _lesion_in_and_out_of_the_lungs([2, 2, 2, 2, 1, 1])
+    assert study["lesion_outside_lungs_ml"] == 6.0
+    assert study["lesion_ml"] == 11.0 and study["percent_involved"] == pytest.approx(100 * 5 / 90)
+
+
 def test_lungs_grown_by_a_quarter_of_their_aerated_volume_are_warned_of() -> None:
     """The grown-lungs warning compares the lesion grown over with the aerated lung, not with the
     lung counted after growing: nothing tested growth between 20 % and 25 % of the counted lung,

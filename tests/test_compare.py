@@ -343,6 +343,16 @@ def test_a_patients_dice_is_the_mean_over_its_slices(tmp_path: Path) -> None:
     assert unit == "patient" and dice == {"P1": pytest.approx(0.6), "P2": 0.5}
 
 
+def test_a_one_slice_patient_beside_a_several_slice_one_still_pairs_by_patient(
+        tmp_path: Path) -> None:
+    """Patients are the units once any patient holds several slices: A's 0.5, 0.6, 0.7 are one
+    pair (0.6) beside B's single slice, not four slice pairs."""
+    (tmp_path / "per_case.csv").write_text(
+        "fold,case_id,dice,patient_id\n0,s1,0.5,A\n0,s2,0.6,A\n0,s3,0.7,A\n1,s4,0.9,B\n")
+    dice, unit = compare.patient_dice(tmp_path)
+    assert unit == "patient" and dice == {"A": pytest.approx(0.6), "B": 0.9}
+
+
 @pytest.mark.parametrize("pairs, tied, note", [
     (4, 0, "n = 4 pairs: p cannot fall below 0.125"),
     (5, 0, "n = 5 pairs: p cannot fall below 0.0625"),

@@ -664,6 +664,22 @@ def test_per_slice_hd95_is_in_mm_of_the_slices_own_pixels(tmp_path: Path) -> Non
     assert whole["per_case"][0]["hd95"] == pytest.approx(3.2)
 
 
+@pytest.mark.parametrize("shift, mm", [((4, 0, 0), 2.8), ((0, 0, 1), 5.0)])
+def test_hd95_in_3d_takes_each_axis_its_own_voxel_size(tmp_path: Path, shift: tuple[int, ...],
+                                                       mm: float) -> None:
+    """Voxels 0.7 (x) by 0.8 (y) by 5 mm (z): a lesion shifted 4 voxels along x is 2.8 mm off
+    and one slice along z 5 mm, where voxel sizes taken in reverse order made them 20 and
+    0.7 mm (a shift along y, 0.8 mm either way, could not tell)."""
+    truth = np.zeros((40, 40, 3), dtype=np.uint8)  # file axes (x, y, z)
+    truth[10:20, 10:20, 0] = 1
+    for name, stack in (("pred", np.roll(truth, shift, axis=(0, 1, 2))), ("truth", truth)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(stack, np.diag([0.7, 0.8, 5.0, 1.0])),
+                 str(tmp_path / name / "tr.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["per_case"][0]["hd95"] == pytest.approx(mm)
+
+
 def test_hd95_of_2d_masks_and_volumes_is_given_apart_by_unit(tmp_path: Path) -> None:
     """A folder of a 2D mask and a NIfTI volume averaged HD95 10 px and 20 mm into a mean of
     15, in one ``hd95`` column: they are given apart as ``hd95_mm`` and ``hd95_px`` now, in the
