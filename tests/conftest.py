@@ -279,6 +279,28 @@ def fold_stopped_midway(data: object, out: Path, fold: int, **recipe: object) ->
 
 
 @contextmanager
+def stopped_after_epoch(epoch: int = 1) -> Iterator[None]:
+    """Training in the block stopped (KeyboardInterrupt, as Ctrl-C there would) right after
+    its ``epoch``-th last.pt is saved; the block must be stopped so."""
+    train_module = sys.modules["covseg.train"]
+    real_save = train_module.save_checkpoint
+    saved_last = 0
+
+    def save_then_stop(path: Path, *args: object, **kwargs: object) -> Path:
+        nonlocal saved_last
+        saved = real_save(path, *args, **kwargs)
+        saved_last += Path(path).name == "last.pt"
+        if saved_last == epoch:
+            raise KeyboardInterrupt
+        return saved
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(train_module, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            yield
+
+
+@contextmanager
 def held_by_another_thread(folder: Path, shared: bool = False) -> Iterator[None]:
     """``folder``'s run lock held, for the block, by another thread (as another run holds it,
     or a ``--shard`` run with ``shared``; the refusal names this process's pid)."""

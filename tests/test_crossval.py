@@ -43,6 +43,7 @@ from tests.conftest import (
     folder_holding,
     held_by_another_thread,
     mixed_unit_folder,
+    stopped_after_epoch,
 )
 
 
@@ -847,6 +848,47 @@ def test_a_resume_trains_again_a_fold_whose_best_pt_is_damaged(tmp_path: Path) -
     assert summary["resumed_by"][-1]["trained_folds"] is True
     assert crossval.fold_done(out / "fold_0")
     assert isinstance(api.cross_validate(data, out, resume=True, **TINY_FOLDS), AlreadyTrained)
+
+
+def test_a_fold_trained_again_and_stopped_midway_is_no_finished_fold(tmp_path: Path) -> None:
+    """A finished fold's best.pt and metrics.json deleted, trained again by a --resume that was
+    stopped after its first epoch: its old fold_metrics.json stayed beside the new best.pt, so
+    the fold read as finished and the next resume reused the old test of a model gone. The
+    record goes as the fold starts training again; the next resume finishes the fold."""
+    data, out = load_dataset("synthetic"), tmp_path / "cv"
+    recipe = {**TINY_FOLDS, "epochs": 2}
+    api.cross_validate(data, out, **recipe)
+    fold = out / "fold_0"
+    for name in ("best.pt", "metrics.json"):
+        (fold / name).unlink()
+    with stopped_after_epoch():
+        api.cross_validate(data, out, resume=True, **recipe)
+    assert (fold / "best.pt").is_file() and not (fold / "fold_metrics.json").exists()
+    assert not crossval.fold_done(fold)
+    summary = api.cross_validate(data, out, resume=True, **recipe)
+    assert not isinstance(summary, AlreadyTrained) and crossval.fold_done(fold)
+    assert isinstance(api.cross_validate(data, out, resume=True, **recipe), AlreadyTrained)
+
+
+def test_a_resume_loads_each_fold_model_an_older_covseg_finished_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold whose metrics.json records no best_sha256 (finished before covseg kept it) is
+    loaded to tell whether its best.pt is damaged: a resume loaded each such fold's model
+    several times. Once for each file identity now, as the recorded ones are hashed once."""
+    import torch
+
+    data, out = load_dataset("synthetic"), tmp_path / "cv"
+    api.cross_validate(data, out, **TINY_FOLDS)
+    for record in [*out.glob("fold_*/*metrics.json"), out / "summary.json"]:
+        written = json.loads(record.read_text())
+        for kept in [written, *written.get("per_fold", [])]:
+            kept.pop("best_sha256", None)
+        record.write_text(json.dumps(written))
+    time.sleep(0.2)  # older than RECENT_NS: its file times tell a rewrite
+    loads = calls_counted(monkeypatch, torch, "load")
+    assert isinstance(api.cross_validate(data, out, resume=True, **TINY_FOLDS), AlreadyTrained)
+    loaded = [str(args[0]) for args in loads if str(args[0]).endswith("best.pt")]
+    assert sorted(loaded) == sorted(str(out / f"fold_{k}" / "best.pt") for k in (0, 1))
 
 
 def test_a_finished_cv_copied_without_its_file_times_resumes_as_finished(

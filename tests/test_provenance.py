@@ -40,7 +40,7 @@ from covseg.provenance import (
     source_sha256,
 )
 from covseg.transforms import LUNG_WINDOW
-from tests.conftest import calls_counted
+from tests.conftest import calls_counted, stopped_after_epoch
 from tests.test_quantify import synthetic_study
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -443,27 +443,9 @@ def test_environment_changes_show_hashes_short_and_skip_keys_a_record_lacks() ->
     assert environment_changes(saved, now) == [
         f"covseg source (source_sha256) {'a' * 12} -> {'b' * 12}", "threads 3 -> 4"]
 
-def _stopped_after_one_epoch(out: Path, config: TrainConfig, data: Any,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Train ``config`` into ``out``, stopped (Ctrl-C) once its first epoch is saved."""
-    real_save = train_module.save_checkpoint
-
-    def save_then_stop(path: Path, *args: Any, **kwargs: Any) -> Path:
-        saved = real_save(path, *args, **kwargs)
-        if Path(path).name == "last.pt":
-            raise KeyboardInterrupt
-        return saved
-
-    with monkeypatch.context() as patched:
-        patched.setattr(train_module, "save_checkpoint", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            train_module.train(config, data, out, progress=False)
-
-
 @pytest.mark.usefixtures("last_pt_kept")
 def test_a_resume_under_another_torch_or_thread_count_warns_and_keeps_each_commands(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A run started under one torch and thread count and resumed under others was accepted
     silently, and config.json and metrics.json were rewritten to claim the resume's alone
     (epoch 1 trained by one, epoch 2 by the other: the weights match neither). Here the run's
@@ -472,8 +454,8 @@ def test_a_resume_under_another_torch_or_thread_count_warns_and_keeps_each_comma
     config = TrainConfig(model="unet", epochs=2, size=32, batch_size=4,
                          model_options={"width": 4})
     out = tmp_path / "run"
-    with invoked_as("covseg train data --out run"):
-        _stopped_after_one_epoch(out, config, data, monkeypatch)
+    with invoked_as("covseg train data --out run"), stopped_after_epoch():
+        train_module.train(config, data, out, progress=False)
     record = _record(out / "config.json")
     assert record["threads"] == torch.get_num_threads() and UTC_TIME.fullmatch(
         record["started_utc"])
@@ -506,12 +488,12 @@ def test_a_resume_under_another_torch_or_thread_count_warns_and_keeps_each_comma
 
 
 def test_a_resume_under_the_same_code_and_threads_is_not_warned_of(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = load_dataset(synthetic_folder)
     config = TrainConfig(model="unet", epochs=2, size=32, batch_size=4,
                          model_options={"width": 4})
-    _stopped_after_one_epoch(tmp_path / "run", config, data, monkeypatch)
+    with stopped_after_epoch():
+        train_module.train(config, data, tmp_path / "run", progress=False)
     caplog.set_level(logging.WARNING, logger="covseg")
     train_module.train(config, data, tmp_path / "run", resume=True, progress=False)
     assert not [r for r in caplog.records if r.name == "covseg.train"]

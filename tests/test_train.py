@@ -45,6 +45,7 @@ from tests.conftest import (
     effusion_frames,
     folder_holding,
     mixed_unit_folder,
+    stopped_after_epoch,
 )
 
 config_module = importlib.import_module("covseg.config")
@@ -127,27 +128,6 @@ def test_best_pt_holds_the_epoch_of_the_best_validation_dice(
     assert (metrics["best_epoch"], metrics["best_val_dice_canvas"]) == (2, 0.5)
 
 
-def _stopped_after_epoch_2(monkeypatch: pytest.MonkeyPatch, config: TrainConfig, data: object,
-                           out: Path) -> None:
-    """Train into ``out`` and stop (KeyboardInterrupt) right after epoch 2's last.pt is saved,
-    as Ctrl+C there would."""
-    real_save = train_module.save_checkpoint
-    saves = {"last": 0}
-
-    def save_then_stop(path: Path, *args: object, **kwargs: object) -> object:
-        result = real_save(path, *args, **kwargs)
-        if Path(path).name == "last.pt":
-            saves["last"] += 1
-            if saves["last"] == 2:
-                raise KeyboardInterrupt
-        return result
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train(config, data, out, progress=False)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-
-
 def test_a_resumed_run_keeps_the_best_epoch_from_before_the_stop(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test resumed a run with a validation set, so a resume that forgot the best Dice so far
@@ -156,7 +136,8 @@ def test_a_resumed_run_keeps_the_best_epoch_from_before_the_stop(
     2's last.pt, and the resumed epochs score 0.3, 0.4: best.pt still holds epoch 2."""
     config = _scripted_validation(monkeypatch, [0.2, 0.6, 0.3, 0.4])
     data = load_dataset(synthetic_folder)
-    _stopped_after_epoch_2(monkeypatch, config, data, tmp_path / "run")
+    with stopped_after_epoch(2):
+        train_module.train(config, data, tmp_path / "run", progress=False)
     train_module.train(config, data, tmp_path / "run", resume=True, progress=False)
     meta = load_checkpoint(tmp_path / "run" / "best.pt")["meta"]
     assert (meta["epoch"], meta["val_dice"]) == (2, 0.6)
@@ -257,13 +238,14 @@ def test_curves_that_cannot_be_drawn_are_a_warning_and_the_run_finishes(
 
 
 def test_a_resume_removes_the_temporary_files_a_killed_run_left_and_nothing_else(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, synthetic_folder: Path) -> None:
     """A run killed with ``kill -9`` while saving left its hidden ``.best.XXXXXXXX.pt`` (a
     partial checkpoint) for good: the --resume that finished the run kept it, against
     docs/outputs.md. Hidden files not of covseg's temporary pattern are the user's: kept."""
     config = TrainConfig(**{**TINY, "epochs": 3, "size": 32})
     data, out = load_dataset(synthetic_folder), tmp_path / "run"
-    _stopped_after_epoch_2(monkeypatch, config, data, out)
+    with stopped_after_epoch(2):
+        train_module.train(config, data, out, progress=False)
     left = [out / ".best.qv545a9k.pt", out / ".last.yyulcx4w.pt"]
     for path in left:
         path.write_bytes(b"partial")
@@ -280,13 +262,13 @@ def test_a_resume_removes_the_temporary_files_a_killed_run_left_and_nothing_else
                                      {"lesion_paste": 0.5}])
 @pytest.mark.usefixtures("last_pt_kept")
 def test_resume_after_interruption_matches_an_uninterrupted_run(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
-        options: dict[str, float]) -> None:
+        tmp_path: Path, synthetic_folder: Path, options: dict[str, float]) -> None:
     data = load_dataset(synthetic_folder)
     config = TrainConfig(**TINY, **options)
     train_module.train(config, data, tmp_path / "straight", progress=False)
 
-    _stopped_after_epoch_2(monkeypatch, config, data, tmp_path / "killed")
+    with stopped_after_epoch(2):
+        train_module.train(config, data, tmp_path / "killed", progress=False)
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
 
     with pytest.raises(CovsegError, match="--resume"):
@@ -835,7 +817,8 @@ def test_a_default_schedule_run_resumed_under_other_threads_is_warned_not_a_trac
     data = load_dataset(synthetic_folder)
     config = TrainConfig(**{**TINY, "epochs": None})
     out = tmp_path / "run"
-    _stopped_after_epoch_2(monkeypatch, config, data, out)
+    with stopped_after_epoch(2):
+        train_module.train(config, data, out, progress=False)
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["epochs"] is None
     (out / "config.json").write_text(json.dumps({**record,
@@ -934,6 +917,106 @@ def test_a_finished_run_whose_best_pt_is_lost_is_told_so_and_trained_again_on_re
     assert load_checkpoint(out)["meta"]["epoch"] == 1
     assert isinstance(train_module.train(config, data, out, resume=True, progress=False),
                       train_module.AlreadyTrained)
+
+
+@pytest.mark.parametrize("left", ["config.json and metrics.json", "metrics.json"])
+def test_a_finished_run_whose_best_pt_is_deleted_is_a_saved_run(
+        tmp_path: Path, synthetic_folder: Path, left: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished run's best.pt deleted (its last.pt went at its end): the folder held no
+    checkpoint, so was no saved run, and a run of another recipe without --resume trained over
+    it unchecked. Its records make it a saved run: refused without --resume, before the data
+    are read too; a resume of another recipe is refused, one of its own trains it again."""
+    from covseg import api
+
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    train_module.train(config, data, out, progress=False)
+    (out / "best.pt").unlink()
+    if left == "metrics.json":
+        (out / "config.json").unlink()
+    kept = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr(api, "_load", data_unread)
+    refused = "^" + re.escape(f"{out} already holds a run; pass ") + "{} to reuse and continue it"
+    other = replace(config, epochs=2)
+    with pytest.raises(CovsegError, match=refused.format("--resume")):
+        train_module.train(other, data, out, progress=False)
+    with pytest.raises(CovsegError, match=refused.format(r"resume=True")):
+        api.train(synthetic_folder, out, **{**TINY, "epochs": 2})
+    assert sorted(p.name for p in out.iterdir()) == kept
+    if left == "metrics.json":
+        with pytest.raises(CovsegError, match="finished, but its config.json is gone"):
+            train_module.train(config, data, out, resume=True, progress=False)
+        return
+    with pytest.raises(CovsegError, match="the saved run was trained otherwise"):
+        train_module.train(other, data, out, resume=True, progress=False)
+    assert train_module.train(config, data, out, resume=True, progress=False)["epochs"] == 1
+
+
+def test_a_resume_of_a_lost_model_whose_weights_file_is_gone_is_refused_as_it_was(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished run's best.pt deleted and its weights= file gone: a resume deleted the run's
+    records (to train it again) and was then refused for the file, its metrics.json lost. It is
+    refused first, naming the file, every file left as it was."""
+    from covseg import api
+
+    weights, out = tmp_path / "gone.pth", tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(  # the run started from the file
+        {"config": {"model_options": {"weights": str(weights)}}}))
+    (out / "metrics.json").write_text(json.dumps({"epochs": 1}))
+    monkeypatch.setattr(api, "_load", data_unread)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: the weights= file {weights} is gone, and its network would start from it "
+            "(no last.pt to resume from); restore the file or pick a new out") + "$"):
+        api.train(synthetic_folder, out, resume=True, model="fcn", size=32,
+                  model_options={"weights": str(weights)})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json"]
+
+
+@pytest.mark.parametrize("member", ["finished", "stopped in its last validation"])
+@pytest.mark.usefixtures("last_pt_kept")  # the ensemble stopped: its members' last.pt kept
+def test_an_ensemble_member_whose_best_pt_is_lost_is_trained_again_on_resume(
+        tmp_path: Path, synthetic_folder: Path, member: str) -> None:
+    """An ensemble stopped after its members' last epoch, a member's best.pt deleted: each
+    resume went on from that member's last.pt, at its final epoch, trained nothing and was
+    refused "member0-unet/best.pt: no such checkpoint". The member is trained again from
+    epoch 1, saying why (in its own process: not captured here), and the next resume finds the
+    ensemble finished."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1})
+    train_module.train(config, data, out, progress=False)
+    lost = out / "member0-unet"
+    for name in ("metrics.json", "best.pt"):  # the ensemble stopped before its end
+        (out / name).unlink()
+    (lost / "best.pt").unlink()
+    if member != "finished":
+        (lost / "metrics.json").unlink()
+    again = train_module.train(config, data, out, resume=True, progress=False)
+    assert not isinstance(again, train_module.AlreadyTrained)
+    assert load_checkpoint(lost / "best.pt")["meta"]["epoch"] == 1 and load_checkpoint(out)
+    assert json.loads((lost / "metrics.json").read_text())["epochs"] == 1
+    assert isinstance(train_module.train(config, data, out, resume=True, progress=False),
+                      train_module.AlreadyTrained)
+
+
+def test_an_ensemble_resume_without_its_records_is_refused_for_its_finished_members(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A finished ensemble's config.json and metrics.json deleted: a resume of another recipe
+    averaged its finished members again unchecked and recorded the new recipe as the run's
+    (10 epochs for members trained 1). It is refused, as a finished run without its
+    config.json is."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1})
+    train_module.train(config, data, out, progress=False)
+    for name in ("config.json", "metrics.json"):
+        (out / name).unlink()
+    kept = sorted(p.name for p in out.iterdir())
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: member0-unet finished, but its config.json is gone, so these options and "
+            "data cannot be checked against the run's; train into a new --out") + "$"):
+        train_module.train(replace(config, epochs=2), data, out, resume=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == kept
 
 
 def test_a_finished_runs_files_are_kept_by_the_clean_up_of_a_stopped_resume(
@@ -1185,7 +1268,8 @@ def test_a_resume_whose_gone_weights_file_a_member_would_start_from_is_refused(
 
     weights, out = tmp_path / "gone.pth", tmp_path / "run"
     (out / "member0-fcn").mkdir(parents=True)
-    (out / "member0-fcn" / "last.pt").write_bytes(b"")
+    for name in ("best.pt", "last.pt"):  # a member stopped midway holds both
+        (out / "member0-fcn" / name).write_bytes(b"")
     (out / "config.json").write_text(json.dumps(  # the run started from the file
         {"config": {"model_options": {"weights": str(weights)}}}))
     with pytest.raises(CovsegError, match="^" + re.escape(

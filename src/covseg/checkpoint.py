@@ -343,10 +343,12 @@ def _refuse_lost_model(run: Path) -> None:
 def lost_model(run: Path) -> str | None:
     """Why the finished run ``run`` has no model to serve, None where it has: its best.pt gone,
     or damaged (it does not load, or is no covseg checkpoint: truncated, overwritten). One that
-    is the file its metrics.json records (``best_sha256``) is not loaded to tell: hashed once
-    for each file identity (:func:`~covseg.volumes.model_hash`). A best.pt only unreadable to
-    this user, or from a newer covseg, is sound: loading it says what to do."""
-    from covseg.volumes import model_hash  # it imports this module
+    is the file its metrics.json records (``best_sha256``) is not loaded to tell: hashed; one
+    of a run finished before covseg kept the hash is loaded. Each once for each file identity
+    (:func:`~covseg.volumes.file_fact`): a cross-validation looks at each fold several times. A
+    best.pt only unreadable to this user, or from a newer covseg, is sound: loading it says what
+    to do."""
+    from covseg.volumes import file_fact, model_hash  # it imports this module
 
     best = run / "best.pt"
     if not best.is_file():
@@ -355,9 +357,18 @@ def lost_model(run: Path) -> str | None:
     try:
         if recorded is not None and model_hash(str(best)) == recorded:
             return None
-        payload = torch.load(best, map_location="cpu", weights_only=True)
+        return file_fact(best, "damage", _damage)
     except (PermissionError, CovsegError):  # unreadable to this user (the hash says so)
         return None
+
+
+def _damage(best: Path) -> str | None:
+    """How the file ``best`` (a run's best.pt) is damaged, None where it loads as a covseg
+    checkpoint; a PermissionError where it cannot be read."""
+    try:
+        payload = torch.load(best, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
     except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         return f"its best.pt is damaged ({torch_load_failure(exc)})"
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

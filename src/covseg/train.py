@@ -498,17 +498,15 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     with writing_to(out):
         if not saved:  # checked under the lock: a run may have saved here in between
             config = _check_run_folder(out, config, resume, fingerprint, split, weights)
-        # a resume that ended in between may have finished it; its model is judged once here
-        # (lost_model loads a best.pt whose SHA-256 its metrics.json does not record)
-        lost = lost_model(out) if (out / "metrics.json").is_file() else None
+        # a resume that ended in between may have finished it; its model is judged here
+        lost = lost_network(out)
         done = finished_metrics(out) if lost is None else None
         if done is not None:
             return AlreadyTrained(done)
         refuse_gone_weights(out, config, [out])
         # before the clean-up: a refused resume leaves every file as it was
         pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
-        if lost is not None:
-            _forget_lost_model(out, lost)
+        _forget_finished_records(out, lost)
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
@@ -536,9 +534,23 @@ def drop_resume_state(out: Path) -> None:
 
 def _already_trained(out: Path) -> AlreadyTrained | None:
     """The metrics of the finished run ``out`` holds (nothing left to train), None for none or
-    where its model is lost (:func:`~covseg.checkpoint.lost_model`: trained again)."""
+    where its model is lost (:func:`lost_network`: trained again)."""
     finished = finished_metrics(out) if holds_saved_run(out) else None
-    return None if finished is None or lost_model(out) is not None else AlreadyTrained(finished)
+    return None if finished is None or lost_network(out) is not None else AlreadyTrained(finished)
+
+
+def lost_network(out: Path) -> str | None:
+    """Why the network trained into ``out`` (a run's, an ensemble member's folder) is trained
+    again from epoch 1, None where it is not: finished (its metrics.json), its model lost
+    (:func:`~covseg.checkpoint.lost_model`: best.pt gone or damaged); or stopped midway, its
+    best.pt gone beside its last.pt, which does not hold the best epoch (a member stopped so,
+    its last.pt at its final epoch, was refused "best.pt: no such checkpoint" at each resume)."""
+    if (out / "metrics.json").is_file():
+        lost = lost_model(out)
+        return None if lost is None else f"finished, but {lost}"
+    if (out / "last.pt").is_file() and not (out / "best.pt").exists():
+        return "stopped midway, but its best.pt is gone (its last.pt holds no best epoch)"
+    return None
 
 
 class AlreadyTrained(dict[str, Any]):
@@ -563,10 +575,20 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
+SAVED_RUN_FILES = ("best.pt", "last.pt", "metrics.json")
+"""The files whose presence makes a folder (or an ensemble member's in it) a saved run
+(:func:`holds_saved_run`): a checkpoint, or a finished run's metrics.json."""
+
+
 def holds_saved_run(out: Path) -> bool:
-    """Whether ``out`` holds a run's saved work (a checkpoint): a record and lock file beside
-    none, left by a run killed before its first epoch, are replaced by the next run."""
-    return _has_checkpoint(out) or (out / "best.pt").exists()
+    """Whether ``out`` holds a covseg run's records, refused without --resume: any checkpoint,
+    or a finished run's metrics.json, its own or an ensemble member's (a --resume trains a
+    model lost since again: :func:`lost_network`). A finished run whose best.pt was deleted (its
+    last.pt goes at its end) was no saved run, and a run of another recipe trained over it
+    unchecked. A config.json and lock file alone, left by a run killed before its first epoch,
+    are replaced by the next run."""
+    return any((folder / name).exists() for folder in (out, *out.glob("member*"))
+               for name in SAVED_RUN_FILES)
 
 
 FINISHED_RECORDS = ("metrics.json", "fold_metrics.json", "best.pt", "last.pt")
@@ -575,12 +597,16 @@ cross-validation fold's test record written after it (fold_metrics.json), its be
 last.pt (the last epoch: a resume from it trains nothing, and the best epoch is not in it)."""
 
 
-def _forget_lost_model(out: Path, lost: str) -> None:
-    """Make a finished run whose model is lost (``lost``: :func:`lost_model`'s why) train again
-    from epoch 1, as a cross-validation's fold deleted is trained again: its
-    :data:`FINISHED_RECORDS` go, so that a resume stopped midway is no finished run."""
-    log.warning("%s: finished, but %s; training it again from epoch 1", out, lost)
-    for name in FINISHED_RECORDS:
+def _forget_finished_records(out: Path, lost: str | None) -> None:
+    """Before the network of ``out`` trains: where its model is lost (``lost``:
+    :func:`lost_network`'s why), make it train again from epoch 1, as a cross-validation's fold
+    deleted is trained again, its :data:`FINISHED_RECORDS` gone so that a resume stopped midway
+    is no finished run; else a cross-validation fold's test record left from a model lost since
+    (fold_metrics.json, beside no metrics.json) goes, which read the fold retrained and stopped
+    midway as finished, its old test reused."""
+    if lost is not None:
+        log.warning("%s: %s; training it again from epoch 1", out, lost)
+    for name in FINISHED_RECORDS if lost is not None else ("fold_metrics.json",):
         (out / name).unlink(missing_ok=True)
 
 
@@ -700,10 +726,15 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
 
 
 def _refuse_unchecked_finished_run(out: Path) -> None:
-    """Refuse a --resume of a finished run whose config.json is gone: it would say there was
-    nothing to do without the recipe and data having been checked against the run's."""
-    if finished_metrics(out) is not None:
-        raise CovsegError(f"{out}: finished, but its config.json is gone, so these options and "
+    """Refuse a --resume of a run whose config.json is gone where it, or an ensemble member,
+    finished (its metrics.json): it would say there was nothing to do, or average a member
+    into the ensemble, without the recipe and data having been checked against the run's (an
+    ensemble's resume of another recipe was recorded as the run's)."""
+    finished = [folder for folder in (out, *sorted(out.glob("member*")))
+                if (folder / "metrics.json").is_file()]
+    if finished:
+        state = "finished" if finished[0] == out else f"{finished[0].name} finished"
+        raise CovsegError(f"{out}: {state}, but its config.json is gone, so these options and "
                           "data cannot be checked against the run's; train into a new "
                           f"{option_name('out')}")
 
@@ -891,15 +922,24 @@ def gone_weights_file(options: Mapping[str, Any]) -> str | None:
 
 def weights_readers(config: TrainConfig, runs: Iterable[Path]) -> list[Path]:
     """The networks of ``runs`` (a run's folder, a cross-validation's folds left to train) that
-    would read ``config``'s weights= file: each (an ensemble's members each) with no last.pt,
-    which starts from the file; one that resumes from its last.pt is built without it
-    (:func:`_built_options`), and a finished run's (its metrics.json, its last.pt deleted:
-    :func:`drop_resume_state`) trains nothing."""
+    would read ``config``'s weights= file, starting from epoch 1 (:func:`_starts_afresh`): one
+    that resumes from its last.pt is built without it (:func:`_built_options`), and a finished
+    run's (its metrics.json, its last.pt deleted: :func:`drop_resume_state`) trains nothing
+    where its model is there (an ensemble's, its members' too)."""
     names = member_names(config.model)
-    runs = [run for run in runs if not (run / "metrics.json").is_file()]  # finished: none read
+    runs = [run for run in runs if not (run / "metrics.json").is_file()
+            or lost_network(run) is not None]
     networks = ([folder for run in runs for folder in _member_folders(run, names)]
                 if len(names) > 1 else runs)
-    return [network for network in networks if not (network / "last.pt").is_file()]
+    return [network for network in networks if _starts_afresh(network)]
+
+
+def _starts_afresh(network: Path) -> bool:
+    """Whether the run or member in ``network`` would train from epoch 1: it holds neither its
+    metrics.json nor a last.pt, or its model is lost (:func:`lost_network`: trained again; one
+    was refused for a weights= file gone only once its records were deleted)."""
+    return (lost_network(network) is not None
+            or not any((network / name).is_file() for name in ("metrics.json", "last.pt")))
 
 
 def refuse_gone_weights(out: Path, config: TrainConfig, runs: Iterable[Path]) -> None:
@@ -1127,6 +1167,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     finished = _already_trained(out)
     if finished is not None:
         return finished
+    _forget_finished_records(out, lost_network(out))  # a member's (a run's went in _train)
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]

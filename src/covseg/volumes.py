@@ -27,12 +27,12 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from inspect import Parameter, signature
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -424,24 +424,32 @@ def model_hash(source: str | None) -> str | None:
     """SHA-256 of the checkpoint or ONNX file a model was loaded from (a run folder's best.pt),
     so that a model retrained into the same folder is seen on reruns whatever its file times;
     None for a model not loaded from a file. A file is hashed again only once it changed
-    (:func:`_file_identity`): a cascade's lung run is hashed at each look for it (a batch's
+    (:func:`file_fact`): a cascade's lung run is hashed at each look for it (a batch's
     check, its settings, the lung model's load), a 100 MB lung ensemble 0.4 s each."""
     if not source:
         return None
-    file = checkpoint_file(source)
+    return file_fact(checkpoint_file(source), "sha256", content_hash)
+
+
+def file_fact(file: Path, what: str, work_out: Callable[[Path], _Fact]) -> _Fact:
+    """``work_out(file)``, the file's ``what`` (its SHA-256, whether a checkpoint loads), worked
+    out again only once the file changed (:func:`_file_identity`): kept in this process for
+    each file identity and ``what``."""
     identity = _file_identity(file)
     if identity is None:
-        return content_hash(file)
-    if identity not in _MODEL_HASHES:
-        digest = content_hash(file)
+        return work_out(file)
+    key = (what, *identity)
+    if key not in _FILE_FACTS:
+        fact = work_out(file)
         if _file_identity(file) != identity:  # written while it was read: not kept
-            return digest
-        _MODEL_HASHES[identity] = digest
-    return _MODEL_HASHES[identity]
+            return fact
+        _FILE_FACTS[key] = fact
+    return cast(_Fact, _FILE_FACTS[key])
 
 
-_MODEL_HASHES: dict[tuple[object, ...], str | None] = {}
-""":func:`model_hash`'s digests, by :func:`_file_identity`."""
+_Fact = TypeVar("_Fact")
+_FILE_FACTS: dict[tuple[object, ...], Any] = {}
+""":func:`file_fact`'s facts, by what they are and :func:`_file_identity`."""
 
 RECENT_NS = 100_000_000
 """A file changed within this long (0.1 s) is hashed again: the file times the kernel sets
