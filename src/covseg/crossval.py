@@ -73,6 +73,7 @@ from covseg.train import (
     AlreadyTrained,
     check_run_seed,
     holds_saved_run,
+    lung_run_found,
     made_from_other_data,
     pin_lungs,
     recipe_notes,
@@ -342,7 +343,7 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     is (:func:`_split_told`): "delete OUT to start over" lost good folds to a mistyped --folds."""
     def read(record: dict[str, Any]
              ) -> tuple[dict[str, Any], TrainConfig, int, list[str], set[str]]:
-        saved = TrainConfig.from_dict(record["config"])
+        saved = lung_run_found(fold_dir, TrainConfig.from_dict(record["config"]), config)
         slices = len(record["train_cases"])
         trained = set(record["train_cases"]) | set(record["val_cases"])
         return record, saved, slices, saved.differences(config, slices), trained
