@@ -308,10 +308,11 @@ def test_runs_moved_with_their_lung_run_resume_and_another_lung_model_is_refused
     meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
     assert meta["sha256"] == content_hash(lungs / "best.pt")
     fold_0 = (moved / "cv" / "fold_0" / "fold_metrics.json").read_bytes()
-    api.cross_validate(synthetic_folder, moved / "cv", folds=2, resume=True,
-                       lung_guide=str(lungs), **TINY)
+    summary = api.cross_validate(synthetic_folder, moved / "cv", folds=2, resume=True,
+                                 lung_guide=str(lungs), **TINY)
     assert (moved / "cv" / "fold_0" / "fold_metrics.json").read_bytes() == fold_0  # reused
-    assert (moved / "cv" / "summary.json").is_file()
+    started = json.loads((moved / "cv" / "fold_0" / "config.json").read_text())["started_utc"]
+    assert summary["started_utc"] == started and len(summary["resumed_by"]) == 1  # continued
     (cascade / "metrics.json").unlink()
     other = tmp_path / "other"
     api.train(synthetic_folder, other, target="lung", seed=5, **TINY)
