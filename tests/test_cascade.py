@@ -286,6 +286,51 @@ def test_a_resume_refuses_a_lung_run_retrained_since_it_started(tmp_path: Path,
     assert meta["sha256"] == recorded["sha256"]
 
 
+@pytest.mark.usefixtures("last_pt_kept")
+def test_runs_moved_with_their_lung_run_resume_and_another_lung_model_is_refused(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """--lung-guide was recorded and compared as a path: a run or cross-validation moved or
+    copied with its lung run (a shared folder mounted at another path on another machine) was
+    refused "trained otherwise (lung_guide: /a/lungs -> /b/lungs)". A lung run is told by the
+    lung model its saved epochs record; one holding another model is still refused, and a
+    record that pins none compares the paths as before."""
+    first = tmp_path / "first"
+    lungs, cascade, _ = _cascade(synthetic_folder, first)
+    (cascade / "metrics.json").unlink()  # stopped in its last validation
+    api.cross_validate(synthetic_folder, first / "cv", folds=2, fold=0, lung_guide=str(lungs),
+                       **TINY)
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    lungs, cascade = moved / "lungs", moved / "cascade"
+    api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)
+    assert json.loads((cascade / "config.json").read_text())["config"]["lung_guide"] == str(lungs)
+    meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    assert meta["sha256"] == content_hash(lungs / "best.pt")
+    fold_0 = (moved / "cv" / "fold_0" / "fold_metrics.json").read_bytes()
+    summary = api.cross_validate(synthetic_folder, moved / "cv", folds=2, resume=True,
+                                 lung_guide=str(lungs), **TINY)
+    assert (moved / "cv" / "fold_0" / "fold_metrics.json").read_bytes() == fold_0  # reused
+    started = json.loads((moved / "cv" / "fold_0" / "config.json").read_text())["started_utc"]
+    assert summary["started_utc"] == started and len(summary["resumed_by"]) == 1  # continued
+    (cascade / "metrics.json").unlink()
+    other = tmp_path / "other"
+    api.train(synthetic_folder, other, target="lung", seed=5, **TINY)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{cascade}: the saved run was trained with another lung model than the lung run "
+            f"{other} now holds")):
+        api.train(synthetic_folder, cascade, lung_guide=str(other), resume=True, **TINY)
+    for name in ("best.pt", "last.pt"):  # as a cascade trained before covseg recorded it
+        payload = torch.load(cascade / name, weights_only=True)
+        payload["meta"]["lung_guide"] = {key: payload["meta"]["lung_guide"][key]
+                                         for key in ("source", "crop", "window")}
+        torch.save(payload, cascade / name)
+    again = tmp_path / "again"
+    shutil.copytree(lungs, again)
+    with pytest.raises(CovsegError, match=re.escape(f"(lung_guide: {lungs} -> {again})")):
+        api.train(synthetic_folder, cascade, lung_guide=str(again), resume=True, **TINY)
+
+
 def test_a_fold_started_after_the_lung_run_was_retrained_is_refused(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Only a run's own saved epochs were compared with the lung run: a cross-validation's

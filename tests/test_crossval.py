@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -1448,7 +1449,8 @@ def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete
     assert [f["epochs"] for f in summary["per_fold"]] == [1, 1]
 
 
-def test_a_summary_of_an_earlier_covseg_is_the_same_recipe_as_the_fold_check_reads_it() -> None:
+def test_a_summary_of_an_earlier_covseg_is_the_same_recipe_as_the_fold_check_reads_it(
+        tmp_path: Path) -> None:
     """A cv summary of 8-bit data that a covseg before 5 Dec wrote records the lung window
     (now null) and lacks cutmix and lesion_paste: compared as raw JSON it was "no summary of
     this recipe", so its --resume wrote its own command and 0.2 s as the run's, though the fold
@@ -1456,9 +1458,10 @@ def test_a_summary_of_an_earlier_covseg_is_the_same_recipe_as_the_fold_check_rea
     now = TrainConfig(model="miniseg", epochs=2, size=64).record(windowed=False)
     older = {key: value for key, value in now.items() if key not in ("cutmix", "lesion_paste")}
     assert now["window"] is None
-    assert crossval._same_recipe({**older, "window": [-1350.0, 150.0]}, now)
-    assert not crossval._same_recipe({**older, "lr": 0.01}, now)
-    assert not crossval._same_recipe(None, now) and not crossval._same_recipe({"lr": "x"}, now)
+    same = partial(crossval._same_recipe, tmp_path)
+    assert same({**older, "window": [-1350.0, 150.0]}, now)
+    assert not same({**older, "lr": 0.01}, now)
+    assert not same(None, now) and not same({"lr": "x"}, now)
 
 
 def test_a_resume_refused_before_it_trains_leaves_the_stopped_record_as_it_was(
@@ -1635,7 +1638,7 @@ def test_a_resume_finishing_a_stopped_run_ends_it_with_its_own_end_and_threads(
                                    "threads": 1}))
     now = crossval._command_record(config, data, crossval.begin(out, 1, resume=True), out)
     summary = crossval._continued(json.loads(stopped.read_text()), False,
-                                  {**now, "threads": 7}, trained=False)
+                                  {**now, "threads": 7}, trained=False, out=out)
     assert summary["finished_utc"] == now["finished_utc"] and summary["threads"] == 7
     assert summary["started_utc"] == "2020" and summary["seconds"] == 5.0
     assert summary["command"] is None and summary["resumed_by"][0]["command"] == now["command"]

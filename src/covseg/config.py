@@ -265,7 +265,8 @@ class TrainConfig:
     compared models) still knows it was not given."""
     lung_guide: str = "none"
     """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade).
-    A folder is kept as an absolute path, so that the trained cascade finds it from anywhere."""
+    A folder is kept as an absolute path, so that the trained cascade finds it from anywhere; a
+    resume tells it by its lung model, not that path (:func:`covseg.train.lung_run_found`)."""
     crop_lungs: bool = False
     """With a lung guide: train and predict on the lungs' bounding box only."""
     frame_lungs: bool = True

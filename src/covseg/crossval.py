@@ -73,6 +73,7 @@ from covseg.train import (
     AlreadyTrained,
     check_run_seed,
     holds_saved_run,
+    lung_run_found,
     made_from_other_data,
     pin_lungs,
     recipe_notes,
@@ -342,7 +343,7 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     is (:func:`_split_told`): "delete OUT to start over" lost good folds to a mistyped --folds."""
     def read(record: dict[str, Any]
              ) -> tuple[dict[str, Any], TrainConfig, int, list[str], set[str]]:
-        saved = TrainConfig.from_dict(record["config"])
+        saved = lung_run_found(fold_dir, TrainConfig.from_dict(record["config"]), config)
         slices = len(record["train_cases"])
         trained = set(record["train_cases"]) | set(record["val_cases"])
         return record, saved, slices, saved.differences(config, slices), trained
@@ -921,7 +922,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         summary = _continued(*_earlier(out, begun),
                              _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds, _whole_set(data, splits), cv_notes.all),
-                             begun.trains)
+                             begun.trains, out)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         png = out / "dice_boxplot.png"
         plotted = drawn(lambda: box_plot(_dice_groups(config, all_rows, per_fold), png,
@@ -1027,7 +1028,7 @@ def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
                 and not (begun.resume and _stopped_otherwise(out, config, data))):
             write_json(out / STOPPED_FILE,
                        _continued(*_earlier(out, begun),
-                                  _command_record(config, data, begun, out), True))
+                                  _command_record(config, data, begun, out), True, out))
         raise
 
 
@@ -1035,7 +1036,7 @@ def _stopped_otherwise(out: Path, config: TrainConfig, data: LoadedData) -> bool
     """Whether ``out``'s :data:`STOPPED_FILE` records the commands of another recipe than
     ``config`` (an unreadable one records none)."""
     saved = read_record(out / STOPPED_FILE)
-    return saved is not None and not _same_recipe(saved.get("config"),
+    return saved is not None and not _same_recipe(out, saved.get("config"),
                                                   config.record(data.windowed))
 
 
@@ -1105,7 +1106,7 @@ def _seconds_run(commands: Sequence[Mapping[str, Any]], begun: Begun) -> list[fl
 
 
 def _continued(saved: dict[str, Any] | None, ended: bool, summary: dict[str, Any],
-               trained: bool) -> dict[str, Any]:
+               trained: bool, out: Path) -> dict[str, Any]:
     """``summary`` as a resume of the cross-validation whose record is ``saved`` writes it: with
     the provenance, start time and ``seconds`` of the command that started it, this one listed
     under ``resumed_by`` (its own seconds added where it ``trained`` a fold), so that a
@@ -1116,8 +1117,8 @@ def _continued(saved: dict[str, Any] | None, ended: bool, summary: dict[str, Any
     covseg wrote, without some of the start's keys (its source hash, start time, ``command``:
     null), keeps none of this resume's in their place: they would describe another command.
     ``threads`` stays ``summary``'s: the folds' as they stand (:func:`_folds_threads`), a fold
-    trained again since included."""
-    if saved is None or not _same_recipe(saved.get("config"), summary["config"]):
+    trained again since included. ``out``: the cross-validation's folder (:func:`_same_recipe`)."""
+    if saved is None or not _same_recipe(out, saved.get("config"), summary["config"]):
         return summary
     now = {**run_provenance(summary), "seconds": summary["seconds"],
            "finished_utc": summary["finished_utc"], "trained_folds": trained}
@@ -1132,13 +1133,16 @@ def _continued(saved: dict[str, Any] | None, ended: bool, summary: dict[str, Any
         RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
 
 
-def _same_recipe(recorded: Any, current: dict[str, Any]) -> bool:
+def _same_recipe(out: Path, recorded: Any, current: dict[str, Any]) -> bool:
     """Whether a summary's ``recorded`` recipe is the ``current`` one, read as the check of a
     fold's run reads its config.json (:meth:`TrainConfig.from_dict`, :meth:`TrainConfig.
     differences`): the lung window an earlier covseg recorded for 8-bit data, and options added
-    since (absent: their defaults), are the same recipe; an unreadable one is not."""
+    since (absent: their defaults), are the same recipe, and so is a lung run at another place
+    holding the lung model that the folds of ``out`` record (:func:`~covseg.train.lung_run_found`:
+    the folder moved with it); an unreadable one is not."""
     try:
-        return not TrainConfig.from_dict(recorded).differences(TrainConfig.from_dict(current))
+        now = TrainConfig.from_dict(current)
+        return not lung_run_found(out, TrainConfig.from_dict(recorded), now).differences(now)
     except (AttributeError, TypeError, ValueError, CovsegError):
         return False
 

@@ -714,7 +714,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
         saved = TrainConfig.from_dict(saved_record["config"])
     except UNREADABLE as exc:
         raise unreadable_record(record, exc) from None
-    _refuse_other_recipe(out, saved, config, len(split[0]))
+    saved = _refuse_other_recipe(out, saved, config, len(split[0]))
     if made_from_other_data(saved_record, fingerprint):
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
                           f"images or masks than these); pick a new {option_name('out')} or "
@@ -814,7 +814,7 @@ def pin_lungs(config: TrainConfig, out: Path) -> str | None:
     if lungs is None:
         return None
     guide, now = lungs
-    recorded = _recorded_lung_sha256(_command_folders(out), guide.source)
+    recorded = _recorded_lung_sha256(_command_folders(out))
     if recorded is not None and recorded[1] != now:
         raise _other_lungs(out, *recorded, now, guide.source)
     return now
@@ -849,7 +849,7 @@ def refuse_retrained_lungs(config: TrainConfig, out: Path, pin: str | None) -> N
     if lungs is None:
         return
     guide, now = lungs
-    recorded = (_recorded_lung_sha256([out], guide.source) if pin is None else (out, pin))
+    recorded = _recorded_lung_sha256([out]) if pin is None else (out, pin)
     if recorded is not None and recorded[1] != now:
         raise _other_lungs(out, *recorded, now, guide.source,
                            "put the original lung run back and run the same command with "
@@ -868,12 +868,13 @@ def _other_lungs(out: Path, folder: Path, digest: str, now: str, source: str,
                        f"{now[:12]}...); {advice}")
 
 
-def _recorded_lung_sha256(folders: Iterable[Path], source: str) -> tuple[Path, str] | None:
-    """The folder and SHA-256 of the lung model from the lung run ``source`` that the first of
-    ``folders`` (a network's, or its command's: :func:`_command_folders`) to hold saved epochs
-    of a cascade records in their meta; None where none is saved or records one. A checkpoint
-    that does not load is left to the resume to refuse; one guided by another lung run (a run
-    of the user's own named ``fold_1``) is none of this command's."""
+def _recorded_lung_sha256(folders: Iterable[Path]) -> tuple[Path, str] | None:
+    """The folder and SHA-256 of the lung model that the first of ``folders`` (a network's, or
+    its command's: :func:`_command_folders`, which a user's own run named ``fold_1`` is not
+    among) to hold saved epochs of a cascade records in their meta, whatever path its lung run
+    had there (one lung run is one model: moved, or seen at another mount, it is the same);
+    None where none is saved or records one. A checkpoint that does not load is left to the
+    resume to refuse."""
     for folder in folders:
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
@@ -882,8 +883,7 @@ def _recorded_lung_sha256(folders: Iterable[Path], source: str) -> tuple[Path, s
                 guide = load_checkpoint(folder / name)["meta"].get("lung_guide")
             except (CovsegError, AttributeError):
                 continue
-            if (isinstance(guide, dict) and guide.get("source") == source
-                    and isinstance(guide.get("sha256"), str)):
+            if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
                 return folder, guide["sha256"]
     return None
 
@@ -990,13 +990,33 @@ def _member_folders(out: Path, names: Sequence[str]) -> list[Path]:
 
 
 def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, slices: int
-                         ) -> None:
+                         ) -> TrainConfig:
     """A resume must train what the saved run trained on its ``slices`` training slices: any
-    option that would train otherwise is refused (one spelt out as the run resolved it is not)."""
+    option that would train otherwise is refused (one spelt out as the run resolved it is not).
+    Returns ``saved`` as compared: its lung run found at ``config``'s place
+    (:func:`lung_run_found`)."""
+    saved = lung_run_found(out, saved, config)
     changed = saved.differences(config, slices)
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
                           f"resume with the same options or pick a new {option_name('out')}")
+    return saved
+
+
+def lung_run_found(out: Path, saved: TrainConfig, config: TrainConfig) -> TrainConfig:
+    """``saved``, the recipe a network in ``out`` recorded, with ``config``'s lung run where
+    the two name lung runs at other places and ``config``'s holds the lung model that the saved
+    epochs of ``out``'s command record (:func:`_recorded_lung_sha256`): a lung run is told by
+    its model, not its path, so that a run moved or copied with it, or a cross-validation's
+    folder shared at another path on another machine, resumes (and records its place now).
+    As it is where they hold none (a cascade trained before covseg recorded it: the paths are
+    compared as before) or another (refused as another recipe)."""
+    if (saved.lung_guide in ("none", THRESHOLD, config.lung_guide)
+            or (lungs := _lung_model(config)) is None):
+        return saved
+    recorded = _recorded_lung_sha256(_command_folders(out))
+    same = recorded is not None and recorded[1] == lungs[1]
+    return replace(saved, lung_guide=config.lung_guide) if same else saved
 
 
 FOLDS = "folds"

@@ -1426,6 +1426,65 @@ def test_splits_never_split_a_patient(synthetic_folder: Path) -> None:
     assert not {patient_of[c] for c in train} & {patient_of[c] for c in val}
 
 
+@pytest.mark.parametrize("link", ["hard", "annex"])
+def test_one_image_file_under_two_names_is_one_patient(tmp_path: Path, synthetic_folder: Path,
+                                                         caplog: pytest.LogCaptureFixture,
+                                                         link: str) -> None:
+    """A hard link (or two symlinks to one git-annex object) of a slice under another name was
+    another patient, so a fold trained on the very image and mask it then tested."""
+    data_dir = shutil.copytree(synthetic_folder, tmp_path / "data")
+    for folder, suffix in (("images", ".npy"), ("masks", ".png")):
+        original = data_dir / folder / f"synthetic_p000_s00{suffix}"
+        copy = data_dir / folder / f"other_case{suffix}"
+        if link == "hard":
+            copy.hardlink_to(original)
+        else:  # git-annex: both names are symlinks to one object
+            annexed = tmp_path / "annex" / folder / f"SHA256E-s1--0{suffix}"
+            annexed.parent.mkdir(parents=True)
+            original.rename(annexed)
+            original.symlink_to(annexed)
+            copy.symlink_to(annexed)
+    with caplog.at_level("WARNING"):
+        data = load_dataset(data_dir)
+    patient_of = {s.case_id: s.patient_id for s in data.samples}
+    assert len(data.patients) == 8
+    assert {patient_of[case] for case in ("synthetic_other_case", "synthetic_p000_s00",
+                                           "synthetic_p000_s01")} == {"synthetic_p000"}
+    for train, test in grouped_kfold(data.samples, 8, seed=0):
+        assert not {patient_of[c] for c in train} & {patient_of[c] for c in test}
+    note, = [n for n in data.notes if "one file under two names" in n]
+    assert "images/other_case.npy and images/synthetic_p000_s00.npy" in note
+    assert "one patient, synthetic_p000," in note
+    assert "\n" not in note and note in caplog.text
+
+
+def test_masks_that_are_one_file_join_no_patients(tmp_path: Path, synthetic_folder: Path
+                                                  ) -> None:
+    """Only the images are compared: git-annex stores identical masks (every empty one) as one
+    object, which says nothing of whose slices they are."""
+    data_dir = shutil.copytree(synthetic_folder, tmp_path / "data")
+    mask = data_dir / "masks" / "synthetic_p001_s00.png"
+    mask.unlink()
+    mask.hardlink_to(data_dir / "masks" / "synthetic_p000_s00.png")
+    data = load_dataset(data_dir)
+    assert len(data.patients) == 8 and not data.notes
+
+
+def test_one_volume_under_two_study_names_is_one_patient(tmp_path: Path) -> None:
+    """A scan hard-linked under another study's name was two patients, split between folds."""
+    hu, lesions = _hu_volume(slices=2)
+    for scan in ("scan0", "scan1", "scan2"):
+        _save_nifti(tmp_path / "images" / f"{scan}.nii.gz", hu)
+        _save_nifti(tmp_path / "masks" / f"{scan}.nii.gz", lesions)
+    (tmp_path / "images" / "scan3.nii.gz").hardlink_to(tmp_path / "images" / "scan0.nii.gz")
+    (tmp_path / "masks" / "scan3.nii.gz").hardlink_to(tmp_path / "masks" / "scan0.nii.gz")
+    data = load_dataset(tmp_path)
+    assert data.patients == ["scan0", "scan1", "scan2"]
+    assert {s.patient_id for s in data.samples if s.case_id.startswith("scan3")} == {"scan0"}
+    assert any("images/scan0.nii.gz and images/scan3.nii.gz are one file" in n
+               for n in data.notes)
+
+
 def test_synthetic_generator_is_deterministic() -> None:
     a = load_dataset("synthetic:5")
     b = load_dataset("synthetic:5")

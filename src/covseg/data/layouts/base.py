@@ -9,7 +9,9 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -1117,8 +1119,62 @@ def loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
     if patients_file is None:
         patients_file = patients_csv(root)
     return LoadedData(samples, layout, str(root.resolve()), options.target, num_classes,
-                      folds or None, synthetic, intensity=options.intensity, window=options.window,
+                      folds or None, synthetic, notes=join_linked_files(samples, root),
+                      intensity=options.intensity, window=options.window,
                       patients_file=str(patients_file.resolve()) if patients_file else "")
+
+
+def join_linked_files(samples: Sequence[Sample], root: Path) -> list[str]:
+    """Give the slices of image files that are one file under two names (:func:`_linked_files`)
+    one patient, the one of those their names gave that holds the most slices (a stray name
+    joins its file's patient), so that no split trains on a slice that it tests; returns the
+    note that says so, none where no file is linked."""
+    linked = _linked_files(dict.fromkeys(sample.image_file for sample in samples))
+    if not linked:
+        return []
+    patient = {sample.image_file: sample.patient_id for sample in samples}
+    joined = _joined_patients([(patient[file], patient[seen]) for file, seen in linked],
+                              Counter(sample.patient_id for sample in samples))
+    for sample in samples:
+        sample.patient_id = joined.get(sample.patient_id, sample.patient_id)
+    one = joined[patient[linked[0][1]]]
+    file, seen = (os.path.relpath(name, root) for name in linked[0])
+    more = f" (and {counted(len(linked) - 1, 'more linked file')})" if len(linked) > 1 else ""
+    return [(f"{seen} and {file} are one file under two names (the same inode){more}: their "
+             f"slices count as one patient, {one}, so that no split trains on a slice it "
+             "tests; remove one name unless that was meant")]
+
+
+def _linked_files(files: Iterable[str]) -> list[tuple[str, str]]:
+    """(file, the earlier of ``files`` that is the same file) for each of ``files`` that is
+    another's under a second name: a hard link, or two symlinks to one git-annex object (the
+    same device and inode once links are followed; one stat a file, nothing hashed). Images
+    only: git-annex stores identical masks (every empty one) as one object."""
+    first: dict[tuple[int, int], str] = {}
+    linked = []
+    for file in files:
+        try:
+            status = os.stat(file)
+        except OSError:  # read, so there: a name stat cannot take is left its own
+            continue
+        seen = first.setdefault((status.st_dev, status.st_ino), file)
+        if seen != file:
+            linked.append((file, seen))
+    return linked
+
+
+def _joined_patients(pairs: Sequence[tuple[str, str]], slices: Counter[str]
+                     ) -> dict[str, str]:
+    """Each patient of ``pairs`` (two patients found to hold one file) mapped to the patient of
+    its group, groups joined through any chain of pairs, that holds the most ``slices`` (ties:
+    the first in sorted order)."""
+    group: dict[str, set[str]] = {}
+    for one, other in pairs:
+        joined = group.get(one, {one}) | group.get(other, {other})
+        for patient in joined:
+            group[patient] = joined
+    return {patient: min(members, key=lambda one: (-slices[one], one))
+            for patient, members in group.items()}
 
 
 def _multiclass_labels(samples: list[Sample]) -> None:
