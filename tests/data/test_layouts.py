@@ -2915,12 +2915,31 @@ ZENODO_SCANS = [*(f"coronacases_{k:03d}" for k in range(1, 11)), "radiopaedia_4_
     ("radiopaedia_10_85902_1", "radiopaedia_10"), ("radiopaedia_10_85902_12", "radiopaedia_10"),
     ("radiopaedia_10_85902_1_12", "radiopaedia_10"),
     ("radiopaedia_10_85902", "radiopaedia_10_85902"), ("coronacases_001", "coronacases_001"),
+    ("coronacases_001_3", "coronacases_001"), ("coronacases_org_001_3", "coronacases_001"),
+    ("coronacases_org_001", "coronacases_001"), ("coronacases_001x", "coronacases_001x"),
     ("study_0255", "study_0255")])
 def test_a_radiopaedia_scan_of_any_series_number_is_its_cases(study: str, patient: str) -> None:
     """A Radiopaedia scan's patient is its case, whatever its study's and series' numbers, and
     so is a name that begins as a scan's (a slice another tool wrote, which was its own
-    patient); another name is its own patient."""
+    patient); a coronacases volume's slices (``coronacases_001_3``, Kaggle's
+    ``coronacases_org_001_3``) are its patient's, as they were each their own; another name is
+    its own patient."""
     assert study_patient(study) == patient
+
+
+def test_coronacases_slices_in_a_generic_folder_are_their_volumes_patient(tmp_path: Path
+                                                                         ) -> None:
+    """Slices of Zenodo's coronacases volumes written out by another tool
+    (``coronacases_001_3.png``, Kaggle's ``coronacases_org_002_0.png``) were each their own
+    patient, so folds trained and tested one volume."""
+    for stem in ("coronacases_001_0", "coronacases_001_1", "coronacases_001_2",
+                 "coronacases_org_002_0", "coronacases_org_002_1", "coronacases_003_0"):
+        for folder in ("images", "masks"):
+            _save_png(tmp_path / folder / f"{stem}.png", np.eye(16, dtype=bool))
+    data = load_dataset(tmp_path)
+    assert data.patients == ["coronacases_001", "coronacases_002", "coronacases_003"]
+    for _, test in make_folds(data, 3, 0)[0]:
+        assert len({case.rsplit("_", 1)[0].replace("_org", "") for case in test}) == 1
 
 
 @pytest.mark.parametrize("form", ["volumes", "slices", "kaggle"])

@@ -1065,6 +1065,9 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
 RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
 """A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's 20 volumes, and
 Kaggle's through :func:`~covseg.io.image.case_key`); the case is the patient."""
+CORONACASES_SCAN = re.compile(r"coronacases_\d+(?=_|$)")
+"""A coronacases volume's name, ``coronacases_<NNN>`` (Zenodo's ten, and Kaggle's
+``coronacases_org_<NNN>`` through :func:`~covseg.io.image.case_key`): one patient each."""
 
 
 def study_patient(study: str) -> str:
@@ -1075,10 +1078,15 @@ def study_patient(study: str) -> str:
     whichever copy names them (Kaggle's ``radiopaedia_org_covid-19-pneumonia-10_85902_1-dcm``:
     :func:`~covseg.io.image.case_key`, as the Zenodo reader pairs them); another study (a
     coronacases volume) is its own patient. A name that begins as a scan's is of that scan's
-    case (``radiopaedia_10_85902_1_12``, a slice as another tool names it), so that a slice
-    leaks no patient across folds for a name covseg did not write."""
-    match = RADIOPAEDIA_SCAN.match(case_key(study))
-    return match.group(1) if match else study
+    case (``radiopaedia_10_85902_1_12``, ``coronacases_001_3`` or ``coronacases_org_001_3``,
+    slices as other tools name them), so that a slice leaks no patient across folds for a name
+    covseg did not write."""
+    key = case_key(study)
+    match = RADIOPAEDIA_SCAN.match(key)
+    if match:
+        return match.group(1)
+    match = CORONACASES_SCAN.match(key)
+    return match.group(0) if match else study
 
 
 def mosmed_patient(stem: str) -> str:
