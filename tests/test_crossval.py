@@ -463,7 +463,7 @@ def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
     alone, though the slices are each their own patient."""
     data = load_dataset(synthetic_folder)
     data.samples[:3] = [replace(s, patient_id=s.case_id) for s in data.samples[:3]]
-    assert crossval.own_patients(data) == 3
+    assert len(data.unidentified) == 3
     assert make_folds(data, 2, 0)[1] == (
         "2-fold, grouped by patient (seed 0); 3 of the 16 slices carry no patient id and are "
         "each their own patient, so slices of one patient among them may fall on both sides; a "
@@ -472,7 +472,7 @@ def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
         "2-fold, grouped by patient (seed 0)")
     # a patient named after one of its slices is no slice without a patient id
     data.samples[3:5] = [replace(s, patient_id=data.samples[3].case_id) for s in data.samples[3:5]]
-    assert crossval.own_patients(data) == 3
+    assert len(data.unidentified) == 3
 
 
 def test_multiclass_folds_record_no_threshold_and_older_ones_are_reused(
@@ -665,7 +665,8 @@ def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
     assert crossval._title(TrainConfig(model="unet"), load_dataset("synthetic")) == (
         "unet on synthetic:0 (SYNTHETIC data), per-case Dice")
     assert data.describe() == (f"generic (images/ + masks/) data at {tmp_path.resolve()}: 1 slice, "
-                               "1 patient, target infection (2 classes)")
+                               "patient ids unknown: each slice counted alone, target infection "
+                               "(2 classes)")
 
 
 @pytest.mark.parametrize("held, kind", [("config.json", "a training run"),

@@ -42,7 +42,6 @@ from covseg.crossval import (
     hd95_units_line,
     make_folds,
     mean_over_folds,
-    own_patients,
     pinned_lungs,
     refuse_gone_fold_weights,
     refuse_midway_folds,
@@ -384,7 +383,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
               "hd95_slices_by_unit": hd95_slices_by_unit(data), **metric_notes(),
-              "cases_without_patient_id": own_patients(data),
+              "cases_without_patient_id": len(data.unidentified),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(dict.fromkeys([*data.notes, *cv_notes.all]))}
     png = out / "comparison_boxplot.png"
@@ -581,12 +580,14 @@ def _pairing_text(result: dict[str, Any]) -> str:
              if "wilcoxon_vs_baseline" in row]
     unit = tests[0].get("unit", "slice") if tests else "slice"
     alone = result.get("cases_without_patient_id", 0)
-    ungrouped = (f", {alone} of them slices that carry no patient id, each its own patient;"
+    ungrouped = (f", {alone} of them slices that carry no patient id, each counted alone;"
                  if alone else ",")
     pairs = (f"per-patient pairs ({counted(tests[0]['pairs'], 'patient')}{ungrouped} each its "
              "mean Dice over its slices, as slices of one patient are not independent)"
              if unit == "patient" and tests else
-             "per-slice pairs (the same fold's same slice; each slice is its own patient)")
+             "per-slice pairs (the same fold's same slice, each counted alone: where the data "
+             "name no patients, slices of one patient among them are not independent and make "
+             "p too small)")
     adjusted = (f"; p is unadjusted for the {len(tests)} comparisons against the baseline, "
                 "p (Holm) adjusts it for them (Holm's step-down)"
                 if any("p_holm" in test for test in tests) else "")

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -115,7 +114,7 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
     folds = DEFAULT_FOLDS if folds is None else folds
     if len(data.patients) < len(data.samples):
         how = f"{folds}-fold, grouped by patient (seed {seed})"
-        alone = own_patients(data)
+        alone = len(data.unidentified)
         if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
             carry = ("carries no patient id and is its own patient" if alone == 1 else
                      "carry no patient id and are each their own patient")
@@ -128,15 +127,6 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
                "data name none), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
     return grouped_kfold(data.samples, folds, seed), how
-
-
-def own_patients(data: LoadedData) -> int:
-    """How many slices carry no patient id and so are each their own patient (the layouts give
-    such a slice its case id as patient id); a patient named after one of its slices, which
-    holds others too (a patients.csv row ``img_13,img_12``), is none of them."""
-    slices = Counter(sample.patient_id for sample in data.samples)
-    return sum(sample.patient_id == sample.case_id and slices[sample.patient_id] == 1
-               for sample in data.samples)
 
 
 def fold_done(fold_dir: Path) -> bool:

@@ -67,6 +67,31 @@ def test_real_medseg_pngs_read_as_generic_folders() -> None:
     assert sum(s.mask.any() for s in data.samples) > 40
 
 
+def test_slices_without_patient_ids_say_the_patients_are_unknown(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MedSeg's 52 slices read "52 slices, 52 patients", as if known, and nothing warned that
+    a fold may train and test one patient's slices (MedSeg's 0026 and 0027 share a study), as
+    MosMed's slices named by no study were warned of."""
+    data = load_dataset(shared("medseg-covid19-100"))
+    assert ": 52 slices, patient ids unknown: each slice counted alone, target" in data.describe()
+    assert data.notes[0] == (
+        "52 of 52 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. "
+        "medseg_0000), so each is its own patient and a fold may train and test one patient's "
+        "slices; name them by study or add a patients.csv (case_id,patient_id)")
+    assert data.notes[0] in caplog.text
+    _, doctor = _infnet_tree(tmp_path, 4)
+    caplog.clear()
+    data = load_dataset(doctor)
+    assert "patient ids unknown" in data.describe()
+    assert data.notes[0].startswith(f"{len(data.samples)} of {len(data.samples)} slices carry "
+                                    "no patient id and no patients.csv names them")
+    assert data.notes[0].endswith("; add a patients.csv (case_id,patient_id)")
+    (doctor / "patients.csv").write_text(
+        "case_id,patient_id\n" + "".join(f"{s.case_id},P\n" for s in data.samples))
+    data = load_dataset(doctor)
+    assert not data.notes and ", 1 patient (as " in data.describe()
+
+
 @pytest.mark.parametrize("target,classes", [("infection", 2), ("multiclass", 3)])
 def test_real_infnet_binary_and_multiclass(target: str, classes: int) -> None:
     data = load_dataset(shared("infnet-covid-semiseg"), target=target)
@@ -163,7 +188,8 @@ def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path)
             assert data.patients == ["PA", "PB", "infnet_5"], folder
             assert data.patients_file == str((where / "patients.csv").resolve())
             assert data.describe() == (
-                f"Inf-Net data at {doctor.resolve()}: 6 slices, 3 patients (as "
+                f"Inf-Net data at {doctor.resolve()}: 6 slices, 3 patients (1 slice among "
+                "them carrying no patient id, each counted alone) (as "
                 f"{where.resolve() / 'patients.csv'} groups them), target infection "
                 "(2 classes)")
         if where == doctor:
@@ -2271,10 +2297,13 @@ def test_a_stray_label_above_the_known_classes_is_refused(tmp_path: Path) -> Non
 
 
 def _label_folder(root: Path, labels: dict[str, np.ndarray], scale: int = 1) -> Path:
-    """A generic images/ + masks/ folder of ``labels`` (stored times ``scale``) by name."""
+    """A generic images/ + masks/ folder of ``labels`` (stored times ``scale``) by name, each
+    slice its own patient as a patients.csv names it (its data notes are then of the masks)."""
     for name, label in labels.items():
         _save_png(root / "images" / f"{name}.png", np.full(label.shape, 100))
         _save_png(root / "masks" / f"{name}.png", label * scale)
+    (root / "patients.csv").write_text(
+        "case_id,patient_id\n" + "".join(f"{name},P_{name}\n" for name in labels))
     return root
 
 

@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -392,15 +393,39 @@ class LoadedData:
         :meth:`describe` names the folder; the kind alone left two runs' figures alike."""
         return f"{Path(self.root).name} ({self.kind})"
 
+    @property
+    def unidentified(self) -> list[str]:
+        """The case ids of the slices that carry no patient id and so are each counted alone
+        (the layouts give such a slice its case id as patient id: MedSeg's and Inf-Net's
+        slices, a generic folder's whose names tell no study); a patient named after one of its
+        slices, which holds others too (a patients.csv row ``img_13,img_12``), is none of them.
+        Such slices may be one patient's (MedSeg's 0026 and 0027 share a study)."""
+        slices = Counter(sample.patient_id for sample in self.samples)
+        return [sample.case_id for sample in self.samples
+                if sample.patient_id == sample.case_id and slices[sample.patient_id] == 1]
+
     def describe(self) -> str:
         held = "lung" if self.target == "lung" else "a lesion"
         kept = f" (only those whose mask holds {held})" if self.slices == "labelled" else ""
         grouped = f" (as {self.patients_file} groups them)" if self.patients_file else ""
         return (
             f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
-            f"{counted(len(self.patients), 'patient')}{grouped}, target {self.target} "
+            f"{self._patients_text()}{grouped}, target {self.target} "
             f"({self.num_classes} classes)"
         )
+
+    def _patients_text(self) -> str:
+        """The patients as :meth:`describe` counts them: "patient ids unknown" where no slice
+        carries one (52 MedSeg slices read "52 patients", as if known), else their count and
+        the slices counted alone among them (:attr:`unidentified`)."""
+        alone = len(self.unidentified)
+        if alone and alone == len(self.samples):
+            return "patient ids unknown: each slice counted alone"
+        told = counted(len(self.patients), "patient")
+        if not alone:
+            return told
+        return f"{told} ({counted(alone, 'slice')} among them carrying no patient id, each " \
+            "counted alone)"
 
     def __repr__(self) -> str:
         """What was read, in counts, slice shapes and the reading (:meth:`describe`), not the
