@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from covseg.cascade import THRESHOLD
 from covseg.checkpoint import final_model_step, fold_folders, fold_index, lost_model, recipe_model
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
@@ -756,6 +757,41 @@ def warned_cv_notes(config: TrainConfig, data: LoadedData,
 
 def _fold_notes(config: TrainConfig, data: LoadedData,
                 splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """The folds' notes: the classes their training slices lack (:func:`_class_notes`), and a
+    lung model that saw the slices they test (:func:`lung_run_notes`)."""
+    return [*_class_notes(config, data, splits), *lung_run_notes(config, data, splits)]
+
+
+def lung_run_notes(config: TrainConfig, data: LoadedData,
+                   splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """A note where the lung model of ``--lung-guide RUN`` trained (or picked its epoch) on
+    slices the folds test: its run's config.json names these data (``data_path``) and lists
+    them among its ``train_cases`` or ``val_cases``. Their lung channel then comes from a
+    model that saw their lungs, so the folds may score them above unseen scans; not refused,
+    as a user may have no other lung model. Until 7 Dec only the lung model's SHA-256 was
+    checked, and a lung run trained on all of DATA guided every test fold unsaid."""
+    guide = config.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return []
+    run = Path(guide.source)
+    record = read_record((run if run.is_dir() else run.parent) / "config.json") or {}
+    if record.get("data_path") != data.root:
+        return []
+    seen = {case for key in ("train_cases", "val_cases") for case in record.get(key) or []
+            if isinstance(case, str)}
+    tested = {case for _, test in splits for case in test}
+    overlap = len(tested & seen)
+    if not overlap:
+        return []
+    return [(f"the lung model of {option_name('lung_guide')} {guide.source} was trained on "
+            f"{overlap} of the {counted(len(tested), 'slice')} the folds test (its config.json "
+            "names these data), so their lung channel comes from a model that saw them and the "
+            "scores may read higher than on unseen scans; for an unbiased figure guide with a "
+            f"lung model trained on other data, or {option_given('lung_guide', THRESHOLD)}")]
+
+
+def _class_notes(config: TrainConfig, data: LoadedData,
+                 splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
     """:func:`~covseg.data.layouts.base.fold_class_notes` of the slices each fold trains on,
     its validation patients left out as its run leaves them (which warns of its split); none
     for a data set that is not multi-class, whose folds are then not drawn."""
