@@ -188,10 +188,9 @@ def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path)
             assert data.patients == ["PA", "PB", "infnet_5"], folder
             assert data.patients_file == str((where / "patients.csv").resolve())
             assert data.describe() == (
-                f"Inf-Net data at {doctor.resolve()}: 6 slices, 3 patients (1 slice among "
-                "them carrying no patient id, each counted alone) (as "
-                f"{where.resolve() / 'patients.csv'} groups them), target infection "
-                "(2 classes)")
+                f"Inf-Net data at {doctor.resolve()}: 6 slices, 3 patients (as "
+                f"{where.resolve() / 'patients.csv'} groups them; 1 slice among them carrying "
+                "no patient id, each counted alone), target infection (2 classes)")
         if where == doctor:
             (doctor / "patients.csv").unlink()
     (doctor / "patients.csv").write_text(rows)  # the same table twice: read once
@@ -239,8 +238,8 @@ def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
     (tmp_path / "patients.csv").write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
     data = load_dataset(tmp_path)
     assert data.patients == ["PA", "s2"]
-    assert f"2 patients (as {tmp_path.resolve() / 'patients.csv'} groups them)" in (
-        data.describe())
+    assert (f"2 patients (as {tmp_path.resolve() / 'patients.csv'} groups them; 1 slice among "
+            "them carrying no patient id, each counted alone)") in data.describe()
 
 
 @pytest.mark.parametrize("name", ["Patients.CSV", "patients.CSV"])

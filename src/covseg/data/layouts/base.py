@@ -407,25 +407,25 @@ class LoadedData:
     def describe(self) -> str:
         held = "lung" if self.target == "lung" else "a lesion"
         kept = f" (only those whose mask holds {held})" if self.slices == "labelled" else ""
-        grouped = f" (as {self.patients_file} groups them)" if self.patients_file else ""
         return (
             f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
-            f"{self._patients_text()}{grouped}, target {self.target} "
-            f"({self.num_classes} classes)"
+            f"{self._patients_text()}, target {self.target} ({self.num_classes} classes)"
         )
 
     def _patients_text(self) -> str:
         """The patients as :meth:`describe` counts them: "patient ids unknown" where no slice
-        carries one (52 MedSeg slices read "52 patients", as if known), else their count and
-        the slices counted alone among them (:attr:`unidentified`)."""
+        carries one (52 MedSeg slices read "52 patients", as if known), else their count, the
+        patients.csv that grouped them and the slices counted alone among them
+        (:attr:`unidentified`)."""
         alone = len(self.unidentified)
         if alone and alone == len(self.samples):
             return "patient ids unknown: each slice counted alone"
+        grouped = [f"as {self.patients_file} groups them"] if self.patients_file else []
+        untold = (f"{counted(alone, 'slice')} among them carrying no patient id, each counted "
+                  "alone")
+        notes = [*grouped, *([untold] if alone else [])]
         told = counted(len(self.patients), "patient")
-        if not alone:
-            return told
-        return f"{told} ({counted(alone, 'slice')} among them carrying no patient id, each " \
-            "counted alone)"
+        return f"{told} ({'; '.join(notes)})" if notes else told
 
     def __repr__(self) -> str:
         """What was read, in counts, slice shapes and the reading (:meth:`describe`), not the

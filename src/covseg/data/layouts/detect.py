@@ -367,8 +367,8 @@ def unidentified_note(data: LoadedData) -> str:
     alone, and a fold may train and test one patient's slices; said for MosMed's alone until
     7 Dec, while MedSeg's 52 slices, some one patient's, read as 52 patients in silence."""
     alone = data.unidentified
-    if not alone:
-        return ""
+    if not alone or (data.patients_file and data.layout != "mosmed-2d"):
+        return ""  # a patients.csv's reader warns of the slices it misses; MosMed's does not
     study, one = data.layout in STUDY_NAMED, len(alone) == 1
     told = (f"{'names' if one else 'name'} no study (study_NNNN_K)" if study else
             f"{'carries' if one else 'carry'} no patient id")
