@@ -28,10 +28,12 @@ from covseg.compare import (
     check_spec_seeds,
     check_specs,
     comparison_markdown,
+    fold_t_test,
     model_folder,
     paired_wilcoxon,
     parse_model_spec,
     per_case_dice,
+    verdict,
 )
 from covseg.config import MAX_SEED, TrainConfig
 from covseg.crossval import StaleFolds, make_folds, mean_over_folds, stale_folds_error
@@ -254,6 +256,38 @@ def test_paired_wilcoxon_against_hand_checked_values() -> None:
     assert result["p_value"] == pytest.approx(2 / 2**6)
 
 
+def test_the_fold_test_counts_training_variation_where_the_wilcoxon_does_not() -> None:
+    """compare's only test paired slices as independent, though each fold trains one network:
+    one recipe trained with seeds 0 and 20 differed at p = 1e-5 over 52 MedSeg slices, and its
+    verdict rested on that p. Nadeau and Bengio's corrected resampled t-test on the per-fold
+    mean differences (variance times 1/k + n_test/n_train, t with k - 1 df) now stands beside
+    it and decides the verdict: here every slice of a fold differs by that fold's shift, as a
+    network trained with another seed shifts them, which the Wilcoxon reads as proof."""
+    from scipy.stats import t
+
+    shifts = [0.01, 0.02, 0.03, 0.0, 0.04]
+    baseline = {(k, f"c{k}_{i}"): 0.5 + 0.001 * i for k in range(5) for i in range(10)}
+    candidate = {(k, case): dice + shifts[k] for (k, case), dice in baseline.items()}
+    splits = [([f"t{i}" for i in range(40)], [f"c{k}_{i}" for i in range(10)]) for k in range(5)]
+    assert paired_wilcoxon(candidate, baseline)["p_value"] < 1e-6
+    result = fold_t_test(candidate, baseline, splits)
+    assert result["fold_differences"] == pytest.approx(shifts)
+    assert result["variance_factor"] == pytest.approx(1 / 5 + 10 / 40)
+    statistic = 0.02 / math.sqrt((1 / 5 + 10 / 40) * np.var(shifts, ddof=1))
+    assert result["statistic"] == pytest.approx(statistic) == pytest.approx(1.8856, abs=1e-4)
+    assert result["p_value"] == pytest.approx(2 * t.sf(statistic, 4)) == pytest.approx(0.132,
+                                                                                   abs=1e-3)
+    assert verdict(result) == "no difference shown"  # uncorrected (1/k alone): p = 0.047
+    steady = {(k, case): dice + 0.02 + shifts[k] / 10 for (k, case), dice in baseline.items()}
+    assert verdict(fold_t_test(steady, baseline, splits)) == "better"
+    assert verdict({**fold_t_test(steady, baseline, splits), "p_holm": 0.06}) == (
+        "no difference shown")
+    assert verdict(fold_t_test(baseline, steady, splits)) == "worse"
+    assert fold_t_test(baseline, baseline, splits)["p_value"] == 1.0
+    one_fold = {key: dice for key, dice in candidate.items() if key[0] == 0}
+    assert math.isnan(fold_t_test(one_fold, baseline, splits[:1])["p_value"])
+
+
 def test_paired_wilcoxon_pairs_by_key_not_by_order() -> None:
     """Every test built both models' dicts in one order, so pairing by position went unnoticed:
     here every case is 0.1 better, listed in opposite orders."""
@@ -406,10 +440,21 @@ def test_several_candidates_get_holm_p_values_and_few_pairs_a_note(
     out = capsys.readouterr().out.splitlines()
     low, high = bootstrap_ci(np.array(gains["miniseg"]))  # the paired Δ, as comparison.md's
     assert f", paired Δ (95 % CI) +0.035 ({low:+.3f}, {high:+.3f}), p = " in out[1]
-    assert out[1].endswith(f"p = {p_mini:.3g} (Holm {holm_mini:.3g}) vs unet over 6 slices")
-    assert out[2].endswith(f"p = {p_res:.3g} (Holm {holm_res:.3g}) vs unet over 6 slices; "
-                           "n = 4 untied pairs: p cannot fall below 0.125")
     recorded = json.loads((tmp_path / "comparison.json").read_text())["models"]
+    folds = [row["corrected_t_vs_baseline"] for row in recorded[1:]]
+    assert [d for test in folds for d in test["fold_differences"]] == pytest.approx(
+        [0.02, 0.05, 0.01, 0.05])
+    fold_holm = [max(2 * min(t["p_value"] for t in folds), test["p_value"]) for test in folds]
+    assert [test["p_holm"] for test in folds] == pytest.approx(fold_holm)
+    over_folds = [f"; over 2 folds (corrected t, training variation included) p = "
+                  f"{test['p_value']:.3g} (Holm {test['p_holm']:.3g}): no difference shown"
+                  for test in folds]
+    assert out[1].endswith(f"p = {p_mini:.3g} (Holm {holm_mini:.3g}) vs unet over 6 slices "
+                           "(these trained networks; training variation not included)"
+                           + over_folds[0])
+    assert out[2].endswith(f"p = {p_res:.3g} (Holm {holm_res:.3g}) vs unet over 6 slices "
+                           "(these trained networks; training variation not included); "
+                           "n = 4 untied pairs: p cannot fall below 0.125" + over_folds[1])
     assert [row["wilcoxon_vs_baseline"]["p_holm"] for row in recorded[1:]] == pytest.approx(
         [holm_mini, holm_res])
     assert recorded[2]["wilcoxon_vs_baseline"]["note"] == (
@@ -424,10 +469,17 @@ def test_several_candidates_get_holm_p_values_and_few_pairs_a_note(
             "0.125 (the exact two-sided test's smallest p is 2 / 2^n: below 0.05 only from 6 "
             "untied pairs on)\n") in report
     table = [line for line in report.splitlines() if line.startswith("|")]
-    assert "| p | p (Holm) | params |" in table[0]
+    assert "| p | p (Holm) | p over folds: verdict | params |" in table[0]
     assert table[0].count("|") == table[1].count("|") == table[2].count("|")
-    assert f"| {p_mini:.3g} | {holm_mini:.3g} | 1 |" in table[3]
-    assert f"| {p_res:.3g} | {holm_res:.3g} | 1 |" in table[4]
+    for line, p_value, holm_value, test in zip(table[3:], (p_mini, p_res),
+                                               (holm_mini, holm_res), folds):
+        assert (f"| {p_value:.3g} | {holm_value:.3g} | {test['p_value']:.3g} (Holm "
+                f"{test['p_holm']:.3g}): no difference shown | 1 |") in line
+    assert ("p over folds: Nadeau and Bengio's corrected resampled t-test on the per-fold mean "
+            "differences (variance times 1/k + n_test/n_train, t with k − 1 degrees of "
+            "freedom), which includes training variation, Holm-adjusted where several "
+            "candidates meet the baseline, and the verdict (better, worse or no difference "
+            "shown at 0.05) rests on it alone") in report
 
 
 def test_one_candidate_gets_no_holm_column() -> None:
@@ -541,7 +593,7 @@ def test_slices_without_a_patient_id_among_the_pairs_are_counted() -> None:
     them slices that carry no patient id."""
     report = comparison_markdown(_hd95_result([48, 48], [0, 0]), plotted=True)
     assert ("p: per-patient pairs (13 patients, 10 of them slices that carry no patient id, "
-            "each its own patient; each its mean Dice over its slices") in report
+            "each counted alone; each its mean Dice over its slices") in report
     grouped = comparison_markdown({**_hd95_result([48, 48], [0, 0]),
                                    "cases_without_patient_id": 0}, plotted=True)
     assert "p: per-patient pairs (13 patients, each its mean Dice over its slices" in grouped
@@ -977,7 +1029,9 @@ def test_pairs_are_the_same_folds_slice_and_delta_is_the_dice_columns(
     row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
     assert row.startswith("| miniseg | 0.550 ± 0.071 |") and "| +0.050 | 4/1 |" in row
     assert "Δ Dice: a model's Dice minus the baseline's" in report
-    assert "per-slice pairs (the same fold's same slice; each slice is its own patient)" in report
+    assert ("per-slice pairs (the same fold's same slice, each counted alone: where the data "
+            "name no patients, slices of one patient among them are not independent and make p "
+            "too small)") in report
     assert test["unit"] == "slice" and "| +0.060 (" in row
     assert "| model | Dice | IoU |" in report and "(any lesion)" not in report
     assert "Per-class" not in report and "ground-glass" not in report

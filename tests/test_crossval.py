@@ -465,7 +465,7 @@ def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
     alone, though the slices are each their own patient."""
     data = load_dataset(synthetic_folder)
     data.samples[:3] = [replace(s, patient_id=s.case_id) for s in data.samples[:3]]
-    assert crossval.own_patients(data) == 3
+    assert len(data.unidentified) == 3
     assert make_folds(data, 2, 0)[1] == (
         "2-fold, grouped by patient (seed 0); 3 of the 16 slices carry no patient id and are "
         "each their own patient, so slices of one patient among them may fall on both sides; a "
@@ -474,7 +474,7 @@ def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
         "2-fold, grouped by patient (seed 0)")
     # a patient named after one of its slices is no slice without a patient id
     data.samples[3:5] = [replace(s, patient_id=data.samples[3].case_id) for s in data.samples[3:5]]
-    assert crossval.own_patients(data) == 3
+    assert len(data.unidentified) == 3
 
 
 def test_multiclass_folds_record_no_threshold_and_older_ones_are_reused(
@@ -667,7 +667,8 @@ def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
     assert crossval._title(TrainConfig(model="unet"), load_dataset("synthetic")) == (
         "unet on synthetic:0 (SYNTHETIC data), per-case Dice")
     assert data.describe() == (f"generic (images/ + masks/) data at {tmp_path.resolve()}: 1 slice, "
-                               "1 patient, target infection (2 classes)")
+                               "patient ids unknown: each slice counted alone, target infection "
+                               "(2 classes)")
 
 
 @pytest.mark.parametrize("held, kind", [("config.json", "a training run"),
@@ -1736,3 +1737,35 @@ def test_cv_framing_multiclass_masks_that_hold_effusion_is_warned_once(
     assert len(calls) == 2
     assert note in json.loads((tmp_path / "alone" / "fold_0" / "metrics.json").read_text())[
         "warnings"]
+
+
+def test_a_lung_model_trained_on_the_tested_slices_is_warned_of(
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A --lung-guide run trained on all of DATA (the usual way) guided every test fold, and
+    only its SHA-256 was checked: the folds' lung channel came from a model that had seen their
+    slices, unsaid. Warned once, in summary.json's warnings and report.md; not refused."""
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", **TINY_FOLDS_RECIPE)
+    caplog.clear()
+    summary = api.cross_validate(synthetic_folder, tmp_path / "cv", lung_guide=str(lungs),
+                                 **TINY_FOLDS)
+    note = (f"the lung model of lung_guide {lungs} was trained on 16 of the 16 slices the "
+            "folds test (its config.json names these data), so their lung channel comes from a "
+            "model that saw them and the scores may read higher than on unseen scans; for an "
+            "unbiased figure guide with a lung model trained on other data, or "
+            "lung_guide=\"threshold\"")
+    assert note in summary["warnings"]
+    assert caplog.text.count("was trained on 16 of the 16 slices") == 1
+    assert "was trained on 16 of the 16 slices" in (tmp_path / "cv" / "report.md").read_text()
+    data = load_dataset(synthetic_folder)
+    splits = make_folds(data, 2, 0)[0]
+    record = json.loads((lungs / "config.json").read_text())
+    guided = TrainConfig(lung_guide=str(lungs))
+    for cases, said in ((record["train_cases"][:3], "3 of the 16"), ([], None)):
+        (lungs / "config.json").write_text(json.dumps({**record, "train_cases": cases,
+                                                       "val_cases": []}))
+        notes = crossval.lung_run_notes(guided, data, splits)
+        assert (notes[0].split(" was trained on ")[1].startswith(said) if said else notes == [])
+    (lungs / "config.json").write_text(json.dumps({**record, "data_path": str(tmp_path)}))
+    assert crossval.lung_run_notes(guided, data, splits) == []  # a lung model of other data
+    assert crossval.lung_run_notes(TrainConfig(lung_guide="threshold"), data, splits) == []

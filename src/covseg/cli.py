@@ -22,7 +22,13 @@ from tqdm import tqdm
 from covseg import api, cli_models, cli_volumes
 from covseg._mplconfig import settle_matplotlib_config
 from covseg.checkpoint import resume_advice
-from covseg.compare import known_spec, left_out_note, paired_difference_text
+from covseg.compare import (
+    FOLD_TEST,
+    fold_test_text,
+    known_spec,
+    left_out_note,
+    paired_difference_text,
+)
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.console import STDERR, StdoutFailed, flush_stdout, say, tell, write_stdout
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, reads_finished, shown
@@ -277,8 +283,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    f", p = {test['p_value']:.3g}"
                    + (f" (Holm {test['p_holm']:.3g})" if "p_holm" in test else "")
                    + f" vs {result['baseline']} over "
-                   f"{counted(test['pairs'], test.get('unit', 'slice'))}"
-                   + (f"; {test['note']}" if test.get("note") else "") if test
+                   f"{counted(test['pairs'], test.get('unit', 'slice'))} (these trained "
+                   "networks; training variation not included)"
+                   + (f"; {test['note']}" if test.get("note") else "")
+                   + f"; over {counted(row[FOLD_TEST]['folds'], 'fold')} (corrected t, training "
+                   f"variation included) p = {fold_test_text(row[FOLD_TEST])}" if test
                    else " (baseline)")
         say(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
               f"{mean_over_folds(row['dice'], result['folds'])}{p_value}")

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from covseg.cascade import THRESHOLD
 from covseg.checkpoint import final_model_step, fold_folders, fold_index, lost_model, recipe_model
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
@@ -116,7 +116,7 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
     folds = DEFAULT_FOLDS if folds is None else folds
     if len(data.patients) < len(data.samples):
         how = f"{folds}-fold, grouped by patient (seed {seed})"
-        alone = own_patients(data)
+        alone = len(data.unidentified)
         if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
             carry = ("carries no patient id and is its own patient" if alone == 1 else
                      "carry no patient id and are each their own patient")
@@ -129,15 +129,6 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
                "data name none), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
     return grouped_kfold(data.samples, folds, seed), how
-
-
-def own_patients(data: LoadedData) -> int:
-    """How many slices carry no patient id and so are each their own patient (the layouts give
-    such a slice its case id as patient id); a patient named after one of its slices, which
-    holds others too (a patients.csv row ``img_13,img_12``), is none of them."""
-    slices = Counter(sample.patient_id for sample in data.samples)
-    return sum(sample.patient_id == sample.case_id and slices[sample.patient_id] == 1
-               for sample in data.samples)
 
 
 def fold_done(fold_dir: Path) -> bool:
@@ -767,6 +758,41 @@ def warned_cv_notes(config: TrainConfig, data: LoadedData,
 
 def _fold_notes(config: TrainConfig, data: LoadedData,
                 splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """The folds' notes: the classes their training slices lack (:func:`_class_notes`), and a
+    lung model that saw the slices they test (:func:`lung_run_notes`)."""
+    return [*_class_notes(config, data, splits), *lung_run_notes(config, data, splits)]
+
+
+def lung_run_notes(config: TrainConfig, data: LoadedData,
+                   splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """A note where the lung model of ``--lung-guide RUN`` trained (or picked its epoch) on
+    slices the folds test: its run's config.json names these data (``data_path``) and lists
+    them among its ``train_cases`` or ``val_cases``. Their lung channel then comes from a
+    model that saw their lungs, so the folds may score them above unseen scans; not refused,
+    as a user may have no other lung model. Until 7 Dec only the lung model's SHA-256 was
+    checked, and a lung run trained on all of DATA guided every test fold unsaid."""
+    guide = config.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return []
+    run = Path(guide.source)
+    record = read_record((run if run.is_dir() else run.parent) / "config.json") or {}
+    if record.get("data_path") != data.root:
+        return []
+    seen = {case for key in ("train_cases", "val_cases") for case in record.get(key) or []
+            if isinstance(case, str)}
+    tested = {case for _, test in splits for case in test}
+    overlap = len(tested & seen)
+    if not overlap:
+        return []
+    return [(f"the lung model of {option_name('lung_guide')} {guide.source} was trained on "
+            f"{overlap} of the {counted(len(tested), 'slice')} the folds test (its config.json "
+            "names these data), so their lung channel comes from a model that saw them and the "
+            "scores may read higher than on unseen scans; for an unbiased figure guide with a "
+            f"lung model trained on other data, or {option_given('lung_guide', THRESHOLD)}")]
+
+
+def _class_notes(config: TrainConfig, data: LoadedData,
+                 splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
     """:func:`~covseg.data.layouts.base.fold_class_notes` of the slices each fold trains on,
     its validation patients left out as its run leaves them (which warns of its split); none
     for a data set that is not multi-class, whose folds are then not drawn."""

@@ -67,6 +67,31 @@ def test_real_medseg_pngs_read_as_generic_folders() -> None:
     assert sum(s.mask.any() for s in data.samples) > 40
 
 
+def test_slices_without_patient_ids_say_the_patients_are_unknown(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MedSeg's 52 slices read "52 slices, 52 patients", as if known, and nothing warned that
+    a fold may train and test one patient's slices (MedSeg's 0026 and 0027 share a study), as
+    MosMed's slices named by no study were warned of."""
+    data = load_dataset(shared("medseg-covid19-100"))
+    assert ": 52 slices, patient ids unknown: each slice counted alone, target" in data.describe()
+    assert data.notes[0] == (
+        "52 of 52 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. "
+        "medseg_0000), so each is its own patient and a fold may train and test one patient's "
+        "slices; name them by study or add a patients.csv (case_id,patient_id)")
+    assert data.notes[0] in caplog.text
+    _, doctor = _infnet_tree(tmp_path, 4)
+    caplog.clear()
+    data = load_dataset(doctor)
+    assert "patient ids unknown" in data.describe()
+    assert data.notes[0].startswith(f"{len(data.samples)} of {len(data.samples)} slices carry "
+                                    "no patient id and no patients.csv names them")
+    assert data.notes[0].endswith("; add a patients.csv (case_id,patient_id)")
+    (doctor / "patients.csv").write_text(
+        "case_id,patient_id\n" + "".join(f"{s.case_id},P\n" for s in data.samples))
+    data = load_dataset(doctor)
+    assert not data.notes and ", 1 patient (as " in data.describe()
+
+
 @pytest.mark.parametrize("target,classes", [("infection", 2), ("multiclass", 3)])
 def test_real_infnet_binary_and_multiclass(target: str, classes: int) -> None:
     data = load_dataset(shared("infnet-covid-semiseg"), target=target)
@@ -164,8 +189,8 @@ def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path)
             assert data.patients_file == str((where / "patients.csv").resolve())
             assert data.describe() == (
                 f"Inf-Net data at {doctor.resolve()}: 6 slices, 3 patients (as "
-                f"{where.resolve() / 'patients.csv'} groups them), target infection "
-                "(2 classes)")
+                f"{where.resolve() / 'patients.csv'} groups them; 1 slice among them carrying "
+                "no patient id, each counted alone), target infection (2 classes)")
         if where == doctor:
             (doctor / "patients.csv").unlink()
     (doctor / "patients.csv").write_text(rows)  # the same table twice: read once
@@ -213,8 +238,8 @@ def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
     (tmp_path / "patients.csv").write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
     data = load_dataset(tmp_path)
     assert data.patients == ["PA", "s2"]
-    assert f"2 patients (as {tmp_path.resolve() / 'patients.csv'} groups them)" in (
-        data.describe())
+    assert (f"2 patients (as {tmp_path.resolve() / 'patients.csv'} groups them; 1 slice among "
+            "them carrying no patient id, each counted alone)") in data.describe()
 
 
 @pytest.mark.parametrize("name", ["Patients.CSV", "patients.CSV"])
@@ -2330,10 +2355,13 @@ def test_a_stray_label_above_the_known_classes_is_refused(tmp_path: Path) -> Non
 
 
 def _label_folder(root: Path, labels: dict[str, np.ndarray], scale: int = 1) -> Path:
-    """A generic images/ + masks/ folder of ``labels`` (stored times ``scale``) by name."""
+    """A generic images/ + masks/ folder of ``labels`` (stored times ``scale``) by name, each
+    slice its own patient as a patients.csv names it (its data notes are then of the masks)."""
     for name, label in labels.items():
         _save_png(root / "images" / f"{name}.png", np.full(label.shape, 100))
         _save_png(root / "masks" / f"{name}.png", label * scale)
+    (root / "patients.csv").write_text(
+        "case_id,patient_id\n" + "".join(f"{name},P_{name}\n" for name in labels))
     return root
 
 
@@ -2974,12 +3002,31 @@ ZENODO_SCANS = [*(f"coronacases_{k:03d}" for k in range(1, 11)), "radiopaedia_4_
     ("radiopaedia_10_85902_1", "radiopaedia_10"), ("radiopaedia_10_85902_12", "radiopaedia_10"),
     ("radiopaedia_10_85902_1_12", "radiopaedia_10"),
     ("radiopaedia_10_85902", "radiopaedia_10_85902"), ("coronacases_001", "coronacases_001"),
+    ("coronacases_001_3", "coronacases_001"), ("coronacases_org_001_3", "coronacases_001"),
+    ("coronacases_org_001", "coronacases_001"), ("coronacases_001x", "coronacases_001x"),
     ("study_0255", "study_0255")])
 def test_a_radiopaedia_scan_of_any_series_number_is_its_cases(study: str, patient: str) -> None:
     """A Radiopaedia scan's patient is its case, whatever its study's and series' numbers, and
     so is a name that begins as a scan's (a slice another tool wrote, which was its own
-    patient); another name is its own patient."""
+    patient); a coronacases volume's slices (``coronacases_001_3``, Kaggle's
+    ``coronacases_org_001_3``) are its patient's, as they were each their own; another name is
+    its own patient."""
     assert study_patient(study) == patient
+
+
+def test_coronacases_slices_in_a_generic_folder_are_their_volumes_patient(tmp_path: Path
+                                                                         ) -> None:
+    """Slices of Zenodo's coronacases volumes written out by another tool
+    (``coronacases_001_3.png``, Kaggle's ``coronacases_org_002_0.png``) were each their own
+    patient, so folds trained and tested one volume."""
+    for stem in ("coronacases_001_0", "coronacases_001_1", "coronacases_001_2",
+                 "coronacases_org_002_0", "coronacases_org_002_1", "coronacases_003_0"):
+        for folder in ("images", "masks"):
+            _save_png(tmp_path / folder / f"{stem}.png", np.eye(16, dtype=bool))
+    data = load_dataset(tmp_path)
+    assert data.patients == ["coronacases_001", "coronacases_002", "coronacases_003"]
+    for _, test in make_folds(data, 3, 0)[0]:
+        assert len({case.rsplit("_", 1)[0].replace("_org", "") for case in test}) == 1
 
 
 @pytest.mark.parametrize("form", ["volumes", "slices", "kaggle"])

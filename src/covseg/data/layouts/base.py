@@ -394,15 +394,39 @@ class LoadedData:
         :meth:`describe` names the folder; the kind alone left two runs' figures alike."""
         return f"{Path(self.root).name} ({self.kind})"
 
+    @property
+    def unidentified(self) -> list[str]:
+        """The case ids of the slices that carry no patient id and so are each counted alone
+        (the layouts give such a slice its case id as patient id: MedSeg's and Inf-Net's
+        slices, a generic folder's whose names tell no study); a patient named after one of its
+        slices, which holds others too (a patients.csv row ``img_13,img_12``), is none of them.
+        Such slices may be one patient's (MedSeg's 0026 and 0027 share a study)."""
+        slices = Counter(sample.patient_id for sample in self.samples)
+        return [sample.case_id for sample in self.samples
+                if sample.patient_id == sample.case_id and slices[sample.patient_id] == 1]
+
     def describe(self) -> str:
         held = "lung" if self.target == "lung" else "a lesion"
         kept = f" (only those whose mask holds {held})" if self.slices == "labelled" else ""
-        grouped = f" (as {self.patients_file} groups them)" if self.patients_file else ""
         return (
             f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
-            f"{counted(len(self.patients), 'patient')}{grouped}, target {self.target} "
-            f"({self.num_classes} classes)"
+            f"{self._patients_text()}, target {self.target} ({self.num_classes} classes)"
         )
+
+    def _patients_text(self) -> str:
+        """The patients as :meth:`describe` counts them: "patient ids unknown" where no slice
+        carries one (52 MedSeg slices read "52 patients", as if known), else their count, the
+        patients.csv that grouped them and the slices counted alone among them
+        (:attr:`unidentified`)."""
+        alone = len(self.unidentified)
+        if alone and alone == len(self.samples):
+            return "patient ids unknown: each slice counted alone"
+        grouped = [f"as {self.patients_file} groups them"] if self.patients_file else []
+        untold = (f"{counted(alone, 'slice')} among them carrying no patient id, each counted "
+                  "alone")
+        notes = [*grouped, *([untold] if alone else [])]
+        told = counted(len(self.patients), "patient")
+        return f"{told} ({'; '.join(notes)})" if notes else told
 
     def __repr__(self) -> str:
         """What was read, in counts, slice shapes and the reading (:meth:`describe`), not the
@@ -1067,6 +1091,9 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
 RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
 """A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's 20 volumes, and
 Kaggle's through :func:`~covseg.io.image.case_key`); the case is the patient."""
+CORONACASES_SCAN = re.compile(r"coronacases_\d+(?=_|$)")
+"""A coronacases volume's name, ``coronacases_<NNN>`` (Zenodo's ten, and Kaggle's
+``coronacases_org_<NNN>`` through :func:`~covseg.io.image.case_key`): one patient each."""
 
 
 def study_patient(study: str) -> str:
@@ -1077,10 +1104,15 @@ def study_patient(study: str) -> str:
     whichever copy names them (Kaggle's ``radiopaedia_org_covid-19-pneumonia-10_85902_1-dcm``:
     :func:`~covseg.io.image.case_key`, as the Zenodo reader pairs them); another study (a
     coronacases volume) is its own patient. A name that begins as a scan's is of that scan's
-    case (``radiopaedia_10_85902_1_12``, a slice as another tool names it), so that a slice
-    leaks no patient across folds for a name covseg did not write."""
-    match = RADIOPAEDIA_SCAN.match(case_key(study))
-    return match.group(1) if match else study
+    case (``radiopaedia_10_85902_1_12``, ``coronacases_001_3`` or ``coronacases_org_001_3``,
+    slices as other tools name them), so that a slice leaks no patient across folds for a name
+    covseg did not write."""
+    key = case_key(study)
+    match = RADIOPAEDIA_SCAN.match(key)
+    if match:
+        return match.group(1)
+    match = CORONACASES_SCAN.match(key)
+    return match.group(0) if match else study
 
 
 def mosmed_patient(stem: str) -> str:

@@ -60,7 +60,7 @@ from covseg.data.layouts.zenodo import (
     missing_images,
     read_zenodo,
 )
-from covseg.errors import CovsegError, examples
+from covseg.errors import CovsegError, counted, examples, them
 from covseg.io.ct import is_volume_file, volume_stem
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import image_name, is_image_file
@@ -350,9 +350,32 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         data.notes.append(note)
     if slices == "labelled":
         _keep_labelled(data)
+    if note := unidentified_note(data):
+        data.notes.insert(0, note)  # first: the folds' soundness rests on it
     data.notes.extend(class_notes(data))
     warn_notes(data.notes, data)
     return data
+
+
+STUDY_NAMED = ("mosmed-2d", "folders")
+"""The layouts whose 2D slices take their study's patient from their names (``study_NNNN_K``)."""
+
+
+def unidentified_note(data: LoadedData) -> str:
+    """A warning where slices carry no patient id (:attr:`LoadedData.unidentified`: MedSeg's
+    and Inf-Net's, a MosMed or generic folder's named by no study), else "": each is counted
+    alone, and a fold may train and test one patient's slices; said for MosMed's alone until
+    7 Dec, while MedSeg's 52 slices, some one patient's, read as 52 patients in silence."""
+    alone = data.unidentified
+    if not alone or (data.patients_file and data.layout != "mosmed-2d"):
+        return ""  # a patients.csv's reader warns of the slices it misses; MosMed's does not
+    study, one = data.layout in STUDY_NAMED, len(alone) == 1
+    told = (f"{'names' if one else 'name'} no study (study_NNNN_K)" if study else
+            f"{'carries' if one else 'carry'} no patient id")
+    return (f"{len(alone)} of {counted(len(data.samples), 'slice')} {told} and no patients.csv "
+            f"names {them(len(alone))} (e.g. {alone[0]}), so each is its own patient and a fold "
+            "may train and test one patient's slices; "
+            f"{'name them by study or ' if study else ''}add a patients.csv (case_id,patient_id)")
 
 
 def warn_notes(notes: Sequence[str], data: LoadedData) -> None:

@@ -47,7 +47,7 @@ def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
                                        lambda path: _slice_stem(path.name)),
                          root, "mosmed-2d", images_folder, masks_dir)
     notes: list[str] = []
-    patients = _mosmed_patients(root, pairs, notes)
+    patients = _mosmed_patients(root, pairs)
     samples = read_2d_pairs(pairs, options, patients, "reading MosMed slices")
     splits = _split_pairs(root)
     folds = [_read_fold(train_list, valid_list, patients, images_dir)
@@ -86,23 +86,15 @@ def _no_masks(root: Path) -> str:
             "slice's mask in masks/, under the slice's file stem")
 
 
-def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: list[str]
-                     ) -> dict[str, str]:
+def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]]) -> dict[str, str]:
     """Each slice's patient: as ``root/patients.csv`` groups it, as every 2D layout reads it,
     else its study as its name tells it (:func:`mosmed_patient`); slices that neither tells are
-    each their own patient, which a note in ``notes`` says, as a split file may then put one
+    each their own patient, which loading warns of
+    (:func:`~covseg.data.layouts.detect.unidentified_note`), as a split file may then put one
     patient's slices on both sides of a fold unseen."""
     table, studies = study_rows(read_patients_csv(root), pairs, mosmed_patient)
     check_patients_listed(table, slice_cases(pairs), studies, warn=False)  # studies group
-    patients = slice_patients(root, table, pairs, mosmed_patient)
-    untold = [stem for stem in patients if stem not in table and mosmed_patient(stem) == stem]
-    if untold:
-        notes.append(f"{len(untold)} of {counted(len(patients), 'slice')} name no study "
-                     f"(study_NNNN_K) and no patients.csv names "
-                     f"{'it' if len(untold) == 1 else 'them'} (e.g. {untold[0]}), so each is its "
-                     "own patient and a fold may train and test one patient's slices; name them "
-                     "by study or add a patients.csv (case_id,patient_id)")
-    return patients
+    return slice_patients(root, table, pairs, mosmed_patient)
 
 
 def split_files_note(data: LoadedData) -> str:
