@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,6 +88,26 @@ def test_a_tilde_the_shell_did_not_expand_is_refused_saying_so(
                                       f"{home}{given[1:]}, or {tmp_path}/{given} for a folder "
                                       "named ~ here\n")
     assert not (tmp_path / "~").exists() and not home.exists()
+
+
+@pytest.mark.parametrize("argv", [["predict", "./~/c.nii.gz", "--model", "{run}", "--out", "o"],
+                                  ["quantify", "{mask}", "--out", "./~/q"]])
+def test_a_folder_named_tilde_here_given_relative_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        inputs: dict[str, str], argv: list[str]) -> None:
+    """``./~/c.nii.gz`` is ``~/c.nii.gz`` to pathlib, which nibabel expands: predict read the
+    CT from the home folder (failed, "no such file", or another CT of that name); such a path is
+    refused, naming its absolute path."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~").mkdir()
+    shutil.copy(inputs["ct"], tmp_path / "~" / "c.nii.gz")
+    code, _, err = _run(capsys, *(arg.format(**inputs) for arg in argv))
+    given = next(arg for arg in argv if arg.startswith("./~"))
+    _assert_one_line_error(code, err, f"error: {given}: a folder named ~ here, which NIfTI "
+                                      f"reading takes for the home folder ({home}{given[3:]}); "
+                                      f"write {tmp_path}/{given[2:]}\n")
 
 
 def test_a_folder_named_tilde_here_is_written_by_its_absolute_path(

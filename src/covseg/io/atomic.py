@@ -327,12 +327,23 @@ def refuse_unexpanded_home(path: str | os.PathLike[str]) -> None:
     ``~USER/x``) but did not, as it was quoted (or given so from Python): ``--out '~/runs'``
     made ./~/runs, which a later ``rm -rf ~`` meant for it deletes the home folder, and an
     input was "no such file". Refused, not expanded: no other program expands it (``ls '~/x'``
-    does not), and a guess could take a folder named ``~`` here for the home folder."""
+    does not), and a guess could take a folder named ``~`` here for the home folder. So is
+    ``./~/x``, which pathlib makes ``~/x`` and nibabel then expands: a CT given so was read
+    from the home folder. A folder named ``~`` here is given by its absolute path."""
     text = os.fspath(path)
-    if isinstance(text, str) and os.path.expanduser(text) != text:
+    if not isinstance(text, str):
+        return
+    form = os.fspath(Path(text))
+    expanded = os.path.expanduser(form)
+    if expanded == form:
+        return
+    here = os.path.abspath(text)
+    if text.startswith("~"):
         raise CovsegError(f"{text}: begins with ~, which the shell did not expand (it was quoted) "
-                          f"and covseg does not; write {os.path.expanduser(text)}, or "
-                          f"{os.path.abspath(text)} for a folder named ~ here")
+                          f"and covseg does not; write {expanded}, or {here} for a folder named "
+                          "~ here")
+    raise CovsegError(f"{text}: a folder named ~ here, which NIfTI reading takes for the home "
+                      f"folder ({expanded}); write {here}")
 
 
 def reserve(handle: int, nbytes: int) -> None:
