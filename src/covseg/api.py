@@ -93,6 +93,7 @@ from covseg.io.atomic import (
     output_folder,
     refuse_inside,
     refuse_undecodable_name,
+    refuse_unexpanded_home,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
@@ -370,6 +371,7 @@ def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
     if isinstance(value, str | os.PathLike):
         if not os.fspath(value):
             raise _empty_path(name)
+        refuse_unexpanded_home(value)
         return value
     raise CovsegError(f"{name} must be {what}, got {_shown(value)}")
 
@@ -408,10 +410,11 @@ def _shard(shard: object) -> tuple[int, int]:
                       f"or (0, 4), got {shard!r}")
 
 
-def _out(out: object, data: object = None, held: str | None = None) -> Path:
+def checked_out(out: object, data: object = None, held: str | None = None) -> Path:
     """The output folder ``out``: a path, with no file in the way of it, outside the data folder
     ``data`` (a folder path, or data read from one) where one is given, and not named as a
-    file where it is to hold the files ``held`` says (:func:`refuse_file_out`)."""
+    file where it is to hold the files ``held`` says (:func:`refuse_file_out`). ``covseg
+    predict`` checks its ``--out`` so too, before its models load."""
     given = _path("out", out)
     if held is not None:
         refuse_file_out(given, held)
@@ -543,7 +546,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     metrics as an :class:`~covseg.train.AlreadyTrained`.
     """
     recipe = _recipe(config, resume, data)
-    out = _resumable(_out(out, data), resume)
+    out = _resumable(checked_out(out, data), resume)
     pin = check_train_folder(out, resume, recipe)  # before the data are read
     with resume_advised(out):
         return _train(recipe, _load(data, recipe), out, resume=resume, lung_sha256=pin)
@@ -579,7 +582,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     """
     folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)
     recipe = _recipe(config, resume, data, folds)
-    out = _resumable(_out(out, data), resume)
+    out = _resumable(checked_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
@@ -670,7 +673,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     check_specs(specs, recipe.size, resume)
     if folds is not None:  # else once the folds are read
         check_spec_seeds(recipe, specs, folds)
-    out = _resumable(_out(out, data), resume)
+    out = _resumable(checked_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
     refuse_gone_spec_weights(recipe, specs, out, folds)
     pins = spec_pins(recipe, specs, out, folds)
@@ -1035,7 +1038,8 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     given: dict[str, Any] = {key: value for key, value in options.items() if key != "hu"}
     check_volume_options(**given)
     check_hu(options.get("hu", "auto"))
-    inputs, out, shard = _paths("inputs", inputs), _out(out, held=VOLUME_MASKS), _shard(shard)
+    inputs, shard = _paths("inputs", inputs), _shard(shard)
+    out = checked_out(out, held=VOLUME_MASKS)
     images = [str(item) for item in inputs if input_kind(Path(item), VOLUMES) == IMAGES]
     if images:
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
@@ -1219,8 +1223,8 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
             _path(name, value)
     check_kind("html", html, [bool])
     check_hu(hu)
-    return all_done(quantify_batch(_paths("masks", masks), _out(out, held=QUANTIFY_RESULTS),
-                                   lungs=lungs, image=image, hu=hu,
+    out = checked_out(out, held=QUANTIFY_RESULTS)
+    return all_done(quantify_batch(_paths("masks", masks), out, lungs=lungs, image=image, hu=hu,
                                    multiclass=multiclass_for(classes), html_report=html,
                                    shard=_shard(shard)), "quantified")
 
@@ -1269,7 +1273,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     volumes = [str(item) for item in inputs if input_kind(Path(item), IMAGES) == VOLUMES]
     if volumes:
         raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
-    out = _out(out, held=IMAGE_MASKS)
+    out = checked_out(out, held=IMAGE_MASKS)
     for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
         if Path(item).resolve() != out.resolve():
             refuse_inside(out, item, "input folder", "where its masks would lie among the images")
@@ -1614,7 +1618,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
     """
     from covseg.data.synthetic import write_synthetic
 
-    out = _out(out)
+    out = checked_out(out)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
     folds, epochs = _as_python(folds), _as_python(epochs)
@@ -1627,7 +1631,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
     data_dir = write_synthetic(out / "synthetic-data", seed=0, patients=DEMO_PATIENTS)
     data = load_dataset(data_dir)
     visualize(data, out / "samples.png")
-    summary = _cross_validate(_recipe(recipe, True, data), data, _out(out / "cv"), folds,
+    summary = _cross_validate(_recipe(recipe, True, data), data, checked_out(out / "cv"), folds,
                               resume=True, verb=DEMO_VERB)
     summary["demo_seconds"] = time.perf_counter() - started
     return summary

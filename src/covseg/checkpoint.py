@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import re
-import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from covseg.io.image import unreadable_file
 from covseg.io.lock import holder
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure, without_weights_file
-from covseg.provenance import API_COMMAND, option_given
+from covseg.provenance import API_COMMAND, option_given, shell_words
 from covseg.records import read_record
 from covseg.transforms import INTENSITY_MODES
 
@@ -199,7 +198,7 @@ def final_model_step(model: str | None, options: Mapping[str, Any], record: Mapp
     config = record.get("config")
     words += recipe_options(config if isinstance(config, Mapping) else {})
     return (f"for a final model train one on all the data (the fold models are no ensemble, "
-            f"each trained on {share} of it): `{shlex.join([*words, '--out', 'RUN'])}`")
+            f"each trained on {share} of it): `{shell_words([*words, '--out', 'RUN'])}`")
 
 
 def recipe_options(config: Mapping[str, Any]) -> list[str]:

@@ -47,7 +47,7 @@ from covseg.errors import (
     tmpdir_advice,
 )
 from covseg.evaluate import any_lesion
-from covseg.io.atomic import dangling_link
+from covseg.io.atomic import dangling_link, refuse_unexpanded_home
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
@@ -308,8 +308,10 @@ def _predict_model(args: argparse.Namespace) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
+    for item in args.inputs:  # CT volumes go on to predict_batch, past the API's check
+        refuse_unexpanded_home(item)
     kinds = [api.input_kind(Path(item)) for item in args.inputs]
-    api.refuse_file_out(args.out, api.VOLUME_MASKS if api.VOLUMES in kinds else api.IMAGE_MASKS)
+    api.checked_out(args.out, held=api.VOLUME_MASKS if api.VOLUMES in kinds else api.IMAGE_MASKS)
     if api.VOLUMES in kinds:
         if api.IMAGES in kinds:
             image, volume = (args.inputs[kinds.index(kind)] for kind in (api.IMAGES, api.VOLUMES))
@@ -442,6 +444,20 @@ def options_after_dashes(argv: Sequence[str]) -> str | None:
     where = "before --models" if "--models" in argv else "before the `--`"
     return (f"{', '.join(options)} after `--` were read as data, not as options (all after "
             f"`--` is): give the options {where}")
+
+
+def dash_named_path(argv: Sequence[str]) -> str | None:
+    """When argparse failed on ``argv`` and an argument before any ``--`` that begins with
+    ``-`` is an existing path (``predict -scan.nii.gz``, read as an unknown option, so that
+    argparse said "the following arguments are required: inputs"), a one-line message saying
+    how to give it; else None."""
+    before = argv[:argv.index("--")] if "--" in argv else argv
+    named = next((arg for arg in before if arg.startswith("-") and arg != "-"
+                  and not NEGATIVE_NUMBER.match(arg) and os.path.lexists(arg)), None)
+    if named is None:
+        return None
+    return (f"{named}: a path beginning with '-' is read as an option; write "
+            f"{os.path.join('.', named)}, or give it last, after `--`")
 
 
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -581,7 +597,8 @@ class _Parser(argparse.ArgumentParser):
         usage = command_prog if message.startswith("unrecognized") else self.prog
         command = command_prog.rpartition(" ")[2]
         message = (lungmask_option(self._argv, command) or swallowed_data(message, self._argv)
-                   or options_after_dashes(self._argv) or message)
+                   or options_after_dashes(self._argv) or dash_named_path(self._argv)
+                   or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from covseg.batch import UNRECORDED, BatchResult, StudiesFailed, parse_shard, re
 from covseg.console import say, tell
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
-from covseg.io.atomic import output_folder
+from covseg.io.atomic import output_folder, refuse_unexpanded_home
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES
@@ -112,7 +112,8 @@ def add_fetch_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _fetch_command(args: argparse.Namespace) -> int:
     source = DATASETS.get(args.name)
     if source:  # also before a manual step's instructions (MosMed's)
-        output_folder(args.to, "--to")  # refused before the notice, as fetch_data refuses it
+        refuse_unexpanded_home(args.to)  # refused before the notice, as fetch_data refuses it
+        output_folder(args.to, "--to")
         say(notice(args.name, source))  # what, whose licence, before a long download
     paths = api.fetch_data(args.name, args.to)
     say(f"{args.name}: {len(paths)} file(s) ready in {args.to}")

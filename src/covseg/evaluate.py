@@ -805,6 +805,7 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     base = out.parent / out.stem if out.suffix.lower() in {f".{k}" for k in OUTPUT_KINDS} else out
     for folder in inputs:
         refuse_inside(out, folder, "mask folder", "where its files would be read as masks")
+    refuse_undecodable_name(base, option_name("out"))  # base names the files: no folder checks it
     writable_folder(base.parent)  # before any mask is read: the files are written at the end
     files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
     existing = [path for path in files.values() if path.exists()]

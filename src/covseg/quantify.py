@@ -763,6 +763,7 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     """
     check_inputs_exist(lungs, image)
     for given in inputs:
+        refuse_broken_link(Path(given))  # a link loop: before resolving it, which raises
         refuse_lung_masks(Path(given))
         if refused := data_file_refused(Path(given)):  # refused once, before any study
             raise refused

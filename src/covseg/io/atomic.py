@@ -48,6 +48,7 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None,
     if option is None:
         option = option_name("out")
     target = Path(target)
+    refuse_undecodable_name(target if holds is None else holds, option)
     link = dangling_link(target, option)
     if link:
         raise CovsegError(link)
@@ -91,12 +92,29 @@ def unwritable_folder(folder: Path, exc: OSError, option: str | None = None) -> 
 def dangling_link(target: str | os.PathLike[str], option: str) -> str | None:
     """The error for an output folder ``target`` that is (or lies under) a symbolic link to a
     missing path, else None: making it failed with mkdir's "File exists", though nothing is
-    there to see. ``option``: what the error says to change."""
+    there to see. ``option``: what the error says to change. A link loop is said to be one:
+    it was "create that folder", or a traceback from resolving it."""
     for folder in (Path(target), *Path(target).parents):
         if folder.is_symlink() and not folder.exists():
+            if is_link_loop(folder):
+                return f"{folder}: {LINK_LOOP}; remove the link or pick another {option}"
             return (f"{folder}: a symbolic link to {folder.parent / os.readlink(folder)}, which "
                     f"does not exist; create that folder or pick another {option}")
     return None
+
+
+LINK_LOOP = "a symbolic link loop (following it never ends)"
+"""What a link whose following never ends (ELOOP) is called, output or input."""
+
+
+def is_link_loop(path: Path) -> bool:
+    """Whether following ``path`` never ends (ELOOP: a link to itself, or links to each other),
+    which :meth:`~pathlib.Path.exists` reports as a path not there."""
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def refuse_inside(out: str | os.PathLike[str], folder: object, what: str, harm: str) -> None:
@@ -288,17 +306,44 @@ def _unwritable(target: Path, exc: OSError) -> CovsegError:
                        "pick a writable place or another name")
 
 
-def refuse_undecodable_name(path: Path) -> None:
+def refuse_undecodable_name(path: Path, option: str | None = None) -> None:
     """Refuse an input whose path is not valid UTF-8 (legal on Linux): the CSV records that
     name it cannot be written, and a batch stopped midway with a traceback. The path's bytes
     are checked, not Python's text of them: with an ASCII file system encoding (``LC_ALL=C
-    PYTHONUTF8=0``) every non-ASCII name, valid UTF-8 too, was refused."""
+    PYTHONUTF8=0``) every non-ASCII name, valid UTF-8 too, was refused. ``option``: the output
+    option that gave ``path``, for an output (:func:`output_folder`): predict wrote a study,
+    then failed at its summary, and export with a 100 KB traceback."""
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        then = "rename it" if option is None else f"pick another {option}"
         raise CovsegError(f"{shown}: its name is not valid UTF-8, which covseg's records cannot "
-                          "hold; rename it") from None
+                          f"hold; {then}") from None
+
+
+def refuse_unexpanded_home(path: str | os.PathLike[str]) -> None:
+    """Refuse a path that begins with a ``~`` the shell would expand (``~``, ``~/x``,
+    ``~USER/x``) but did not, as it was quoted (or given so from Python): ``--out '~/runs'``
+    made ./~/runs, which a later ``rm -rf ~`` meant for it deletes the home folder, and an
+    input was "no such file". Refused, not expanded: no other program expands it (``ls '~/x'``
+    does not), and a guess could take a folder named ``~`` here for the home folder. So is
+    ``./~/x``, which pathlib makes ``~/x`` and nibabel then expands: a CT given so was read
+    from the home folder. A folder named ``~`` here is given by its absolute path."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        return
+    form = os.fspath(Path(text))
+    expanded = os.path.expanduser(form)
+    if expanded == form:
+        return
+    here = os.path.abspath(text)
+    if text.startswith("~"):
+        raise CovsegError(f"{text}: begins with ~, which the shell did not expand (it was quoted) "
+                          f"and covseg does not; write {expanded}, or {here} for a folder named "
+                          "~ here")
+    raise CovsegError(f"{text}: a folder named ~ here, which NIfTI reading takes for the home "
+                      f"folder ({expanded}); write {here}")
 
 
 def reserve(handle: int, nbytes: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from covseg.errors import CovsegError, counted, examples
+from covseg.io.atomic import LINK_LOOP, is_link_loop
 from covseg.io.dicom import (
     holds_no_ct_image,
     is_dicom_file,
@@ -100,12 +101,19 @@ def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
     """Refuse the symbolic links among ``paths`` (in ``folder``) that are named as images or
     volumes but lead nowhere: a git-annex or DataLad clone whose content is not fetched holds
     one for each file, which no listing reads, so that their masks were said to have no image
-    and a run trained on what was left."""
-    broken = [path.relative_to(folder).as_posix() for path in paths if _is_broken_link(path)]
+    and a run trained on what was left. Links in a loop are said to be so (ELOOP), not to
+    want their content fetched."""
+    broken = [path for path in paths if _is_broken_link(path)]
+    loops = [path.relative_to(folder).as_posix() for path in broken if is_link_loop(path)]
+    if loops:
+        raise CovsegError(f"{folder}: {counted(len(loops), 'file')} named as images or volumes "
+                          f"{'is' if len(loops) == 1 else 'are each'} {LINK_LOOP} "
+                          f"({examples(loops)}); remove or mend the links")
     if broken:
         one = len(broken) == 1
+        names = examples([path.relative_to(folder).as_posix() for path in broken])
         raise CovsegError(f"{folder}: {counted(len(broken), 'file')} {'is a' if one else 'are'} "
-                          f"broken link{'' if one else 's'} ({examples(broken)}): {_UNFETCHED}")
+                          f"broken link{'' if one else 's'} ({names}): {_UNFETCHED}")
 
 
 def refuse_broken_link(path: Path, shown: str | None = None) -> None:
@@ -113,7 +121,9 @@ def refuse_broken_link(path: Path, shown: str | None = None) -> None:
     refuses a folder's), the message starting with it (``shown``: as the option was given): it
     started with its folder, ``.`` for a name given in the working folder."""
     if _is_broken_link(path):
-        raise CovsegError(f"{shown or path}: a broken link: {_UNFETCHED}")
+        why = f"{LINK_LOOP}; remove or mend the link" if is_link_loop(path) else (
+            f"a broken link: {_UNFETCHED}")
+        raise CovsegError(f"{shown or path}: {why}")
 
 
 _UNFETCHED = ("content not fetched from git-annex or DataLad? Run `git annex get .` or "
