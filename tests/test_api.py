@@ -1095,6 +1095,37 @@ def test_an_nnunet_2d_case_is_named_as_a_volume_study_and_one_channel_read(
         covseg.predict(tiny_run, images, tmp_path / "again")
 
 
+def test_an_out_whose_masks_keep_nnunets_0000_is_read_by_its_record_and_not_mixed(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """Until 7 Dec ``imagesTs/lungA_0000.png``'s mask was ``lungA_0000.png``, which predict.json
+    records by its input: evaluate of such an --out warned that its every mask was "not listed
+    in its predict.json", and predict into it again wrote ``lungA.png`` beside it, after which
+    evaluate stopped on "lungA_0000.png and lungA.png are both case 'lungA'". Its masks are
+    read as its record's, and predict into it is refused in one line."""
+    images, out = tmp_path / "imagesTs", tmp_path / "predTs"
+    images.mkdir()
+    grey = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(grey).save(images / "lungA_0000.png")
+    covseg.predict(tiny_run, images, out)
+    (out / "lungA.png").rename(out / "lungA_0000.png")  # as covseg named it until late on 7 Dec
+    record = json.loads((out / "predict.json").read_text())
+    record["output_sha256"] = {"lungA_0000.png": record["output_sha256"]["lungA.png"]}
+    (out / "predict.json").write_text(json.dumps(record))
+    truth = tmp_path / "labelsTs"
+    truth.mkdir()
+    shutil.copy(out / "lungA_0000.png", truth / "lungA.png")
+    result = covseg.evaluate(out, truth, tmp_path / "ev")
+    assert result["cases"] == 1 and result["unrecorded_predictions"] == []
+    assert result["models"] and result["edited_predictions"] == []
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(out / 'lungA_0000.png'))}: the mask of {re.escape(str(images))}"
+            r"/lungA_0000\.png as covseg named it until 7 Dec, with nnU-Net's _0000, which "
+            r"predict now drops \(lungA\.png\); predict into a new out, or rename such masks "
+            r"without _0000$")):
+        covseg.predict(tiny_run, images, out)
+    assert sorted(path.name for path in out.glob("*.png")) == ["lungA_0000.png"]
+
+
 def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and

@@ -220,11 +220,7 @@ def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_l
         tmp_path: Path) -> None:
     """A single network rewrites best.pt every epoch, so `covseg predict --model RUN` of a run
     killed after epoch 1 of 3 served epoch 1's weights with exit 0 and no word."""
-    run = tmp_path / "run"
-    run.mkdir()
-    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64, "epoch": 1}
-    save_checkpoint(run / "best.pt", nn.Conv2d(1, 2, 1), meta)
-    (run / "config.json").write_text('{"config": {"model": "miniseg", "epochs": 3}}\n')
+    run = _stopped_run(tmp_path / "run", '{"config": {"model": "miniseg", "epochs": 3}}')
     with pytest.raises(CovsegError, match=re.escape(
             f"{run}: this run stopped before its end (no metrics.json: its best.pt holds the "
             f"last epoch trained, not the whole recipe); finish it with the `covseg train ... "
@@ -235,6 +231,25 @@ def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_l
     assert load_checkpoint(run / "best.pt")["meta"]["epoch"] == 1
     (run / "metrics.json").write_text('{"epochs": 3}\n')
     assert load_checkpoint(run)["meta"]["epoch"] == 1
+
+
+def test_the_advised_resume_quotes_its_out_for_the_shell(tmp_path: Path) -> None:
+    """The advice named ``--out /tmp/my run`` unquoted, which a shell splits at the space,
+    where every other advised command quotes its option values (``provenance.shell_words``)."""
+    run = _stopped_run(tmp_path / "my run", '{"command": "covseg train --out x"}')
+    with pytest.raises(CovsegError, match=re.escape(
+            f"finish it with the `covseg train ... --out '{run}'` command that made it and "
+            "--resume, or give")):
+        load_checkpoint(run)
+
+
+def _stopped_run(run: Path, config: str) -> Path:
+    """A run folder killed after epoch 1: its best.pt, and ``config`` as its config.json."""
+    run.mkdir()
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64, "epoch": 1}
+    save_checkpoint(run / "best.pt", nn.Conv2d(1, 2, 1), meta)
+    (run / "config.json").write_text(config + "\n")
+    return run
 
 
 def _stopped_fold(fold: Path, model: str = "miniseg,miniseg",

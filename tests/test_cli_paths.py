@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from covseg import api
 from covseg.cli import main
 from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
+from covseg.io.volume import write_mask_like
 from covseg.provenance import api_command, cli_command, invoked_as, option_given
 from covseg.volumes import _lung_option
 from tests.test_cli import _assert_one_line_error, _run
@@ -90,24 +92,37 @@ def test_a_tilde_the_shell_did_not_expand_is_refused_saying_so(
     assert not (tmp_path / "~").exists() and not home.exists()
 
 
-@pytest.mark.parametrize("argv", [["predict", "./~/c.nii.gz", "--model", "{run}", "--out", "o"],
-                                  ["quantify", "{mask}", "--out", "./~/q"]])
-def test_a_folder_named_tilde_here_given_relative_is_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        inputs: dict[str, str], argv: list[str]) -> None:
-    """``./~/c.nii.gz`` is ``~/c.nii.gz`` to pathlib, which nibabel expands: predict read the
-    CT from the home folder (failed, "no such file", or another CT of that name); such a path is
-    refused, naming its absolute path."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("HOME", str(home))
+def test_a_folder_named_tilde_here_is_read_and_written_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pathlib makes ``./~/c.nii.gz`` ``~/c.nii.gz``, as does a folder ``~`` listed in one given
+    as ``.``, which nibabel expanded: a CT was read from the home folder (failed there, or
+    read another CT of that name) and a mask written there. nibabel is given the absolute path."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "~").mkdir()
-    shutil.copy(inputs["ct"], tmp_path / "~" / "c.nii.gz")
-    code, _, err = _run(capsys, *(arg.format(**inputs) for arg in argv))
-    given = next(arg for arg in argv if arg.startswith("./~"))
-    _assert_one_line_error(code, err, f"error: {given}: a folder named ~ here, which NIfTI "
-                                      f"reading takes for the home folder ({home}{given[3:]}); "
-                                      f"write {tmp_path}/{given[2:]}\n")
+    ct, _, _ = synthetic_study(tmp_path / "~", "c")
+    listed = next(Path(".").iterdir()) / ct.name
+    assert str(listed) == "~/c.nii.gz"
+    volume = read_volume(listed)
+    write_mask_like(volume, np.zeros(volume.array.shape, np.uint8), listed.with_name("m.nii.gz"))
+    assert (tmp_path / "~" / "m.nii.gz").is_file() and not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("option", ["MASK", "--lungs", "--image"])
+def test_a_path_into_a_folder_named_tilde_here_is_taken_by_quantify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        option: str) -> None:
+    """quantify's MASK, --lungs and --image were read as pathlib paths, which make ``./~/m``
+    ``~/m``: the check for a ``~`` the shell did not expand then said it was quoted, falsely.
+    They are taken as typed (as --out is), and read from the folder ``~`` here."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    ct, mask, _ = synthetic_study(tmp_path / "~", "c")
+    given = {"MASK": [f"./~/masks/{mask.name}"],
+             "--lungs": [str(mask), "--lungs", f"./~/masks/{mask.name}"],
+             "--image": [str(mask), "--image", f"./~/{ct.name}"]}[option]
+    code, _, err = _run(capsys, "quantify", *given, "--out", "./~/q")
+    assert code == 0 and (tmp_path / "~" / "q" / "summary.csv").is_file(), err
+    assert not (tmp_path / "home").exists()
 
 
 def test_a_folder_named_tilde_here_is_written_by_its_absolute_path(

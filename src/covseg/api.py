@@ -87,7 +87,7 @@ from covseg.errors import (
 )
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
-from covseg.infer import Predictor, output_name
+from covseg.infer import Predictor, output_name, recorded_mask_name
 from covseg.io.atomic import (
     output_file,
     output_folder,
@@ -815,7 +815,7 @@ def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
     inputs = [Path(path) for path in _earlier_inputs(earlier)
               if isinstance(path, str) and path not in failed]
     given = {path.resolve() for path in inputs}
-    return {mask for mask in ((out / output_name(path)).resolve() for path in inputs)
+    return {mask for mask in ((out / recorded_mask_name(out, path)).resolve() for path in inputs)
             if mask not in given}
 
 
@@ -1296,6 +1296,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     files = collect_inputs(inputs, own)
     planned = _Planned.of(files, out)
     _refuse_unrecorded_masks(out, planned, earlier, overlay, own)
+    _refuse_earlier_names(out, planned, own)
     _check_outputs(planned, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
@@ -1379,6 +1380,21 @@ def _refuse_unrecorded_masks(out: Path, planned: _Planned, earlier: dict[str, An
                           f"or mix with its own; pick a new {option_name('out')} or move them")
 
 
+def _refuse_earlier_names(out: Path, planned: _Planned, own: set[Path]) -> None:
+    """Refuse to predict an input into ``out`` where its mask, among the record's (``own``),
+    lies under the name covseg gave it until late on 7 Dec
+    (:func:`~covseg.infer.recorded_mask_name`: ``lungA_0000.png`` of ``imagesTs/lungA_0000.png``,
+    now ``lungA.png``): the new mask was written beside it, and evaluate stopped on the two
+    masks of one case."""
+    for path, mask in zip(planned.files, planned.masks, strict=True):
+        name = recorded_mask_name(out, path)
+        if name != mask.name and (out / name).resolve() in own:
+            raise CovsegError(f"{out / name}: the mask of {path} as covseg named it until 7 "
+                              f"Dec, with nnU-Net's _0000, which predict now drops ({mask.name}); "
+                              f"predict into a new {option_name('out')}, or rename such masks "
+                              "without _0000")
+
+
 MASK_PNG_VALUES = frozenset({0, 1, 2, 3, 255})
 """The values of the masks covseg's 2D predict writes: 0/255 for a binary model, class indices
 for a multi-class one."""
@@ -1430,7 +1446,7 @@ class _PredictRecord:
         else:
             pending = [*pending, *(path for path in self.given if path not in done)]
         recorded = list(dict.fromkeys(done))
-        names = {output_name(Path(path)) for path in [*recorded, *pending]}
+        names = {recorded_mask_name(self.out, Path(path)) for path in [*recorded, *pending]}
         target = "lung" if self.predictor.target == "lung" else "infection"
         earlier_failed = _earlier(self.earlier, "failed", {})
         write_json(self.out / PREDICT_RECORD, {
@@ -1450,7 +1466,7 @@ class _PredictRecord:
         """The SHA-256 of each mask of the ``recorded`` inputs, by file name in ``out``, so
         that evaluate can tell a mask edited since: an earlier call's as it recorded them (none
         for records before 5 Dec), this call's hashed as written, once it has ``finished``."""
-        names = sorted({output_name(Path(path)) for path in recorded})
+        names = sorted({recorded_mask_name(self.out, Path(path)) for path in recorded})
         rewritten = {output_name(Path(path)) for path in self.given}
         earlier = _earlier(self.earlier, OUTPUT_SHA256, {})
         hashes = {name: earlier.get(name) if name not in rewritten

@@ -21,6 +21,7 @@ from torch import nn
 from covseg.config import MAX_SIZE, TrainConfig, check_window
 from covseg.errors import CovsegError, FullDisk, Resumable, no_space, refuse_special_file
 from covseg.io.atomic import atomic_path
+from covseg.io.facts import file_fact
 from covseg.io.image import unreadable_file
 from covseg.io.lock import holder
 from covseg.models import build_model
@@ -283,7 +284,8 @@ def _resumed(run: Path, command: str, out: Path) -> str:
     """``covseg COMMAND`` into ``out`` resumed, as ``run``'s config.json records the run was
     started: its command line and --resume, or its API call and resume=True (whoever loads it
     may use the other); both where it records neither (a run of an earlier covseg)."""
-    cli = f"the `covseg {command} ... --out {out}` command that made it and --resume"
+    cli = (f"the `covseg {command} ... {shell_words(['--out', str(out)])}` command that made "
+           "it and --resume")
     api = (f'the covseg.{API_FUNCTIONS[command]}(..., out="{out}") call that made it and '
            "resume=True")
     try:
@@ -344,10 +346,10 @@ def lost_model(run: Path) -> str | None:
     or damaged (it does not load, or is no covseg checkpoint: truncated, overwritten). One that
     is the file its metrics.json records (``best_sha256``) is not loaded to tell: hashed; one
     of a run finished before covseg kept the hash is loaded. Each once for each file identity
-    (:func:`~covseg.volumes.file_fact`): a cross-validation looks at each fold several times. A
+    (:func:`~covseg.io.facts.file_fact`): a cross-validation looks at each fold several times. A
     best.pt only unreadable to this user, or from a newer covseg, is sound: loading it says what
     to do."""
-    from covseg.volumes import file_fact, model_hash  # it imports this module
+    from covseg.volumes import model_hash  # it imports this module
 
     best = run / "best.pt"
     if not best.is_file():

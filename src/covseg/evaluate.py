@@ -24,7 +24,7 @@ from covseg.data.layouts import (
     refuse_combined_masks,
 )
 from covseg.errors import CovsegError, NotLabels, counted, examples, refuse_special_file
-from covseg.infer import Predictor, output_name
+from covseg.infer import Predictor, output_name, recorded_mask_name
 from covseg.io.atomic import (
     csv_writer,
     refuse_inside,
@@ -296,7 +296,7 @@ def _predicted_inputs(folder: Path) -> set[str]:
     the record's absolute paths name the folder where predict ran, not its copy or a moved
     folder."""
     paths = [*_recorded_inputs(folder), *_recorded_inputs(folder, PENDING)]
-    return {path.name for path in paths} - {output_name(path) for path in paths}
+    return {path.name for path in paths} - {recorded_mask_name(folder, path) for path in paths}
 
 
 def _image_case(path: Path) -> str:
@@ -855,7 +855,7 @@ def _listed_masks(pred_dir: Path, masks: Sequence[Path], record: dict[str, Any]
     if not any(isinstance(record.get(key), list) for key in ("inputs", PENDING)):
         return own
     paths = [*_recorded_inputs(pred_dir), *_recorded_inputs(pred_dir, PENDING)]
-    names = {output_name(path) for path in paths}
+    names = {recorded_mask_name(pred_dir, path) for path in paths}
     return [mask for mask in own if mask.name in names]
 
 

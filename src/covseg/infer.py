@@ -223,8 +223,24 @@ def output_name(path: Path) -> str:
     """The mask file name for an input: its stem (without .nii/.gz) plus .png, without nnU-Net's
     ``_0000`` in its images folders, as a volume's study is named
     (:func:`~covseg.io.image.channel_dropped`: ``imagesTs/lungA_0000.png`` gives ``lungA.png``)."""
+    return channel_dropped(path, _mask_stem(path)) + ".png"
+
+
+def _mask_stem(path: Path) -> str:
+    """An input's name without its image ending (``.nii.gz``, ``.png``, ...)."""
     name = path.name
-    stem = next((name[: -len(suffix)] for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg",
+    return next((name[: -len(suffix)] for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg",
                                                       ".jpeg", ".tif", ".tiff", ".bmp")
                  if name.lower().endswith(suffix)), path.stem)
-    return channel_dropped(path, stem) + ".png"
+
+
+def recorded_mask_name(out: Path, path: Path) -> str:
+    """The name of the mask of the input at ``path`` that an earlier predict into ``out`` wrote,
+    which its predict.json records by input: :func:`output_name`, or where ``out`` holds no
+    file of that name but one of the name covseg gave it until late on 7 Dec, nnU-Net's
+    ``_0000`` kept (``imagesTs/lungA_0000.png`` gave ``lungA_0000.png``), that one, unless it is the
+    input itself (a folder predicted into itself)."""
+    name, earlier = output_name(path), _mask_stem(path) + ".png"
+    if earlier == name or (out / name).exists() or not (out / earlier).is_file():
+        return name
+    return name if (out / earlier).resolve() == path.resolve() else earlier

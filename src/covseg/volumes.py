@@ -26,13 +26,11 @@ import logging
 import math
 import os
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from inspect import Parameter, signature
 from pathlib import Path
-from stat import S_ISREG
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,6 +51,7 @@ from covseg.data.layouts import class_labels
 from covseg.errors import CovsegError, them
 from covseg.io.atomic import reserve
 from covseg.io.ct import read_volume, refuse_further_channels
+from covseg.io.facts import file_fact
 from covseg.io.image import refuse_label_mask
 from covseg.io.volume import Volume, check_hu, hounsfield, write_mask_like, write_probabilities_like
 from covseg.lungs import (
@@ -424,51 +423,11 @@ def model_hash(source: str | None) -> str | None:
     """SHA-256 of the checkpoint or ONNX file a model was loaded from (a run folder's best.pt),
     so that a model retrained into the same folder is seen on reruns whatever its file times;
     None for a model not loaded from a file. A file is hashed again only once it changed
-    (:func:`file_fact`): a cascade's lung run is hashed at each look for it (a batch's
-    check, its settings, the lung model's load), a 100 MB lung ensemble 0.4 s each."""
+    (:func:`~covseg.io.facts.file_fact`): a cascade's lung run is hashed at each look for it (a
+    batch's check, its settings, the lung model's load), a 100 MB lung ensemble 0.4 s each."""
     if not source:
         return None
     return file_fact(checkpoint_file(source), "sha256", content_hash)
-
-
-def file_fact(file: Path, what: str, work_out: Callable[[Path], _Fact]) -> _Fact:
-    """``work_out(file)``, the file's ``what`` (its SHA-256, whether a checkpoint loads), worked
-    out again only once the file changed (:func:`_file_identity`): kept in this process for
-    each file identity and ``what``."""
-    identity = _file_identity(file)
-    if identity is None:
-        return work_out(file)
-    key = (what, *identity)
-    if key not in _FILE_FACTS:
-        fact = work_out(file)
-        if _file_identity(file) != identity:  # written while it was read: not kept
-            return fact
-        _FILE_FACTS[key] = fact
-    return cast(_Fact, _FILE_FACTS[key])
-
-
-_Fact = TypeVar("_Fact")
-_FILE_FACTS: dict[tuple[object, ...], Any] = {}
-""":func:`file_fact`'s facts, by what they are and :func:`_file_identity`."""
-
-RECENT_NS = 100_000_000
-"""A file changed within this long (0.1 s) is hashed again: the file times the kernel sets
-may tick coarser than that, so a rewrite as large may leave them as they were."""
-
-
-def _file_identity(file: Path) -> tuple[object, ...] | None:
-    """A model file's path, device, inode, size and change times, which any rewrite changes;
-    None for no plain file, or one changed too recently for its times to tell
-    (:data:`RECENT_NS`)."""
-    try:
-        stat = file.stat()
-    except OSError:
-        return None
-    if (not S_ISREG(stat.st_mode)
-            or max(stat.st_mtime_ns, stat.st_ctime_ns) > time.time_ns() - RECENT_NS):
-        return None
-    return (str(file.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
-            stat.st_ctime_ns)
 
 
 def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:

@@ -9,7 +9,6 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,7 +24,7 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
-from tests.conftest import refuse_writing_under
+from tests.conftest import deny_reading, refuse_writing_under, started_process
 
 
 def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
@@ -83,6 +82,17 @@ def test_a_file_in_the_way_of_an_output_files_folder_is_named_as_such(tmp_path: 
         output_file(tmp_path / "f" / "x.onnx", ".onnx", "ONNX model")
     assert str(raised.value) == (f"{tmp_path / 'f'}: a file is in the way of the folder "
                                  f"{tmp_path / 'f'} that is to hold x.onnx; pick another --out")
+
+
+def test_a_file_write_whose_name_is_not_utf8_says_to_rename_it(tmp_path: Path) -> None:
+    """Any file write said "pick another --out" of such a name, the output option of no command
+    writing it (a fetch's file in its --to); no option is known there."""
+    target = tmp_path / os.fsdecode(b"p\xe9.txt")
+    with pytest.raises(CovsegError) as raised:
+        write_text(target, "x")
+    assert str(raised.value).endswith("its name is not valid UTF-8, which covseg's records "
+                                      "cannot hold; rename it")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_outputs_are_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,14 +165,10 @@ def test_a_temporary_being_written_is_kept_by_another_runs_clean_up(tmp_path: Pa
 def test_a_killed_runs_temporary_is_held_until_it_dies(tmp_path: Path) -> None:
     """The lock on a temporary goes with its process, ``kill -9`` too: the clean-up keeps it
     while that run lives, and removes it once the run is killed."""
-    import subprocess
-    import sys
-
     code = ("import sys, time\nfrom covseg.io.atomic import atomic_path\n"
             "with atomic_path(sys.argv[1]) as tmp:\n"
             "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n    time.sleep(60)\n")
-    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "mask.png")],
-                          stdout=subprocess.PIPE, text=True) as writer:
+    with started_process(code, tmp_path / "mask.png") as writer:
         try:
             assert writer.stdout is not None
             tmp = Path(writer.stdout.readline().strip())
@@ -173,6 +179,16 @@ def test_a_killed_runs_temporary_is_held_until_it_dies(tmp_path: Path) -> None:
     assert remove_temporaries(tmp_path) == [tmp] and list(tmp_path.iterdir()) == []
 
 
+def test_a_temporary_whose_lock_is_held_is_told_held(tmp_path: Path) -> None:
+    """``_unheld`` says False of a file whose lock another open file holds: it raised
+    BlockingIOError, and its caller's test of what it returned was never false."""
+    held = tmp_path / f".a.{'k' * 8}.json"
+    held.write_text("half")
+    with held.open("rb") as writer, held.open("rb") as cleaner:
+        atomic.fcntl.flock(writer, atomic.fcntl.LOCK_EX)
+        assert atomic._unheld(cleaner) is False
+
+
 def test_a_temporary_that_cannot_be_opened_is_kept(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Another user's temporary (mode 0600 while written) cannot be opened to tell whether its
@@ -180,14 +196,7 @@ def test_a_temporary_that_cannot_be_opened_is_kept(tmp_path: Path,
     deleted it under that run."""
     theirs = tmp_path / f".a.{'k' * 8}.json"
     theirs.write_text("half")
-    real_open = Path.open
-
-    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == theirs:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", denied)
+    deny_reading(monkeypatch, theirs)
     assert remove_temporaries(tmp_path) == [] and theirs.exists()
 
 

@@ -33,7 +33,7 @@ def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
     if not target.name.lower().endswith(suffix):
         raise CovsegError(f"{target}: the {kind} to write must end in {suffix}, "
                           f"e.g. {target.with_name(target.stem + suffix)}")
-    output_folder(target.parent, holds=target)
+    output_folder(target.parent, option_name("out"), holds=target)
     return target
 
 
@@ -44,12 +44,14 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None,
     NotADirectoryError or FileExistsError from the API). ``option``: what the error says to
     change (``--out`` on the command line, ``out`` from the API, by default); ``holds``: the
     output file ``target`` is the folder of, where the output is a file (an export's
-    ``f/x.onnx``), which the error names: it said "(the output is a folder)" of ``f``."""
-    if option is None:
+    ``f/x.onnx``), which the error names: it said "(the output is a folder)" of ``f``. A file
+    with no ``option`` (any :func:`atomic_path` write: a fetch's into its ``--to``) is to be
+    renamed or written elsewhere: it was told to pick another ``--out``."""
+    if option is None and holds is None:
         option = option_name("out")
     target = Path(target)
     refuse_undecodable_name(target if holds is None else holds, option)
-    link = dangling_link(target, option)
+    link = dangling_link(target, option or "name")
     if link:
         raise CovsegError(link)
     existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
@@ -59,7 +61,8 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None,
         else:
             where = (" (the output is a folder)" if existing == target
                      else f" of the output folder {target}")
-        raise CovsegError(f"{existing}: a file is in the way{where}; pick another {option}")
+        raise CovsegError(f"{existing}: a file is in the way{where}; pick another "
+                          f"{option or 'name'}")
     return target
 
 
@@ -259,16 +262,19 @@ def _remove_unheld(paths: Iterable[Path]) -> list[Path]:
                 if _unheld(handle):
                     path.unlink()
                     removed.append(path)
-        except (BlockingIOError, PermissionError, FileNotFoundError):
-            continue  # held, another user's, or renamed by its run meanwhile
+        except (PermissionError, FileNotFoundError):
+            continue  # another user's, or renamed by its run meanwhile
     return removed
 
 
 def _unheld(handle: IO[bytes]) -> bool:
     """Whether the open file ``handle`` could be locked, exclusive, at once (its lock then held
-    until it is closed), or its file system has no locks: no one is writing it."""
+    until it is closed), or its file system has no locks: no one is writing it. False where
+    a run holds its lock (it is writing it)."""
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     except OSError as exc:
         if exc.errno not in _NO_FLOCK:
             raise
@@ -327,23 +333,14 @@ def refuse_unexpanded_home(path: str | os.PathLike[str]) -> None:
     ``~USER/x``) but did not, as it was quoted (or given so from Python): ``--out '~/runs'``
     made ./~/runs, which a later ``rm -rf ~`` meant for it deletes the home folder, and an
     input was "no such file". Refused, not expanded: no other program expands it (``ls '~/x'``
-    does not), and a guess could take a folder named ``~`` here for the home folder. So is
-    ``./~/x``, which pathlib makes ``~/x`` and nibabel then expands: a CT given so was read
-    from the home folder. A folder named ``~`` here is given by its absolute path."""
+    does not), and a guess could take a folder named ``~`` here for the home folder. The path
+    as typed is checked: ``./~/x`` names a folder named ``~`` here (pathlib's ``~/x`` of it is
+    read from there, :func:`~covseg.io.volume.nibabel_path`)."""
     text = os.fspath(path)
-    if not isinstance(text, str):
-        return
-    form = os.fspath(Path(text))
-    expanded = os.path.expanduser(form)
-    if expanded == form:
-        return
-    here = os.path.abspath(text)
-    if text.startswith("~"):
+    if isinstance(text, str) and os.path.expanduser(text) != text:
         raise CovsegError(f"{text}: begins with ~, which the shell did not expand (it was quoted) "
-                          f"and covseg does not; write {expanded}, or {here} for a folder named "
-                          "~ here")
-    raise CovsegError(f"{text}: a folder named ~ here, which NIfTI reading takes for the home "
-                      f"folder ({expanded}); write {here}")
+                          f"and covseg does not; write {os.path.expanduser(text)}, or "
+                          f"{os.path.abspath(text)} for a folder named ~ here")
 
 
 def reserve(handle: int, nbytes: int) -> None:

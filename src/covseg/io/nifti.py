@@ -49,6 +49,7 @@ from covseg.io.volume import (
     forms_note,
     is_itk_source,
     itk_lacks_geometry,
+    nibabel_path,
     short_of_memory,
     volume_shape,
 )
@@ -142,7 +143,7 @@ def _opened_nifti(path: Path, warn: bool = True) -> Iterator[nib.Nifti1Image]:
         try:
             named_gz, gzipped = path.name.lower().endswith(".gz"), _gzipped(path)
             if named_gz == gzipped and _nibabel_reads_name(path):
-                image = nib.load(str(path))
+                image = nib.load(nibabel_path(path))
             else:
                 image = _streamed_nifti(opened.enter_context(gzip.open(path, "rb")) if gzipped
                                         else opened.enter_context(open(path, "rb")))

@@ -1038,6 +1038,13 @@ def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
     return header
 
 
+def nibabel_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as nibabel is given it to read or write: absolute, since nibabel expands a
+    leading ``~`` (pathlib's ``~/ct.nii.gz`` of ``./~/ct.nii.gz``, or of a folder named ``~``
+    found in one given as ``.``), and read the home folder's file of that name."""
+    return os.path.abspath(path)
+
+
 def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
           path: str | os.PathLike[str]) -> Path:
     """Save atomically on the file's own axes; qform, sform and voxel sizes (pixdim) are copied
@@ -1058,5 +1065,5 @@ def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise CovsegError(f"{path}: output must end in .nii or .nii.gz")
     with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
+        nib.save(image, nibabel_path(tmp))
     return path
