@@ -444,7 +444,8 @@ def test_several_candidates_get_holm_p_values_and_few_pairs_a_note(
     folds = [row["corrected_t_vs_baseline"] for row in recorded[1:]]
     assert [d for test in folds for d in test["fold_differences"]] == pytest.approx(
         [0.02, 0.05, 0.01, 0.05])
-    fold_holm = [max(2 * min(t["p_value"] for t in folds), test["p_value"]) for test in folds]
+    fold_holm = [min(1.0, max(2 * min(t["p_value"] for t in folds), test["p_value"]))
+                 for test in folds]
     assert [test["p_holm"] for test in folds] == pytest.approx(fold_holm)
     over_folds = [f"; over 2 folds (corrected t, training variation included) p = "
                   f"{test['p_value']:.3g} (Holm {test['p_holm']:.3g}): no difference shown"
@@ -511,6 +512,66 @@ def test_the_report_ends_with_training_the_best_model_on_all_the_data() -> None:
         "Next step: `miniseg:width=8` has the highest mean Dice; for a final model train one on "
         "all the data (the fold models are no ensemble, each trained on 4/5 of it): `covseg "
         "train /data/ct --model miniseg --model-option width=8 --out RUN`")
+
+
+@pytest.mark.parametrize(("verdict_", "best", "said"), [
+    ("no difference shown", "miniseg:width=8", True), ("better", "miniseg:width=8", False),
+    ("no difference shown", "unet", False)])
+def test_the_next_step_says_where_the_best_model_showed_no_difference_over_the_folds(
+        verdict_: str, best: str, said: bool) -> None:
+    """comparison.md named the model of the highest mean Dice and the command to train it as
+    if it had won where its verdict over the folds was "no difference shown"; the baseline,
+    when highest, has no verdict and gets no word."""
+    stats = {"n": 2, "std": 0.1}
+    row = {**{m: {**stats, "mean": 0.5} for m in COMPARED_METRICS}, "parameters": 1,
+           "cpu_ms_per_slice": 1.0, "gflops_per_slice": 1.0, "train_seconds": 1.0}
+    test = {"cases_better": 1, "cases_worse": 1, "p_value": 1.0}
+    fold_test = {"df": 4, "variance_factor": 0.45, "p_value": 0.2, "mean_difference": 0.2,
+                 "verdict": verdict_}
+    higher = {"dice": {**stats, "mean": 0.7}}
+    result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 5,
+              "fold_source": "f", "baseline": "unet", "warnings": [], "data_path": "/data/ct",
+              "models": [{**row, "model": "unet", **(higher if best == "unet" else {})},
+                         {**row, "model": "miniseg:width=8", "dice_difference": 0.2,
+                          "wilcoxon_vs_baseline": test, "corrected_t_vs_baseline": fold_test,
+                          **(higher if best != "unet" else {})}]}
+    unshown = " (no difference from the baseline shown over the folds)" if said else ""
+    assert comparison_markdown(result, plotted=True).splitlines()[-1].startswith(
+        f"Next step: `{best}` has the highest mean Dice{unshown}; for a final model train one")
+
+
+@pytest.mark.parametrize(("folds", "factor", "line"), [
+    (2, 1.5, ("- Few folds: over 2 folds the t has 1 degree of freedom, so p over folds falls "
+              "below 0.05 only where |t| > 12.7: where the fold differences' mean is over 15.6 "
+              "times their sample std; \"no difference shown\" is then no evidence of no "
+              "difference (more folds test it)")),
+    (3, 1 / 3 + 1 / 2, ("- Few folds: over 3 folds the t has 2 degrees of freedom, so p over "
+                        "folds falls below 0.05 only where |t| > 4.3: where the fold "
+                        "differences' mean is over 3.93 times their sample std;")),
+    (4, 1 / 4 + 1 / 3, None)])
+def test_few_folds_say_how_large_a_t_over_folds_reaches_significance(
+        folds: int, factor: float, line: str | None) -> None:
+    """Over 2 folds the corrected t has 1 degree of freedom and p < 0.05 needs |t| > 12.7, so
+    "no difference shown" read as a tested result; comparison.md now says the bound there, as
+    it says the Wilcoxon's smallest p over too few pairs."""
+    stats = {"mean": 0.5, "std": 0.1, "n": folds}
+    row = {**dict.fromkeys(COMPARED_METRICS, stats), "parameters": 1, "cpu_ms_per_slice": 1.0,
+           "gflops_per_slice": 1.0, "train_seconds": 1.0}
+    fold_test = {"df": folds - 1, "variance_factor": factor, "p_value": 0.3,
+                 "mean_difference": 0.0, "verdict": "no difference shown"}
+    result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d",
+              "folds": folds, "fold_source": "f", "baseline": "unet", "warnings": [],
+              "models": [{**row, "model": "unet"},
+                         {**row, "model": "miniseg", "dice_difference": 0.0,
+                          "wilcoxon_vs_baseline": {"cases_better": 1, "cases_worse": 1,
+                                                   "p_value": 1.0},
+                          "corrected_t_vs_baseline": fold_test}]}
+    notes = [text for text in comparison_markdown(result, plotted=True).splitlines()
+             if text.startswith("- Few folds")]
+    if line is None:
+        assert not notes
+    else:
+        assert len(notes) == 1 and notes[0].startswith(line)
 
 
 @pytest.mark.parametrize("unit", ["mm", None])

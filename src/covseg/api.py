@@ -650,7 +650,10 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     Returns the comparison, as ``comparison.json``: per model (``models``) its metrics over the
     folds (with a multi-class target each class's Dice too, ``ground-glass_dice``...), its cost
     (parameters, GFLOPs, CPU ms per slice) and, but for the baseline, the paired Wilcoxon test
-    of its per-case Dice against the baseline's; ``fold_source``: how the folds were made (the
+    of its per-case Dice against the baseline's (``wilcoxon_vs_baseline``) and the corrected
+    resampled t-test of its per-fold mean differences (``corrected_t_vs_baseline``), whose
+    ``verdict`` ("better", "worse" or "no difference shown") rests on that t-test alone, as it
+    includes training variation; ``fold_source``: how the folds were made (the
     split files of each fold), as cv's ``summary.json`` says it; and ``left_out``: the models of
     an earlier comparison in ``out`` (a ``resume`` with another list) that this one does not
     report, whose folders stay, also logged as a warning. A finished comparison that ``resume``

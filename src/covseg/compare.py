@@ -20,7 +20,7 @@ import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -125,8 +125,9 @@ def known_spec(spec: str) -> bool:
 FOLD_TEST = "corrected_t_vs_baseline"
 """A candidate's comparison.json key of its :func:`fold_t_test` against the baseline."""
 SIGNIFICANCE = 0.05
-"""The level at which a paired test is said to be unable to reach significance (see
-:func:`paired_wilcoxon`'s ``note``)."""
+"""The level at which :func:`verdict` calls a candidate better or worse, and at which a test
+is said to be unable to reach significance (:func:`paired_wilcoxon`'s ``note``, the few folds'
+line of comparison.md)."""
 BOOTSTRAP_RESAMPLES = 2000
 """Resamples of the 95 % bootstrap interval of the mean paired difference (seeded, so that a
 comparison's report reads the same on every rerun)."""
@@ -203,7 +204,7 @@ def fold_t_test(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable,
     below two folds; where every fold's difference is the same, p is 1 for none, else 0."""
     by_fold: dict[int, list[float]] = {}
     for key in set(candidate) & set(baseline):
-        fold = key[0] if isinstance(key, tuple) else 0
+        fold = cast(tuple[int, str], key)[0]  # keyed (fold, case id) by per_case_dice
         by_fold.setdefault(int(fold), []).append(candidate[key] - baseline[key])
     diffs = np.array([np.mean(by_fold[fold]) for fold in sorted(by_fold)])
     ratio = (np.mean([len(test) for _, test in splits])
@@ -682,11 +683,39 @@ def _method_text(result: dict[str, Any]) -> str:
 
 
 def _test_notes(result: dict[str, Any]) -> list[str]:
-    """A line per candidate whose pairs are too few for its test to reach p < 0.05."""
+    """A line per candidate whose pairs are too few for its test to reach p < 0.05, and one
+    where the folds are so few that the t over folds reaches it only at a large |t|
+    (:func:`_few_folds_note`)."""
     return [f"- Too few pairs: {row['model']} vs {result['baseline']}: "
             f"{row['wilcoxon_vs_baseline']['note']} (the exact two-sided test's smallest p is "
             f"2 / 2^n: below {SIGNIFICANCE} only from 6 untied pairs on)"
-            for row in result["models"] if row.get("wilcoxon_vs_baseline", {}).get("note")]
+            for row in result["models"] if row.get("wilcoxon_vs_baseline", {}).get("note")
+            ] + _few_folds_note(result)
+
+
+FEW_FOLDS = 3
+"""Folds up to which comparison.md says how large a t over folds must be to reach
+:data:`SIGNIFICANCE` (|t| > 12.7 over 2 folds, 4.30 over 3, 3.18 over 4, 2.78 over 5)."""
+
+
+def _few_folds_note(result: dict[str, Any]) -> list[str]:
+    """A line where the t over folds has at most :data:`FEW_FOLDS` folds (every candidate's
+    folds, so one line): the |t| that p < 0.05 needs (scipy's t quantile at k - 1 degrees of
+    freedom) and so the fold differences' mean in their sample stds (times the root of the
+    variance factor), as "no difference shown" over 2 folds read like a tested result. None
+    for one fold (p NaN) and for records written before the test was kept."""
+    tests = [row[FOLD_TEST] for row in result["models"] if "df" in row.get(FOLD_TEST, {})]
+    if not tests or not 2 <= tests[0]["df"] + 1 <= FEW_FOLDS:
+        return []
+    from scipy.stats import t  # here: scipy.stats costs 0.7 s
+
+    df, factor = tests[0]["df"], tests[0]["variance_factor"]
+    critical = float(t.ppf(1 - SIGNIFICANCE / 2, df))
+    return [(f"- Few folds: over {df + 1} folds the t has {counted(df, 'degree')} of freedom, "
+             f"so p over folds falls below {SIGNIFICANCE} only where |t| > {critical:.3g}: "
+             f"where the fold differences' mean is over {critical * math.sqrt(factor):.3g} "
+             "times their sample std; \"no difference shown\" is then no evidence of no "
+             "difference (more folds test it)")]
 
 
 def _hd95_coverage(result: dict[str, Any]) -> list[str]:
@@ -791,9 +820,16 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
 
 
 def _next_step(result: dict[str, Any]) -> str:
-    """comparison.md's last line: the model of the best mean Dice, trained on all the data."""
+    """comparison.md's last line: the model of the best mean Dice, trained on all the data,
+    and where it is a candidate whose verdict is not "better", that the folds showed no
+    difference from the baseline (it named an equal model as if it had won)."""
     best = best_compared(result["models"])
     multiclass = result["config"].get("target") == "multiclass"
-    named = f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}; " if best else ""
+    verdicts = {row["model"]: row[FOLD_TEST]["verdict"] for row in result["models"]
+                if "verdict" in row.get(FOLD_TEST, {})}
+    unshown = (" (no difference from the baseline shown over the folds)"
+               if verdicts.get(best, "better") != "better" else "")
+    named = (f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}{unshown}; "
+             if best else "")
     name, options = spec_parts(best)
     return f"Next step: {named}{final_model_step(name, options, result, result['folds'])}"

@@ -534,14 +534,14 @@ _READ: ContextVar[dict[str, _Heard] | None] = ContextVar("covseg_read", default=
 
 @contextmanager
 def one_read(notes: list[str] | None = None) -> Iterator[None]:
-    """Within, each kind of scale warning (:func:`warn_in_read`) of one read (a data set, a
-    predict call, a study) is said once, naming its first image and how many it concerns, on
-    leaving: into ``notes`` where given (a data set's, which it says and lists), else logged,
-    as they are when the read raises (a refused file, Ctrl-C), which lost them before. Said as
-    they came, a set of 2,000 HU + 1024 slices printed 2,000 lines; said once per process, a
-    second set read in it was not warned at all. Within a read under way, one without ``notes``
-    joins it (a study's predict_labels passes and montage: each said its own, the study's
-    warning came two or three times)."""
+    """Within, each kind of warning (:func:`warn_in_read`: a scale's, a patients.csv's) of one
+    read (a data set, a predict call, a study) is said once, naming its first image and how
+    many it concerns, on leaving: into ``notes`` where given (a data set's, which it says and
+    lists, as its records do), else logged, as they are when the read raises (a refused file,
+    Ctrl-C), which lost them before. Said as they came, a set of 2,000 HU + 1024 slices printed
+    2,000 lines; said once per process, a second set read in it was not warned at all. Within a
+    read under way, one without ``notes`` joins it (a study's predict_labels passes and
+    montage: each said its own, the study's warning came two or three times)."""
     if notes is None and _READ.get() is not None:
         yield
         return

@@ -3323,7 +3323,9 @@ def test_patients_csv_rows_naming_no_case_of_the_data_are_warned_of(
     """A misspelled row was ignored without a word: the slice it meant stays its own patient,
     and folds may split its patient. The warning of the slices the table misses names the
     rows that match no case; rows beyond the data alone (a table covering more than is read,
-    all of MosMedData's studies, say) are no mistake and say nothing."""
+    all of MosMedData's studies, say) are no mistake and say nothing. The warning is among
+    the data's notes, which summary.json, report.md and comparison.json list: it was said on
+    the console alone, though the docs said these records carry it."""
     copy = tmp_path / "data"
     shutil.copytree(synthetic_folder, copy)
     table = copy / "patients.csv"
@@ -3332,15 +3334,17 @@ def test_patients_csv_rows_naming_no_case_of_the_data_are_warned_of(
     extra = ["../../etc/passwd,p1", "/etc/shadow,p2", f"{case}x,{patient}", "typo,p3"]
     table.write_text("\n".join([header, *rest, *extra]) + "\n", encoding="utf-8")
     with caplog.at_level("WARNING"):
-        load_dataset(copy)
-    assert [r.getMessage() for r in caplog.records] == [
-        (f"patients.csv does not name 1 of {len(rest) + 1} slices (e.g. {case}): each counts "
-         "as its own patient; it names 4 cases not in the data (../../etc/passwd, "
-         "/etc/shadow, " f"{case}x, ...): misspelled?")]
+        data = load_dataset(copy)
+    note = (f"patients.csv does not name 1 of {len(rest) + 1} slices (e.g. {case}): each counts "
+            "as its own patient; it names 4 cases not in the data (../../etc/passwd, "
+            "/etc/shadow, " f"{case}x, ...): misspelled?")
+    assert data.notes == [note]
+    assert [r.getMessage() for r in caplog.records] == [f"{copy}: {note}"]
     caplog.clear()
     table.write_text("\n".join([header, first, *rest, *extra]) + "\n", encoding="utf-8")
     with caplog.at_level("WARNING"):
-        assert len(load_dataset(copy).patients) == 8
+        data = load_dataset(copy)
+    assert len(data.patients) == 8 and data.notes == []
     assert caplog.records == []
 
 

@@ -53,6 +53,7 @@ from covseg.transforms import (
     judge_scale,
     note_scale,
     scale_intensity,
+    warn_in_read,
     warn_mixed_scales,
 )
 
@@ -896,7 +897,8 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
                            grouped: Callable[[str], bool] = lambda stem: False) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
     some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
-    says their names group, as a MosMed slice's study does), naming the rows that match no
+    says their names group, as a MosMed slice's study does; among the data's notes, so in its
+    records too: :func:`~covseg.transforms.warn_in_read`), naming the rows that match no
     case (a misspelled name leaves its slice its own patient, and folds may then split that
     patient). Rows beyond the data are no mistake alone: a table may cover more than is read
     (all of MosMedData's studies, a set's test slices)."""
@@ -922,9 +924,9 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
                           + ", or ".join(names))
     missing = [case for case in missing if not grouped(case)]
     if missing and warn:
-        log.warning("patients.csv does not name %d of %d %s (e.g. %s): %s%s", len(missing),
-                    len(cases), kind, missing[0], _unnamed_patients(missing),
-                    _unmatched_rows(unknown))
+        warn_in_read("patients.csv", f"patients.csv does not name {len(missing)} of "
+                     f"{len(cases)} {kind} (e.g. {missing[0]}): {_unnamed_patients(missing)}"
+                     f"{_unmatched_rows(unknown)}")
 
 
 def _unnamed_patients(missing: Sequence[str]) -> str:
