@@ -1646,7 +1646,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             process.join()
         parent_alive.close()
         parent_holds.close()
-        for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
+        for _, folder in jobs:  # a member killed outright (out of memory) left its temporaries
             remove_temporaries(folder)
 
 
