@@ -541,7 +541,17 @@ def refuse_writing_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             return make(*args, **kwargs)
         return checked
 
+    real_open = os.open
+
+    def opened(path: str | os.PathLike[str], flags: int, mode: int = 0o777, *,
+               dir_fd: int | None = None) -> int:
+        if flags & os.O_CREAT and Path(os.fsdecode(path)).absolute().is_relative_to(
+                folder.absolute()):
+            raise refused(path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
     monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", opened)  # atomic_path's temporary files
     for name in ("TemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, in_folder(getattr(tempfile, name)))
 

@@ -506,7 +506,7 @@ def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "--out OUT output folder (default covseg-demo)" in shown
+    assert "--out DIR output folder (default covseg-demo)" in shown
 
 
 def test_help_says_how_progress_bars_are_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
@@ -621,6 +621,37 @@ def test_no_help_sends_to_a_file_of_the_repository() -> None:
     named = {prog: [found.group() for found in repository_only.finditer(text)]
              for prog, text in helps.items()}
     assert {prog: names for prog, names in named.items() if names} == {}
+
+
+def test_every_option_names_its_value() -> None:
+    """`covseg train -h` showed --cutmix CUTMIX, --val-fraction VAL_FRACTION, --batch-size
+    BATCH_SIZE, argparse's names, where docs/commands.md says --cutmix P, --val-fraction F,
+    --batch-size N: every option that takes a value names it (or lists its choices)."""
+    unnamed = [(parser.prog, action.option_strings[0])
+               for parser in _every_parser(build_parser()) for action in parser._actions
+               if action.option_strings and action.nargs != 0 and action.choices is None
+               and action.metavar is None]
+    assert unnamed == []
+
+
+def _helps(command: str) -> dict[str, str]:
+    """``command``'s options' help texts as ``-h`` prints them, by option."""
+    parser = next(action.choices for action in build_parser()._actions
+                  if isinstance(action, argparse._SubParsersAction))[command]
+    return {action.option_strings[0]: parser._get_formatter()._expand_help(action)
+            for action in parser._actions if action.option_strings and action.help}
+
+
+def test_train_help_gives_its_defaults_and_speaks_of_its_own_work() -> None:
+    """--target and --intensity said no default; train's --threshold spoke of the infection
+    probability alone, where a --target lung run thresholds the lungs'; train's --resume spoke
+    of cv's and compare's folds."""
+    train, cv, compare = _helps("train"), _helps("cv"), _helps("compare")
+    assert train["--target"].endswith("(default infection)")
+    assert train["--intensity"].endswith("(default auto)")
+    assert "with --target lung, of lung" in train["--threshold"]
+    assert "fold" not in train["--resume"] and "cv" not in train["--resume"]
+    assert "cross-validation" in cv["--resume"] and "comparison" in compare["--resume"]
 
 
 def test_the_threshold_help_quotes_no_measured_dice() -> None:
@@ -1037,10 +1068,13 @@ def test_window_takes_negative_numbers_with_an_exponent(
 @pytest.mark.parametrize(("argv", "message"), [
     (("models", "--json", "extra"), "extra (see `covseg models -h`)"),
     (("visualize", "synthetic", "--out", "v.png", "--fold", "1"),
-     "--fold 1 (see `covseg visualize -h`)")])
+     "--fold 1 (see `covseg visualize -h`)"),
+    (("data", "info", "synthetic", "--bogus"), "--bogus (see `covseg data info -h`)"),
+    (("data", "fetch", "medseg", "--to", "d", "--bogus"), "--bogus (see `covseg data fetch -h`)")])
 def test_a_subcommands_unrecognised_argument_points_to_its_help(
         capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str) -> None:
-    """They pointed to `covseg -h`, whose usage lists no command's options."""
+    """They pointed to `covseg -h`, whose usage lists no command's options; a nested one's to
+    `covseg data -h`, which lists neither data info's nor data fetch's."""
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
     _assert_one_line_error(exit_info.value.code, capsys.readouterr().err,
@@ -1810,7 +1844,7 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         main(["predict", "--model", "m", "x.nii.gz", "--out", "o", "--shard", "2/2"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
-    assert err.startswith("covseg predict: error: argument --shard: shard 2/2")
+    assert err.startswith("covseg: error: argument --shard: shard 2/2")
     assert err.rstrip().endswith("(see `covseg predict -h`)")
 
 
@@ -2513,31 +2547,31 @@ def test_a_fold_of_a_finished_cross_validation_says_its_summary_is_written(
 
 @pytest.mark.parametrize(("argv", "message"), [
     (("predict", "--model", "cv/fold_0", "--model", "cv/fold_1", "ct.nii.gz", "--out", "x"),
-     ("covseg predict: error: --model given twice (cv/fold_0, cv/fold_1): give it once; covseg "
+     ("covseg: error: --model given twice (cv/fold_0, cv/fold_1): give it once; covseg "
       "does not ensemble run folders at predict time: train an ensemble with --model "
       "miniseg,miniseg, or after a cv one final model on all the data "
       "(see `covseg predict -h`)")),
     (("train", "no-data", "--model", "unet", "--out", "r", "--model=miniseg"),
-     ("covseg train: error: --model given twice (unet, miniseg): give it once; for an ensemble "
+     ("covseg: error: --model given twice (unet, miniseg): give it once; for an ensemble "
       "join the names: --model unet,miniseg (see `covseg train -h`)")),
     (("cv", "no-data", "--out", "r", "--window", "-1000", "400", "--window", "-900", "100"),
-     ("covseg cv: error: --window given twice (-1000.0 400.0, -900.0 100.0): give it once "
+     ("covseg: error: --window given twice (-1000.0 400.0, -900.0 100.0): give it once "
       "(see `covseg cv -h`)")),
     (("quantify", "m.nii.gz", "--out", "a", "--out", "b"),
-     "covseg quantify: error: --out given twice (a, b): give it once (see `covseg quantify -h`)"),
+     "covseg: error: --out given twice (a, b): give it once (see `covseg quantify -h`)"),
     (("data", "fetch", "medseg", "--to", "a", "--to", "b"),
-     ("covseg data fetch: error: --to given twice (a, b): give it once "
+     ("covseg: error: --to given twice (a, b): give it once "
       "(see `covseg data fetch -h`)")),
     (("predict", "ct.nii.gz", "--model", "r", "--out", "x", "--tta", "--no-tta"),
-     ("covseg predict: error: --tta and --no-tta both given: give one of them "
+     ("covseg: error: --tta and --no-tta both given: give one of them "
       "(see `covseg predict -h`)")),
     (("train", "no-data", "--out", "r", "--no-frame-lungs", "--frame-lungs"),
-     ("covseg train: error: --no-frame-lungs and --frame-lungs both given: give one of them "
+     ("covseg: error: --no-frame-lungs and --frame-lungs both given: give one of them "
       "(see `covseg train -h`)")),
     (("cv", "no-data", "--out", "r", "--no-test-flips", "--no-test-flips"),
-     "covseg cv: error: --no-test-flips given twice: give it once (see `covseg cv -h`)"),
+     "covseg: error: --no-test-flips given twice: give it once (see `covseg cv -h`)"),
     (("train", "no-data", "--out", "r", "--resume", "--resume"),
-     "covseg train: error: --resume given twice: give it once (see `covseg train -h`)")])
+     "covseg: error: --resume given twice: give it once (see `covseg train -h`)")])
 def test_an_option_or_switch_given_twice_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         argv: tuple[str, ...], message: str) -> None:

@@ -226,6 +226,6 @@ def test_a_file_named_with_a_leading_dash_is_told_how_to_give_it(
         main(argv)
     err = capsys.readouterr().err
     assert raised.value.code == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"covseg {argv[0]}: error: {argv[1]}: a path beginning with '-' is "
+    assert err.startswith(f"covseg: error: {argv[1]}: a path beginning with '-' is "
                           f"read as an option; write ./{argv[1]}, or give it last, after `--` "
                           f"(see `covseg {argv[0]} -h`)"), err

@@ -182,7 +182,7 @@ def test_data_after_the_model_list_is_named_not_called_missing(
         main(["compare", "--models", "unet", "miniseg", given, "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
-    assert err == (f"covseg compare: error: DATA was read as a model name after --models "
+    assert err == (f"covseg: error: DATA was read as a model name after --models "
                    f"({given}): put the data folder before --models (or end the list with --) "
                    "(see `covseg compare -h`)\n")
     with pytest.raises(SystemExit):  # --out missing too: both said
@@ -201,7 +201,7 @@ def test_options_after_the_dashes_are_named_as_read_for_data(
               "--folds", "2"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (
-        "covseg compare: error: --out, --folds after `--` were read as data, not as options "
+        "covseg: error: --out, --folds after `--` were read as data, not as options "
         "(all after `--` is): give the options before --models (see `covseg compare -h`)\n")
     with pytest.raises(SystemExit):
         main(["compare", "--out", out, "--models", "unet", "miniseg", "--", "synthetic",
@@ -221,7 +221,7 @@ def test_a_model_list_without_data_keeps_argparses_words(
     or after a -- ending the list, is read as DATA."""
     with pytest.raises(SystemExit):
         main(["compare", "--models", "unet", "miniseg:width=0.5", "--out", str(tmp_path / "c")])
-    assert capsys.readouterr().err == ("covseg compare: error: the following arguments are "
+    assert capsys.readouterr().err == ("covseg: error: the following arguments are "
                                        "required: data (see `covseg compare -h`)\n")
     for argv in (["compare", str(synthetic_folder), "--models", "unet", "miniseg"],
                  ["compare", "--models", "unet", "miniseg", "--", str(synthetic_folder)]):

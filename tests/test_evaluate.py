@@ -298,9 +298,11 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     args = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]
     assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
-    out = capsys.readouterr().out
-    assert "note: 1 prediction without a truth, not scored: zzz.png" in out
-    assert "note: 1 truth without a prediction of that name, not scored: b" in out
+    printed = capsys.readouterr()
+    assert "covseg: warning: 1 prediction without a truth, not scored: zzz.png" in printed.err
+    assert "covseg: warning: 1 truth without a prediction of that name, not scored: b" in (
+        printed.err)
+    assert "not scored" not in printed.out  # stdout holds the summary alone
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
@@ -787,11 +789,11 @@ def test_a_skipped_truth_is_noted_as_no_mask_of_labels_and_its_prediction_not_un
         _save(tmp_path / "pred" / f"{name}.png", sharp)
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
                  "--out", str(tmp_path / "ev")]) == 0
-    out = capsys.readouterr().out
-    assert ("note: 1 file among the masks, no mask of labels, not scored (named as an image "
+    err = capsys.readouterr().err
+    assert ("warning: 1 file among the masks, no mask of labels, not scored (named as an image "
             "beside its mask, or by its levels an image or a soft mask: see the warnings above): "
-            "b.png") in out
-    assert "note: 1 prediction without a truth, not scored: c.png\n" in out
+            "b.png") in err
+    assert "warning: 1 prediction without a truth, not scored: c.png\n" in err
 
 
 def _lossy_scaled_labels() -> np.ndarray:
@@ -999,9 +1001,10 @@ def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
     result = json.loads((tmp_path / "ev.json").read_text())
     assert {row["case_id"]: row["dice"] for row in result["per_case"]} == {"a": 1.0, "b": 0.0}
     assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
-    out = capsys.readouterr().out
-    assert "note: 1 truth whose input predict recorded as failed or wrote no mask of" in out
-    assert "note: 1 truth without a prediction (not given to this predict), not scored: c" in out
+    err = capsys.readouterr().err
+    assert "warning: 1 truth whose input predict recorded as failed or wrote no mask of" in err
+    assert "warning: 1 truth without a prediction (not given to this predict), not scored: c" in (
+        err)
     one = evaluate_folders(tmp_path / "pred" / "a.png", tmp_path / "truth", tmp_path / "ev1")
     assert one["missing_predictions"] == [] and one["unmatched_truths"] == ["b", "c"]
     (tmp_path / "pred" / "predict.json").unlink()
@@ -1010,8 +1013,8 @@ def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
     result = json.loads((tmp_path / "ev2.json").read_text())
     assert result["missing_predictions"] == [] and result["unmatched_truths"] == ["b", "c"]
     assert result["predict_record"] is False
-    assert "note: 2 truths without a prediction of that name, not scored: b, c" in (
-        capsys.readouterr().out)
+    assert "warning: 2 truths without a prediction of that name, not scored: b, c" in (
+        capsys.readouterr().err)
     assert "holds 0/255 masks but no predict.json, so 2 truths without a prediction" in caplog.text
     assert "interrupted, rerun it to finish" in caplog.text
 
@@ -1036,10 +1039,10 @@ def test_one_mask_given_as_pred_is_scored_alone(
     assert [row["case_id"] for row in result["per_case"]] == ["a"]
     assert result["missing_predictions"] == [] and result["unmatched_truths"] == ["b", "c"]
     assert result["predict_record"] is False
-    out = capsys.readouterr().out
-    assert out.startswith("1 case, Dice 1.000; wrote ")
-    assert "not given to this predict" not in out
-    assert "note: 2 truths without a prediction of that name, not scored: b, c" in out
+    printed = capsys.readouterr()
+    assert printed.out.startswith("1 case, Dice 1.000; wrote ") and printed.out.count("\n") == 1
+    assert "not given to this predict" not in printed.err
+    assert "warning: 2 truths without a prediction of that name, not scored: b, c" in printed.err
 
 
 def test_truths_pending_in_an_unfinished_predict_are_named_so(
@@ -1062,9 +1065,9 @@ def test_truths_pending_in_an_unfinished_predict_are_named_so(
     result = json.loads((tmp_path / "ev2d.json").read_text())
     assert result["cases"] == 1 and result["pending_truths"] == ["b"]
     assert result["unmatched_truths"] == ["c"]
-    out = capsys.readouterr().out
-    assert "note: 1 truth pending in the predict that did not finish" in out
-    assert "(not given to this predict), not scored: c" in out
+    err = capsys.readouterr().err
+    assert "warning: 1 truth pending in the predict that did not finish" in err
+    assert "(not given to this predict), not scored: c" in err
     stack = np.zeros((8, 8, 2), np.uint8)
     stack[2:5, 2:5, 0] = 1
     for name in ("s0", "s1", "s2", "s3"):

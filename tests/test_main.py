@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.parametrize(("argv", "code", "shown"), [
     (["--version"], 0, "covseg 0."),
-    (["predict", "--shard", "2/2"], 2, "covseg predict: error: "),
+    (["predict", "--shard", "2/2"], 2, "covseg: error: "),
 ])
 def test_python_m_covseg_runs_the_covseg_command(argv: list[str], code: int, shown: str) -> None:
     """There was no covseg/__main__.py: ``python -m covseg`` said covseg cannot be executed.

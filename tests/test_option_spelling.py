@@ -154,6 +154,10 @@ def test_folds_of_other_settings_name_the_keyword_or_the_flag(
         midway + f"--folds 2, or cross-validate into a new --out than {out}")
 
 
+MULTICLASS_LOSSES = "dice, bce+dice (recorded as ce+dice), focal, focal+dice, tversky, ce+dice"
+"""The losses a multi-class target takes, as its refusal of a binary one lists them: bce+dice,
+which it takes as ce+dice, was left out."""
+
 RANGES = [
     ({"batch_size": 1},
      "batch_size must be at least 2 (batch normalisation needs two slices)",
@@ -216,9 +220,11 @@ RANGES = [
      ("--threshold applies to binary targets only: a multi-class model takes the most probable "
      "class per pixel; leave it out")),
     ({"target": "multiclass", "loss": "bce"},
-     "loss=\"bce\" is binary (one output): with target=\"multiclass\" use one of ",
+     "loss=\"bce\" is binary (one output): with target=\"multiclass\" use one of "
+     + MULTICLASS_LOSSES,
      ["--target", "multiclass", "--loss", "bce"],
-     "--loss bce is binary (one output): with --target multiclass use one of "),
+     "--loss bce is binary (one output): with --target multiclass use one of "
+     + MULTICLASS_LOSSES),
     ({"window": (150, -1350)},
      "window (LOW, HIGH) needs LOW < HIGH, both finite, got (150, -1350)",
      ["--window", "150", "-1350"],

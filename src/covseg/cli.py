@@ -71,6 +71,8 @@ from covseg.transforms import (
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
+log = logging.getLogger(__name__)
+
 DEFAULTS = TrainConfig()
 FOLDS_HELP = (f"number of folds (default {DEFAULT_FOLDS}; data that ship their own split files, "
               "MosMed's train_new*.txt, use those, and another count is refused)")
@@ -104,49 +106,65 @@ too, which "auto detects HU vs 8-bit" left out)."""
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="data folder (any supported layout) or 'synthetic[:SEED]'")
     parser.add_argument("--target", choices=TARGETS, default=DEFAULTS.target,
-                        help="infection (binary), multiclass lesions, or lung")
+                        help="infection (binary), multiclass lesions, or lung "
+                             "(default %(default)s)")
     parser.add_argument("--intensity", choices=INTENSITY_MODES, default=DEFAULTS.intensity,
-                        help=INTENSITY_HELP)
+                        help=f"{INTENSITY_HELP} (default %(default)s)")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                         help=f"HU window for HU data (default: the lung window, "
                              f"{LUNG_WINDOW[0]:g} {LUNG_WINDOW[1]:g}; any given on 8-bit or "
                              "[0, 1] images, where it does nothing, is refused)")
 
 
-RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
-    ("epochs", int, (f"training epochs (default {RECIPE_EPOCHS}, fewer above 100 training "
-                     f"slices so that at most {MAX_SLICE_PASSES:,} slices are shown: about 25 "
-                     "min on 2 cores)")),
-    ("batch_size", int, "slices per step"),
-    ("lr", float, "AdamW's peak learning rate, cosine decay"),
-    ("weight_decay", float, "AdamW's weight decay"),
-    ("size", int, "training canvas in px"),
-    ("seed", int, "seed of the weights, augmentation and splits"),
-    ("cutmix", float, "share of batches mixed by CutMix (boxes swapped between slices; 0 = off)"),
-    ("lesion_paste", float, ("share of slices given another slice's lesions, blended into "
-                             "their lungs (CarveMix-like; 0 = off)")),
-    ("ema_decay", float, "keep a moving average of the weights (e.g. 0.998 per step; 0 = off)"),
-    ("val_fraction", float, ("share of patients held out to keep the best epoch; 0 trains on "
-                             "every slice and keeps the last")),
+RECIPE_NUMBERS: tuple[tuple[str, type, str, str], ...] = (
+    ("epochs", int, "N", (f"training epochs (default {RECIPE_EPOCHS}, fewer above 100 training "
+                          f"slices so that at most {MAX_SLICE_PASSES:,} slices are shown: about "
+                          "25 min on 2 cores)")),
+    ("batch_size", int, "N", "slices per step"),
+    ("lr", float, "LR", "AdamW's peak learning rate, cosine decay"),
+    ("weight_decay", float, "WD", "AdamW's weight decay"),
+    ("size", int, "PX", "training canvas in px"),
+    ("seed", int, "SEED", "seed of the weights, augmentation and splits"),
+    ("cutmix", float, "P",
+     "share P of batches mixed by CutMix (boxes swapped between slices; 0 = off)"),
+    ("lesion_paste", float, "P", ("share P of slices given another slice's lesions, blended "
+                                  "into their lungs (CarveMix-like; 0 = off)")),
+    ("ema_decay", float, "D",
+     "keep a moving average of the weights, decay D (e.g. 0.998 per step; 0 = off)"),
+    ("val_fraction", float, "F", ("share F of patients held out to keep the best epoch; 0 "
+                                  "trains on every slice and keeps the last")),
 )
-"""The numeric training options: name in TrainConfig, type, help (the default is appended,
-unless it is None: then the help says what None means)."""
+"""The numeric training options: name in TrainConfig, type, metavar (as docs/commands.md names
+the value), help (the default is appended, unless it is None: then the help says what None
+means)."""
+
+RESUME_HELP = {
+    "train": "continue an interrupted run in --out, with the same options and data",
+    "cv": ("continue an interrupted cross-validation in --out: its finished folds are reused "
+           "(without --resume an --out holding them is refused)"),
+    "compare": ("continue an interrupted comparison in --out: its finished folds are reused "
+                "(without --resume an --out holding them is refused)"),
+}
+"""--resume's help, by command: each says what it continues, train no folds."""
 
 
 def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
     _add_data_options(parser)
-    parser.add_argument("--out", required=True, help="output folder")
+    command = parser.prog.rpartition(" ")[2]
+    parser.add_argument("--out", required=True, metavar="RUN" if command == "train" else "DIR",
+                        help="output folder")
     if single_model:
-        parser.add_argument("--model", default=DEFAULTS.model,
+        parser.add_argument("--model", default=DEFAULTS.model, metavar="NAME[,NAME]",
                             help="architecture (see `covseg models`), or a,b for an ensemble; "
                                  "default: %(default)s (two seeds, averaged)")
         parser.add_argument("--model-option", type=_model_option, action="append", default=[],
                             metavar="KEY=VALUE", help="architecture option, e.g. width=32 "
                                                       "(not for an ensemble that mixes "
                                                       "architectures)")
-    for name, kind, text in RECIPE_NUMBERS:
+    for name, kind, metavar, text in RECIPE_NUMBERS:
         default = getattr(DEFAULTS, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                            metavar=metavar,
                             help=text if default is None else f"{text} (default %(default)s)")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment,
                         help="augmentation preset (default %(default)s)")
@@ -165,13 +183,12 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         default=DEFAULTS.test_flips,
                         help="the run predicts as the mean over the mirrored slices "
                              "(default %(default)s)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="binary decision threshold on the infection probability "
-                             f"(default {DEFAULTS.threshold}); multi-class models take the "
-                             "most probable class and refuse one")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run (cv, compare: reuse the finished "
-                             "folds; without it an --out holding them is refused)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="binary decision threshold on the predicted probability, of "
+                             "infection or, with --target lung, of lung (default "
+                             f"{DEFAULTS.threshold}); multi-class models take the most probable "
+                             "class and refuse one")
+    parser.add_argument("--resume", action="store_true", help=RESUME_HELP[command])
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -375,9 +392,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
                                             else "")
-            say(f"note: {counted(len(names), noun)} {what}: {shown}")
+            log.warning("%s %s: %s", counted(len(names), noun), what, shown)
     if result["classes_note"]:
-        say(f"note: {result['classes_note']}")
+        log.warning("%s", result["classes_note"])
     return 0
 
 
@@ -591,15 +608,16 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(None if args is None else self._argv, namespace)
 
     def error(self, message: str) -> NoReturn:
-        """One line, as covseg's own errors, with where to find the usage (argparse prints the
-        whole usage block first)."""
+        """One line, as covseg's own errors (``covseg: error: ...``, whichever parser refused
+        it: a subcommand's said ``covseg train: error:``), with where to find the usage
+        (argparse prints the whole usage block first)."""
         command_prog = self._command_prog()
         usage = command_prog if message.startswith("unrecognized") else self.prog
         command = command_prog.rpartition(" ")[2]
         message = (lungmask_option(self._argv, command) or swallowed_data(message, self._argv)
                    or options_after_dashes(self._argv) or dash_named_path(self._argv)
                    or message)
-        self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
+        self.exit(2, f"covseg: error: {message} (see `{usage} -h`)\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse, but a failed write of --help or --version to stdout raises
@@ -612,13 +630,20 @@ class _Parser(argparse.ArgumentParser):
         write_stdout(message)
 
     def _command_prog(self) -> str:
-        """The subcommand's prog (``covseg models``) when the arguments name one, else this
-        parser's: argparse reports a subcommand's unrecognised arguments from the top parser,
-        whose usage does not list that command's options."""
-        commands = next((action.choices for action in self._actions
-                         if isinstance(action, argparse._SubParsersAction)), {})
-        command = next((arg for arg in self._argv if not arg.startswith("-")), None)
-        return commands[command].prog if command in commands else self.prog
+        """The prog of the subcommand the arguments name, down to a nested one (``covseg
+        models``, ``covseg data info``), else this parser's: argparse reports a subcommand's
+        unrecognised arguments from the top parser, whose usage does not list that command's
+        options (nor does ``covseg data``'s list info's)."""
+        parser: argparse.ArgumentParser = self
+        args = self._argv
+        while True:
+            commands = next((action.choices for action in parser._actions
+                             if isinstance(action, argparse._SubParsersAction)), {})
+            command = next((arg for arg in args if not arg.startswith("-")), None)
+            if command not in commands:
+                return parser.prog
+            parser = commands[command]
+            args = args[args.index(command) + 1:]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -635,10 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("visualize", help="PNG grid of slices with their masks")
     _add_data_options(p)
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--n", type=int, default=8,
+    p.add_argument("--out", required=True, metavar="PNG", help="PNG file to write")
+    p.add_argument("--n", type=int, default=8, metavar="N",
                    help=f"number of slices (default %(default)s, at most {api.MAX_GRID_SAMPLES})")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int, default=0, metavar="SEED",
                    help="seed of the order the slices are drawn in, lesion-bearing ones first "
                         "(default %(default)s): another seed shows other slices")
     p.set_defaults(handler=cmd_visualize)
@@ -649,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
     _add_train_options(p)
-    p.add_argument("--folds", type=int, help=FOLDS_HELP)
+    p.add_argument("--folds", type=int, metavar="K", help=FOLDS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based; with split files the K-th pair in number "
                         "order: fold 0 is train_new1.txt), e.g. one per core with "
@@ -663,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_cv)
 
     p = sub.add_parser("compare", help="cross-validate several models on identical folds",
-                       usage="%(prog)s DATA --models NAME[:KEY=VALUE,...] [NAME ...] --out OUT "
+                       usage="%(prog)s DATA --models NAME[:KEY=VALUE,...] [NAME ...] --out DIR "
                              "[options]")
     _add_train_options(p, single_model=False)
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
@@ -671,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "they take every name up to the next option, so give DATA before "
                         "--models (or end the list with -- DATA, every option before "
                         "--models: all after -- is read as DATA)")
-    p.add_argument("--folds", type=int, help=FOLDS_HELP)
+    p.add_argument("--folds", type=int, metavar="K", help=FOLDS_HELP)
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")
@@ -680,19 +705,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "NIfTI, NRRD or MetaImage files, DICOM files or series folders, or "
                         "folders of these")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="run folder or checkpoint from `covseg train` (an "
-                                        ".onnx file runs on ONNX Runtime, as with --onnx)")
-    source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime; "
-                                       "needs covseg[onnx])")
-    p.add_argument("--out", required=True,
+    source.add_argument("--model", metavar="RUN",
+                        help="run folder or checkpoint from `covseg train` (an .onnx file runs "
+                             "on ONNX Runtime, as with --onnx)")
+    source.add_argument("--onnx", metavar="ONNX",
+                        help="ONNX file from `covseg export` (runs on ONNX Runtime; needs "
+                             "covseg[onnx])")
+    p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (2D masks: 0/255, or a multi-class model's labels 0..3)")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
-    p.add_argument("--batch-size", type=int, default=8,
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="slices per forward pass (default %(default)s)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average over the run's mirrored predictions (default: as the run was "
                         "trained to predict; covseg's recipe mirrors both ways)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="infection from this probability on (default: the run's, 0.4 for "
                         "covseg's recipe, chosen by cross-validation; higher calls less on "
                         "healthy lungs and loses some Dice on infected ones)")
@@ -701,13 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a trained model to ONNX (needs covseg[onnx])",
                        description="Export a trained model to ONNX (needs covseg[onnx]).")
-    p.add_argument("--model", required=True, help="run folder or checkpoint")
-    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--model", required=True, metavar="RUN", help="run folder or checkpoint")
+    p.add_argument("--out", required=True, metavar="ONNX", help="ONNX file to write")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("evaluate", help="metrics of predicted masks against the truth")
-    p.add_argument("--pred", required=True, help="folder of predicted masks, or one mask file")
-    p.add_argument("--truth", required=True,
+    p.add_argument("--pred", required=True, metavar="DIR",
+                   help="folder of predicted masks, or one mask file")
+    p.add_argument("--truth", required=True, metavar="DIR",
                    help="folder of true masks (named as the predictions, _mask/_seg aside), "
                         "or one mask file")
     p.add_argument("--per-slice", action="store_true",
@@ -716,8 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "named by the file's "
                         "slice index (tr#007): the mean per-slice Dice, a slice empty in both "
                         "counting as 1; refused for 2D masks, each one slice already")
-    p.add_argument("--out", required=True,
-                   help="output name (OUT.json, OUT.csv and an OUT.png box plot; a folder holds "
+    p.add_argument("--out", required=True, metavar="NAME",
+                   help="output name (NAME.json, NAME.csv and a NAME.png box plot; a folder holds "
                         "evaluation.*), outside the mask folders")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -733,11 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_data_info)
 
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
-    p.add_argument("--out", default="covseg-demo", help="output folder (default %(default)s)")
-    p.add_argument("--folds", type=int, default=api.DEMO_FOLDS,
+    p.add_argument("--out", default="covseg-demo", metavar="DIR",
+                   help="output folder (default %(default)s)")
+    p.add_argument("--folds", type=int, default=api.DEMO_FOLDS, metavar="K",
                    help="cross-validation folds (default %(default)s, at most "
                         f"{api.DEMO_PATIENTS}, the synthetic patients)")
-    p.add_argument("--epochs", type=int, default=api.DEMO_EPOCHS,
+    p.add_argument("--epochs", type=int, default=api.DEMO_EPOCHS, metavar="N",
                    help="training epochs per fold (default %(default)s; 1 for a smoke test)")
     p.set_defaults(handler=cmd_demo)
     return parser

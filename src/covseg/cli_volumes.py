@@ -58,14 +58,14 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                              ".seg.nrrd) or folders of them, or a `covseg predict` output folder "
                              "(its lungs.nii.gz are used as labelled unless --lungs is given)")
     # a str, as predict's: its trailing "/" says a folder (api.refuse_file_out)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--lungs",
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--lungs", metavar="PATH",
                         help="lung mask file (NIfTI, NRRD, MetaImage), or a folder of them named "
                              "like the masks (a predict study folder is read as its lungs.nii.gz; "
                              "every non-zero voxel is lung; labels 1 and 2 lying side by side "
                              "are the right and left lungs, read as Zenodo's 1 left, 2 right "
                              "where the affine says so; in any other mask the sides are found)")
-    parser.add_argument("--image",
+    parser.add_argument("--image", metavar="CT",
                         help="the CT (NIfTI, NRRD, MetaImage, DICOM folder) or a folder of CTs "
                              "named like the masks: shown in the montage, and thresholded for "
                              "lungs when --lungs is not given (grown over the lesion regions that "
@@ -106,7 +106,7 @@ def add_fetch_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Download (resumable, checksummed) and safely unpack a public data set. "
                     "MosMedData needs a manual registration step; the command says what to do.")
     parser.add_argument("name", choices=sorted(DATASETS), help="data set")
-    parser.add_argument("--to", required=True, help="destination folder")
+    parser.add_argument("--to", required=True, metavar="DIR", help="destination folder")
     parser.set_defaults(handler=_fetch_command)
     return parser
 

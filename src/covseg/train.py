@@ -1127,8 +1127,9 @@ def _check_names(config: TrainConfig) -> None:
     if config.loss not in LOSSES:
         raise CovsegError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     if config.target == "multiclass" and config.loss in BINARY_ONLY:
-        usable = [name for name in LOSSES
-                  if name not in BINARY_ONLY and trained_loss(name, True) == name]
+        usable = [name if trained_loss(name, True) == name
+                  else f"{name} (recorded as {trained_loss(name, True)})"
+                  for name in LOSSES if name not in BINARY_ONLY]
         raise CovsegError(f"{option_given('loss', config.loss)} is binary (one output): with "
                           f"{option_given('target', 'multiclass')} use one of "
                           f"{', '.join(usable)}")
@@ -1646,7 +1647,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             process.join()
         parent_alive.close()
         parent_holds.close()
-        for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
+        for _, folder in jobs:  # a member killed outright (out of memory) left its temporaries
             remove_temporaries(folder)
 
 

@@ -7,8 +7,8 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,10 +36,10 @@ def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
 
 def test_an_unwritable_folder_names_the_target(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    def denied(prefix: str, suffix: str, dir: str) -> tuple[int, str]:
-        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}zr5nj1ug{suffix}")
+    def denied(path: Path, *_: object) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(atomic.os, "open", denied)
     target = tmp_path / "m.onnx"
     with pytest.raises(CovsegError) as caught:
         write_text(target, "x")
@@ -220,23 +220,65 @@ def test_a_temporary_removed_before_its_lock_is_made_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another run's clean-up may delete a temporary between its making and its locking: the
     lock then holds a file no name leads to, so a new temporary is made and locked."""
-    mkstemp, flock = tempfile.mkstemp, atomic.fcntl.flock
+    opened, flock = os.open, atomic.fcntl.flock
     made: list[str] = []
 
-    def recorded(**where: str) -> tuple[int, str]:
-        fd, name = mkstemp(**where)
-        made.append(name)
-        return fd, name
+    def recorded(path: Path, *how: int) -> int:
+        made.append(str(path))
+        return opened(path, *how)
 
     def removed_first(fd: int, operation: int) -> None:
         if len(made) == 1 and os.path.exists(made[0]):
             os.unlink(made[0])  # another run's clean-up, just before the lock
         flock(fd, operation)
 
-    monkeypatch.setattr(tempfile, "mkstemp", recorded)
+    monkeypatch.setattr(atomic.os, "open", recorded)
     monkeypatch.setattr(atomic.fcntl, "flock", removed_first)
     assert write_text(tmp_path / "a.txt", "x").read_text() == "x"
     assert len(set(made)) == 2 and list(tmp_path.iterdir()) == [tmp_path / "a.txt"]
+
+
+def _stopped_after(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """Make ``step`` (``module.name`` in covseg.io.atomic's view) do its work on a temporary
+    file, then raise KeyboardInterrupt, as a Ctrl-C arriving during that system call is raised
+    as it returns."""
+    module, name = step.split(".")
+    owner = {"os": atomic.os, "fcntl": atomic.fcntl}[module]
+    real = getattr(owner, name)
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        done = real(*args, **kwargs)
+        if isinstance(args[0], int) or atomic.is_temporary_name(Path(args[0]).name):
+            raise KeyboardInterrupt
+        return done
+
+    monkeypatch.setattr(owner, name, stopped)
+
+
+@pytest.mark.parametrize("step", ["os.open", "fcntl.flock", "os.fstat", "os.stat"])
+def test_a_stop_while_the_temporary_is_made_leaves_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """A Ctrl-C of a cv landing as a temporary file was made (inside mkstemp, or before the
+    block that removes it) left ``fold_0/.log.XXXXXXXX.csv``, 0 bytes, in 2 of 5 tries."""
+    (tmp_path / "log.csv").write_text("epoch\n1\n")
+    _stopped_after(monkeypatch, step)
+    with pytest.raises(KeyboardInterrupt):
+        write_text(tmp_path / "log.csv", "epoch\n1\n2\n")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]
+    assert (tmp_path / "log.csv").read_text() == "epoch\n1\n"
+
+
+def test_a_stop_after_the_rename_leaves_the_file_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C landing as the temporary is renamed over the target leaves the new file, whole,
+    and no temporary."""
+    _stopped_after(monkeypatch, "os.replace")
+    with pytest.raises(KeyboardInterrupt):
+        write_text(tmp_path / "log.csv", "epoch\n1\n")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]
+    assert (tmp_path / "log.csv").read_text() == "epoch\n1\n"
 
 
 def test_the_temporaries_of_one_target_are_removed_alone(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -135,7 +136,8 @@ def refuse_inside(out: str | os.PathLike[str], folder: object, what: str, harm: 
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
 
-    Errors name ``target``, never the temporary file, which the user has not heard of.
+    Errors name ``target``, never the temporary file, which the user has not heard of. A stop
+    (Ctrl-C) landing anywhere, its making too, leaves no temporary file (:class:`_Temporary`).
     """
     target = Path(target)
     if (size := len(os.fsencode(target.name))) > NAME_MAX:
@@ -143,46 +145,97 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
                           f"allow {NAME_MAX}); pick a shorter name")
     if target.is_dir():
         raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
+    temporary = _Temporary()
     try:
-        output_folder(target.parent, holds=target).mkdir(parents=True, exist_ok=True)
-        fd, tmp = _held_temporary(target)
-    except OSError as exc:
-        raise _unwritable(target, exc) from None
-    try:
+        try:
+            output_folder(target.parent, holds=target).mkdir(parents=True, exist_ok=True)
+            tmp = temporary.make(target)
+        except OSError as exc:
+            raise _unwritable(target, exc) from None
         yield tmp
-        os.chmod(tmp, OUTPUT_MODE)  # mkstemp creates 0600; outputs follow the umask
+        os.chmod(tmp, OUTPUT_MODE)  # made 0600; outputs follow the umask
         os.replace(tmp, target)
     except OSError as exc:
         if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not no_space(exc):
             raise  # a full disk names no file when a stream is written: it is this one
         raise _unwritable(target, exc) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-        os.close(fd)  # the lock goes after the rename: no clean-up took the file before it
+        temporary.remove()  # the lock goes after the rename: no clean-up took the file before it
 
 
-def _held_temporary(target: Path) -> tuple[int, Path]:
-    """A new temporary file for ``target`` (:func:`_temporary_affixes`), open and locked
-    (``flock``, exclusive) until its descriptor is closed, so that another run's
-    :func:`remove_temporaries` leaves it while it is written; the system drops the lock of a
-    run however it ends, ``kill -9`` too. One that such a clean-up removed before the lock was
-    taken is made again; on a file system without ``flock`` (some network and FUSE mounts) it
-    is written unlocked, as before."""
-    prefix, suffix = _temporary_affixes(target)
-    while True:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+class _Temporary:
+    """The temporary file of one :func:`atomic_path`: its name is kept before the file is made
+    and its descriptor as soon as it is open, so that a stop (Ctrl-C) landing anywhere in
+    :meth:`make` leaves :meth:`remove` the file to remove. ``mkstemp`` kept both until it
+    returned, and a Ctrl-C of a cv landing there left ``fold_0/.log.XXXXXXXX.csv`` (0 bytes) in
+    2 of 5 tries."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.fd: int | None = None
+
+    def make(self, target: Path) -> Path:
+        """A new temporary file for ``target`` (:func:`_temporary_affixes`, 0600), open and
+        locked (``flock``, exclusive) until :meth:`remove`, so that another run's
+        :func:`remove_temporaries` leaves it while it is written; the system drops the lock of
+        a run however it ends, ``kill -9`` too. One that such a clean-up removed before the lock
+        was taken is made again; on a file system without ``flock`` (some network and FUSE
+        mounts) it is written unlocked, as before."""
+        prefix, suffix = _temporary_affixes(target)
+        while True:
+            self.path = target.parent / f"{prefix}{_random_letters()}{suffix}"
+            try:
+                self.fd = os.open(self.path, _NEW_FILE, 0o600)
+            except FileExistsError:
+                self.path = None  # another's: not ours to remove
+                continue
+            if self._locked():
+                return self.path
+            self.path = None  # removed by a clean-up: the name is no longer ours
+            self.close()
+
+    def _locked(self) -> bool:
+        """Lock the open file; False where a clean-up removed it before the lock was taken (the
+        lock then holds a file no name leads to)."""
+        assert self.fd is not None and self.path is not None, "called once the file is made"
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         except OSError as exc:
             if exc.errno not in _NO_FLOCK:
-                os.close(fd)
                 raise
-            return fd, Path(name)
-        with suppress(FileNotFoundError):
-            if os.fstat(fd).st_ino == os.stat(name).st_ino:
-                return fd, Path(name)
-        os.close(fd)
+            return True
+        try:
+            return os.fstat(self.fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def remove(self) -> None:
+        """Remove the file, where it is still there (the rename took it on success), then close
+        it (and so give up its lock)."""
+        if self.path is not None:
+            with suppress(FileNotFoundError):
+                self.path.unlink()
+        self.close()
+
+    def close(self) -> None:
+        """Close the file's descriptor, if open."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+"""How a temporary file is opened: made new (never another's, nor through a link), as mkstemp
+makes its files."""
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+"""The letters of a temporary name's 8 random characters (mkstemp's)."""
+
+
+def _random_letters() -> str:
+    """8 random letters of :data:`_LETTERS`, from the system's randomness: Python's ``random``
+    would take numbers from the stream a seeded training draws from."""
+    return "".join(secrets.choice(_LETTERS) for _ in range(8))
 
 
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS)
@@ -245,14 +298,14 @@ def is_temporary_name(name: str) -> bool:
 def remove_temporaries(folder: Path, suffix: str = "") -> list[Path]:
     """Delete the temporary files a killed run (``kill -9``) left in ``folder`` (those ending in
     ``suffix`` alone, where given) before it is written again; return them. One that a running
-    covseg holds (:func:`_held_temporary`) is being written, and kept."""
+    covseg holds (:class:`_Temporary`) is being written, and kept."""
     return _remove_unheld([path for path in folder.glob(f".*{suffix}")
                            if path.is_file() and is_temporary_name(path.name)]
                           if folder.is_dir() else [])
 
 
 def _remove_unheld(paths: Iterable[Path]) -> list[Path]:
-    """Delete each of ``paths`` that no process holds a lock on (:func:`_held_temporary`), or
+    """Delete each of ``paths`` that no process holds a lock on (:meth:`_Temporary.make`), or
     each where the file system has no locks; return those deleted. One we may not open (another
     user's) cannot be told unheld, and is kept."""
     removed = []
