@@ -292,8 +292,9 @@ def test_runs_moved_with_their_lung_run_resume_and_another_lung_model_is_refused
     """--lung-guide was recorded and compared as a path: a run or cross-validation moved or
     copied with its lung run (a shared folder mounted at another path on another machine) was
     refused "trained otherwise (lung_guide: /a/lungs -> /b/lungs)". A lung run is told by the
-    lung model its saved epochs record; one holding another model is still refused, and a
-    record that pins none compares the paths as before."""
+    lung model its saved epochs record; one holding another model is still refused (naming the
+    lung run they record where it still holds their model: it said to restore the one given),
+    and a record that pins none compares the paths as before."""
     first = tmp_path / "first"
     lungs, cascade, _ = _cascade(synthetic_folder, first)
     (cascade / "metrics.json").unlink()  # stopped in its last validation
@@ -316,10 +317,16 @@ def test_runs_moved_with_their_lung_run_resume_and_another_lung_model_is_refused
     (cascade / "metrics.json").unlink()
     other = tmp_path / "other"
     api.train(synthetic_folder, other, target="lung", seed=5, **TINY)
-    with pytest.raises(CovsegError, match=re.escape(
+    with pytest.raises(CovsegError, match=re.escape(  # the lung run its epochs name is gone
             f"{cascade}: the saved run was trained with another lung model than the lung run "
             f"{other} now holds")):
         api.train(synthetic_folder, cascade, lung_guide=str(other), resume=True, **TINY)
+    shutil.copytree(lungs, first / "lungs")  # there again: named, not "restore that lung run"
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{cascade}: the saved run was trained with the lung model of {first / 'lungs'}; "
+            f"resume with lung_guide=\"{first / 'lungs'}\" or pick a new out") + "$"):
+        api.train(synthetic_folder, cascade, lung_guide=str(other), resume=True, **TINY)
+    shutil.rmtree(first)
     for name in ("best.pt", "last.pt"):  # as a cascade trained before covseg recorded it
         payload = torch.load(cascade / name, weights_only=True)
         payload["meta"]["lung_guide"] = {key: payload["meta"]["lung_guide"][key]

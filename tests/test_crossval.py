@@ -326,7 +326,7 @@ def test_what_loading_mosmed_warned_of_is_in_the_run_record_and_report(tmp_path:
     data = load_dataset(root)
     assert data.notes == [
         ("2 of 7 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. p1s0),"
-         " so each is its own patient and a fold may train and test one patient's slices; name "
+         " so each is counted alone and a fold may train and test one patient's slices; name "
          "them by study or add a patients.csv (case_id,patient_id)"),
         ("3 of 7 slices are in no valid_new*.txt, so no fold tests them (study_0003_0, "
          "study_0003_1, study_0004_0); list each in one fold's test file")]
@@ -462,13 +462,13 @@ def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(tmp_path
 def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
         synthetic_folder: Path) -> None:
     """MedSeg's tr_im slices beside its rp_im volumes: the folds read "grouped by patient"
-    alone, though the slices are each their own patient."""
+    alone, though the slices are each counted alone."""
     data = load_dataset(synthetic_folder)
     data.samples[:3] = [replace(s, patient_id=s.case_id) for s in data.samples[:3]]
     assert len(data.unidentified) == 3
     assert make_folds(data, 2, 0)[1] == (
         "2-fold, grouped by patient (seed 0); 3 of the 16 slices carry no patient id and are "
-        "each their own patient, so slices of one patient among them may fall on both sides; a "
+        "each counted alone, so slices of one patient among them may fall on both sides; a "
         "patients.csv (case_id,patient_id) in the data folder groups them")
     assert make_folds(load_dataset(synthetic_folder), 2, 0)[1] == (
         "2-fold, grouped by patient (seed 0)")
@@ -1749,14 +1749,15 @@ def test_a_lung_model_trained_on_the_tested_slices_is_warned_of(
     caplog.clear()
     summary = api.cross_validate(synthetic_folder, tmp_path / "cv", lung_guide=str(lungs),
                                  **TINY_FOLDS)
-    note = (f"the lung model of lung_guide {lungs} was trained on 16 of the 16 slices the "
-            "folds test (its config.json names these data), so their lung channel comes from a "
-            "model that saw them and the scores may read higher than on unseen scans; for an "
-            "unbiased figure guide with a lung model trained on other data, or "
+    note = (f"the lung model of lung_guide {lungs} was trained or validated on 16 of the 16 "
+            "slices the folds test (its config.json names these data), so their lung channel "
+            "comes from a model that saw them and the scores may read higher than on unseen "
+            "scans; for an unbiased figure guide with a lung model trained on other data, or "
             "lung_guide=\"threshold\"")
     assert note in summary["warnings"]
-    assert caplog.text.count("was trained on 16 of the 16 slices") == 1
-    assert "was trained on 16 of the 16 slices" in (tmp_path / "cv" / "report.md").read_text()
+    assert caplog.text.count("was trained or validated on 16 of the 16 slices") == 1
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert "was trained or validated on 16 of the 16 slices" in report
     data = load_dataset(synthetic_folder)
     splits = make_folds(data, 2, 0)[0]
     record = json.loads((lungs / "config.json").read_text())
@@ -1765,7 +1766,8 @@ def test_a_lung_model_trained_on_the_tested_slices_is_warned_of(
         (lungs / "config.json").write_text(json.dumps({**record, "train_cases": cases,
                                                        "val_cases": []}))
         notes = crossval.lung_run_notes(guided, data, splits)
-        assert (notes[0].split(" was trained on ")[1].startswith(said) if said else notes == [])
+        assert (notes[0].split(" was trained or validated on ")[1].startswith(said) if said
+                else notes == [])
     (lungs / "config.json").write_text(json.dumps({**record, "data_path": str(tmp_path)}))
     assert crossval.lung_run_notes(guided, data, splits) == []  # a lung model of other data
     assert crossval.lung_run_notes(TrainConfig(lung_guide="threshold"), data, splits) == []

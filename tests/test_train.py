@@ -953,7 +953,7 @@ def test_a_finished_run_whose_best_pt_is_deleted_is_a_saved_run(
     assert train_module.train(config, data, out, resume=True, progress=False)["epochs"] == 1
 
 
-def test_a_resume_of_a_lost_model_whose_weights_file_is_gone_is_refused_as_it_was(
+def test_a_resume_of_a_lost_model_whose_weights_file_is_gone_is_refused_before_any_file_changes(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished run's best.pt deleted and its weights= file gone: a resume deleted the run's
     records (to train it again) and was then refused for the file, its metrics.json lost. It is
@@ -1029,6 +1029,36 @@ def test_a_finished_runs_files_are_kept_by_the_clean_up_of_a_stopped_resume(
         (out / name).write_text("{}")
     train_module.forget_unsaved_run(out)
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "metrics.json"]
+
+
+def test_a_stop_before_a_retrained_members_first_epoch_keeps_the_finished_member(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished ensemble whose best.pt and member0's were lost: the resume retrains member0,
+    and a stop before its first epoch found "nothing saved" (no last.pt anywhere, the run's
+    metrics.json gone) and deleted every config.json and member1's finished best.pt; the next
+    resume was refused "member1-unet finished, but its config.json is gone", one without
+    --resume "already holds a run". The finished member keeps its files, and a resume goes on."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1})
+    train_module.train(config, data, out, progress=False)  # its members' last.pt dropped
+    for lost in (out / "best.pt", out / "member0-unet" / "best.pt"):
+        lost.unlink()
+    finished = sorted(p.name for p in (out / "member1-unet").iterdir())
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members in this process
+    monkeypatch.setattr(train_module, "_start", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, data, out, resume=True, progress=False)
+    assert sorted(p.name for p in (out / "member1-unet").iterdir()) == finished
+    assert (out / "config.json").is_file()
+    monkeypatch.undo()
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert load_checkpoint(out)
+    assert isinstance(train_module.train(config, data, out, resume=True, progress=False),
+                      train_module.AlreadyTrained)
 
 
 def test_a_multiclass_run_refuses_a_threshold_and_records_none(tmp_path: Path) -> None:

@@ -118,15 +118,15 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
         how = f"{folds}-fold, grouped by patient (seed {seed})"
         alone = len(data.unidentified)
         if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
-            carry = ("carries no patient id and is its own patient" if alone == 1 else
-                     "carry no patient id and are each their own patient")
+            carry = ("carries no patient id and is counted alone" if alone == 1 else
+                     "carry no patient id and are each counted alone")
             how += (f"; {alone} of the {len(data.samples)} slices {carry}, so slices of one "
                     "patient among them may fall on "
                     "both sides; a patients.csv (case_id,patient_id) in the data folder groups "
                     "them")
     else:
-        how = (f"{folds}-fold over slices (seed {seed}): every slice is its own patient (the "
-               "data name none), so slices of one patient may fall on both sides; a patients.csv "
+        how = (f"{folds}-fold over slices (seed {seed}): every slice is counted alone (the data "
+               "name no patient), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
     return grouped_kfold(data.samples, folds, seed), how
 
@@ -765,12 +765,12 @@ def _fold_notes(config: TrainConfig, data: LoadedData,
 
 def lung_run_notes(config: TrainConfig, data: LoadedData,
                    splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
-    """A note where the lung model of ``--lung-guide RUN`` trained (or picked its epoch) on
-    slices the folds test: its run's config.json names these data (``data_path``) and lists
-    them among its ``train_cases`` or ``val_cases``. Their lung channel then comes from a
-    model that saw their lungs, so the folds may score them above unseen scans; not refused,
-    as a user may have no other lung model. Until 7 Dec only the lung model's SHA-256 was
-    checked, and a lung run trained on all of DATA guided every test fold unsaid."""
+    """A note where the lung model of ``--lung-guide RUN`` trained or validated (picked its
+    epoch) on slices the folds test: its run's config.json names these data (``data_path``)
+    and lists them among its ``train_cases`` or ``val_cases``. Their lung channel then comes
+    from a model that saw their lungs, so the folds may score them above unseen scans; not
+    refused, as a user may have no other lung model. Until 7 Dec only the lung model's SHA-256
+    was checked, and a lung run trained on all of DATA guided every test fold unsaid."""
     guide = config.guide()
     if guide is None or guide.source == THRESHOLD:
         return []
@@ -784,11 +784,12 @@ def lung_run_notes(config: TrainConfig, data: LoadedData,
     overlap = len(tested & seen)
     if not overlap:
         return []
-    return [(f"the lung model of {option_name('lung_guide')} {guide.source} was trained on "
-            f"{overlap} of the {counted(len(tested), 'slice')} the folds test (its config.json "
-            "names these data), so their lung channel comes from a model that saw them and the "
-            "scores may read higher than on unseen scans; for an unbiased figure guide with a "
-            f"lung model trained on other data, or {option_given('lung_guide', THRESHOLD)}")]
+    return [(f"the lung model of {option_name('lung_guide')} {guide.source} was trained or "
+             f"validated on {overlap} of the {counted(len(tested), 'slice')} the folds test "
+             "(its config.json names these data), so their lung channel comes from a model that "
+             "saw them and the scores may read higher than on unseen scans; for an unbiased "
+             "figure guide with a lung model trained on other data, or "
+             f"{option_given('lung_guide', THRESHOLD)}")]
 
 
 def _class_notes(config: TrainConfig, data: LoadedData,

@@ -490,7 +490,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     if saved:
         refuse_if_held(out)  # a run writing there: named, its files not judged midway
         config = _check_run_folder(out, config, resume, fingerprint, split, weights)
-        finished = _already_trained(out)
+        finished = _already_trained(out, lost_network(out))
         if finished is not None:
             return finished
     # held from the check that the folder is empty (or resumable) to the end: a second run into
@@ -500,9 +500,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
             config = _check_run_folder(out, config, resume, fingerprint, split, weights)
         # a resume that ended in between may have finished it; its model is judged here
         lost = lost_network(out)
-        done = finished_metrics(out) if lost is None else None
+        done = _already_trained(out, lost)
         if done is not None:
-            return AlreadyTrained(done)
+            return done
         refuse_gone_weights(out, config, [out])
         # before the clean-up: a refused resume leaves every file as it was
         pin = pin_lungs(config, out) if lung_sha256 is None else lung_sha256
@@ -532,11 +532,12 @@ def drop_resume_state(out: Path) -> None:
         last.unlink(missing_ok=True)
 
 
-def _already_trained(out: Path) -> AlreadyTrained | None:
+def _already_trained(out: Path, lost: str | None) -> AlreadyTrained | None:
     """The metrics of the finished run ``out`` holds (nothing left to train), None for none or
-    where its model is lost (:func:`lost_network`: trained again)."""
-    finished = finished_metrics(out) if holds_saved_run(out) else None
-    return None if finished is None or lost_network(out) is not None else AlreadyTrained(finished)
+    where its model is lost (``lost``: :func:`lost_network`'s why, worked out once by the
+    caller, which then trains it again)."""
+    finished = finished_metrics(out) if lost is None else None
+    return None if finished is None else AlreadyTrained(finished)
 
 
 def lost_network(out: Path) -> str | None:
@@ -570,25 +571,21 @@ def finished_metrics(out: Path) -> dict[str, Any] | None:
     return read_record(out / "metrics.json")
 
 
-def _has_checkpoint(out: Path) -> bool:
-    """Whether a run (or any member of an ensemble) saved an epoch into ``out``."""
-    return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
-
-
 SAVED_RUN_FILES = ("best.pt", "last.pt", "metrics.json")
 """The files whose presence makes a folder (or an ensemble member's in it) a saved run
 (:func:`holds_saved_run`): a checkpoint, or a finished run's metrics.json."""
 
 
-def holds_saved_run(out: Path) -> bool:
+def holds_saved_run(out: Path, files: Sequence[str] = SAVED_RUN_FILES) -> bool:
     """Whether ``out`` holds a covseg run's records, refused without --resume: any checkpoint,
     or a finished run's metrics.json, its own or an ensemble member's (a --resume trains a
     model lost since again: :func:`lost_network`). A finished run whose best.pt was deleted (its
     last.pt goes at its end) was no saved run, and a run of another recipe trained over it
     unchecked. A config.json and lock file alone, left by a run killed before its first epoch,
-    are replaced by the next run."""
+    are replaced by the next run. ``files``: which of them count (:func:`forget_unsaved_run`
+    leaves a best.pt alone out)."""
     return any((folder / name).exists() for folder in (out, *out.glob("member*"))
-               for name in SAVED_RUN_FILES)
+               for name in files)
 
 
 FINISHED_RECORDS = ("metrics.json", "fold_metrics.json", "best.pt", "last.pt")
@@ -617,9 +614,12 @@ def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
     a best.pt saved without its last.pt (a stop between the two saves of the first epoch: kept
     alone, predict loaded it as a finished model), a lock file no run holds, and the folders it
     ``made`` (deepest first: the run's, a fold's, a cross-validation's) that are left empty, so
-    that a run refused or stopped that early leaves no folder behind. A finished run (its
-    metrics.json) is left as it is."""
-    if _has_checkpoint(out) or (out / "metrics.json").exists():
+    that a run refused or stopped that early leaves no folder behind. A saved run
+    (:func:`holds_saved_run`, a best.pt alone aside) is left as it is: a finished member's
+    metrics.json too, beside a member trained again (its model lost), whose stop before its
+    first epoch deleted the finished member's best.pt and every config.json until 7 Dec (no
+    resume could go on)."""
+    if holds_saved_run(out, ("last.pt", "metrics.json")):
         return
     for name in ("config.json", "best.pt"):
         for record in (out / name, *out.glob(f"member*/{name}")):
@@ -816,7 +816,7 @@ def pin_lungs(config: TrainConfig, out: Path) -> str | None:
     guide, now = lungs
     recorded = _recorded_lung_sha256(_command_folders(out))
     if recorded is not None and recorded[1] != now:
-        raise _other_lungs(out, *recorded, now, guide.source)
+        raise _other_lungs(out, recorded, now, guide.source)
     return now
 
 
@@ -849,32 +849,42 @@ def refuse_retrained_lungs(config: TrainConfig, out: Path, pin: str | None) -> N
     if lungs is None:
         return
     guide, now = lungs
-    recorded = _recorded_lung_sha256([out]) if pin is None else (out, pin)
+    recorded = _recorded_lung_sha256([out]) if pin is None else (out, pin, guide.source)
     if recorded is not None and recorded[1] != now:
-        raise _other_lungs(out, *recorded, now, guide.source,
+        raise _other_lungs(out, recorded, now, guide.source,
                            "put the original lung run back and run the same command with "
                            f"{option_name('resume')}")
 
 
-def _other_lungs(out: Path, folder: Path, digest: str, now: str, source: str,
+def _other_lungs(out: Path, recorded: tuple[Path, str, str], now: str, source: str,
                  advice: str | None = None) -> CovsegError:
-    """The refusal of a network trained into ``out`` whose command's saved epochs (in
-    ``folder``) record the lung model ``digest`` while the lung run ``source`` holds ``now``;
-    ``advice``: what to do (else restore the lung run or train elsewhere)."""
+    """The refusal of a network trained into ``out`` whose command's saved epochs record
+    (``recorded``: in which folder, :func:`_recorded_lung_sha256`) the lung model ``digest``
+    while the lung run ``source`` holds ``now``; ``advice``: what to do (else restore the lung
+    run or train elsewhere). Given another lung run than the one they record, which still holds
+    their lung model, it names that one (a resume given the wrong lung run was told to restore
+    the one it named)."""
+    from covseg.volumes import model_hash  # it imports this module
+
+    folder, digest, trained = recorded
     saved = "the saved run was" if folder == out else f"{folder} was"
+    if advice is None and trained != source and model_hash(trained) == digest:
+        return CovsegError(f"{out}: {saved} trained with the lung model of {trained}; resume "
+                           f"with {option_given('lung_guide', trained)} or pick a new "
+                           f"{option_name('out')}")
     advice = advice or f"restore that lung run or pick a new {option_name('out')}"
     return CovsegError(f"{out}: {saved} trained with another lung model than the lung run "
                        f"{source} now holds (SHA-256 {digest[:12]}... at training, now "
                        f"{now[:12]}...); {advice}")
 
 
-def _recorded_lung_sha256(folders: Iterable[Path]) -> tuple[Path, str] | None:
-    """The folder and SHA-256 of the lung model that the first of ``folders`` (a network's, or
-    its command's: :func:`_command_folders`, which a user's own run named ``fold_1`` is not
-    among) to hold saved epochs of a cascade records in their meta, whatever path its lung run
-    had there (one lung run is one model: moved, or seen at another mount, it is the same);
-    None where none is saved or records one. A checkpoint that does not load is left to the
-    resume to refuse."""
+def _recorded_lung_sha256(folders: Iterable[Path]) -> tuple[Path, str, str] | None:
+    """The folder, SHA-256 and lung run (its path then) of the lung model that the first of
+    ``folders`` (a network's, or its command's: :func:`_command_folders`, which a user's own run
+    named ``fold_1`` is not among) to hold saved epochs of a cascade records in their meta,
+    whatever path its lung run had there (one lung run is one model: moved, or seen at another
+    mount, it is the same); None where none is saved or records one. A checkpoint that does not
+    load is left to the resume to refuse."""
     for folder in folders:
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
@@ -884,7 +894,7 @@ def _recorded_lung_sha256(folders: Iterable[Path]) -> tuple[Path, str] | None:
             except (CovsegError, AttributeError):
                 continue
             if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
-                return folder, guide["sha256"]
+                return folder, guide["sha256"], str(guide.get("source"))
     return None
 
 
@@ -1185,10 +1195,11 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
 
     from covseg.augmentation import augmentation
 
-    finished = _already_trained(out)
+    lost = lost_network(out)
+    finished = _already_trained(out, lost)
     if finished is not None:
         return finished
-    _forget_finished_records(out, lost_network(out))  # a member's (a run's went in _train)
+    _forget_finished_records(out, lost)  # a member's (a run's went in _train)
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]

@@ -76,7 +76,7 @@ def test_slices_without_patient_ids_say_the_patients_are_unknown(
     assert ": 52 slices, patient ids unknown: each slice counted alone, target" in data.describe()
     assert data.notes[0] == (
         "52 of 52 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. "
-        "medseg_0000), so each is its own patient and a fold may train and test one patient's "
+        "medseg_0000), so each is counted alone and a fold may train and test one patient's "
         "slices; name them by study or add a patients.csv (case_id,patient_id)")
     assert data.notes[0] in caplog.text
     _, doctor = _infnet_tree(tmp_path, 4)
@@ -329,7 +329,7 @@ def test_fold_description_says_when_slices_stand_for_patients(synthetic_folder: 
     grouped = load_dataset(synthetic_folder)
     assert make_folds(grouped, 2, 0)[1] == "2-fold, grouped by patient (seed 0)"
     ungrouped = load_dataset(shared("infnet-covid-semiseg"))
-    assert "every slice is its own patient" in make_folds(ungrouped, 5, 0)[1]
+    assert "every slice is counted alone" in make_folds(ungrouped, 5, 0)[1]
 
 
 def test_medseg_png_folders(tmp_path: Path) -> None:
@@ -997,7 +997,7 @@ def test_mosmed_2d_takes_a_patients_csv_and_warns_of_slices_of_no_patient(
     data = load_dataset(root)
     assert {s.patient_id for s in data.samples} == {"p1s0", "p1s1", "study_0002", "study_0003"}
     assert ("2 of 6 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. "
-            "p1s0), so each is its own patient" in caplog.text)
+            "p1s0), so each is counted alone" in caplog.text)
     assert [r.getMessage().count("\n") for r in caplog.records if "no study" in r.getMessage()
             ] == [0]
     caplog.clear()
@@ -1456,7 +1456,9 @@ def test_one_image_file_under_two_names_is_one_patient(tmp_path: Path, synthetic
                                                          caplog: pytest.LogCaptureFixture,
                                                          link: str) -> None:
     """A hard link (or two symlinks to one git-annex object) of a slice under another name was
-    another patient, so a fold trained on the very image and mask it then tested."""
+    another patient, so a fold trained on the very image and mask it then tested. The
+    patients.csv that does not name the link does not call it its own patient (it did, before
+    the warning of the link)."""
     data_dir = shutil.copytree(synthetic_folder, tmp_path / "data")
     for folder, suffix in (("images", ".npy"), ("masks", ".png")):
         original = data_dir / folder / f"synthetic_p000_s00{suffix}"
@@ -1481,6 +1483,7 @@ def test_one_image_file_under_two_names_is_one_patient(tmp_path: Path, synthetic
     assert "images/other_case.npy and images/synthetic_p000_s00.npy" in note
     assert "one patient, synthetic_p000," in note
     assert "\n" not in note and note in caplog.text
+    assert "patients.csv does not name" not in caplog.text
 
 
 def test_masks_that_are_one_file_join_no_patients(tmp_path: Path, synthetic_folder: Path

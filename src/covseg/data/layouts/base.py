@@ -1015,7 +1015,8 @@ def read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc
     their names (:func:`study_patient`)."""
     patients = read_patients_csv(root)
     samples = read_volume_pairs(pairs, options, desc, patients)
-    check_patients_listed(patients, [], study_cases(pairs))
+    check_patients_listed(patients, [], study_cases(pairs),
+                          grouped=linked_cases(pairs).__contains__)
     return samples
 
 
@@ -1195,6 +1196,15 @@ def _linked_files(files: Iterable[str]) -> list[tuple[str, str]]:
         if seen != file:
             linked.append((file, seen))
     return linked
+
+
+def linked_cases(pairs: Sequence[tuple[str, Path, Path]], case_prefix: str = "") -> set[str]:
+    """The names a patients.csv gives the pairs (case, image, mask) whose image is another's
+    under a second name (:func:`_linked_files`), both names: loading makes them one patient
+    (:func:`join_linked_files`, whose note says so), so a table that misses one of them is not
+    said to leave it its own patient (:func:`check_patients_listed`'s ``grouped``)."""
+    named = {str(image): _prefixed(case_prefix, stem) for stem, image, _ in pairs}
+    return {named[file] for link in _linked_files(named) for file in link}
 
 
 def _joined_patients(pairs: Sequence[tuple[str, str]], slices: Counter[str]

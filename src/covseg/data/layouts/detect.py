@@ -373,7 +373,7 @@ def unidentified_note(data: LoadedData) -> str:
     told = (f"{'names' if one else 'name'} no study (study_NNNN_K)" if study else
             f"{'carries' if one else 'carry'} no patient id")
     return (f"{len(alone)} of {counted(len(data.samples), 'slice')} {told} and no patients.csv "
-            f"names {them(len(alone))} (e.g. {alone[0]}), so each is its own patient and a fold "
+            f"names {them(len(alone))} (e.g. {alone[0]}), so each is counted alone and a fold "
             "may train and test one patient's slices; "
             f"{'name them by study or ' if study else ''}add a patients.csv (case_id,patient_id)")
 
