@@ -1771,3 +1771,18 @@ def test_a_lung_model_trained_on_the_tested_slices_is_warned_of(
     (lungs / "config.json").write_text(json.dumps({**record, "data_path": str(tmp_path)}))
     assert crossval.lung_run_notes(guided, data, splits) == []  # a lung model of other data
     assert crossval.lung_run_notes(TrainConfig(lung_guide="threshold"), data, splits) == []
+
+
+def test_a_resume_in_the_second_its_fold_started_continues_that_command(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``started_utc`` is to the second: a --resume begun in the second a finished fold of an
+    earlier command (``--fold 0``) started took no fold as earlier, and its summary named the
+    resume as the run's start and listed no resume (the cascade test of moved runs failed so
+    when the machine was quiet). A fold finished as the resume began is an earlier command's."""
+    out = tmp_path / "cv"
+    api.cross_validate(synthetic_folder, out, fold=0, **TINY_FOLDS)
+    started = json.loads((out / "fold_0" / "config.json").read_text())["started_utc"]
+    monkeypatch.setattr(crossval, "utc_now", lambda: started)
+    summary = api.cross_validate(synthetic_folder, out, resume=True, **TINY_FOLDS)
+    assert summary["started_utc"] == started
+    assert len(summary["resumed_by"]) == 1

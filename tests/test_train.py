@@ -1469,7 +1469,7 @@ def test_log_gives_the_learning_rate_each_epoch_trained_with(tiny_run: Path) -> 
     ({"augment": "medium"}, r"unknown augmentation 'medium'; choose one of none, light, heavy$"),
     ({"loss": "structure", "target": "multiclass"},
      (r"--loss structure is binary \(one output\): with --target multiclass use one of dice, "
-      r"focal, focal\+dice, tversky, ce\+dice$")),
+      r"bce\+dice \(recorded as ce\+dice\), focal, focal\+dice, tversky, ce\+dice$")),
     ({"loss": "bce", "target": "multiclass"}, r"--loss bce is binary"),
 ])
 def test_unknown_names_and_binary_losses_for_multiclass_are_refused_before_data_are_read(

@@ -1087,10 +1087,12 @@ def _killed_commands(out: Path, begun: Begun) -> dict[str, Any] | None:
     ``started_utc`` that fold's start, after the data were read), the resumes the folds list
     under ``resumed_by``, and the seconds each ran until its last write in ``out`` (the time
     after it, until the kill, is lost). The summary recorded the resume that finished the run
-    as its start, with its own 0.1 s as the run time. None where no fold began before."""
+    as its start, with its own 0.1 s as the run time. A fold finished as ``begun`` began is an
+    earlier command's though it started in the same second (``started_utc`` is to the second:
+    a resume within it was taken for the run's start). None where no fold began before."""
     began = [(k, record) for k in range(len(begun.saved))
              if (record := read_record(out / f"fold_{k}" / "config.json")) is not None
-             and _before(record, begun.utc)]
+             and (begun.saved[k][0] or _before(record, begun.utc))]
     if not began:
         return None
     k, first = min(began, key=lambda item: item[1]["started_utc"])

@@ -1038,7 +1038,7 @@ def test_mosmed_slices_without_split_files_take_their_study(
         "other_1": "other_1"}
     splits, how = make_folds(data, 2, seed=0)
     assert how.startswith("2-fold, grouped by patient (seed 0); 1 of the 7 slices carries no "
-                          "patient id and is its own patient, so slices of one patient")
+                          "patient id and is counted alone, so slices of one patient")
     by_case = {s.case_id: s.patient_id for s in data.samples}
     for train, test in splits:
         assert not {by_case[c] for c in train} & {by_case[c] for c in test}
