@@ -74,7 +74,7 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     check_patients_listed(patients, cases, study_cases(volumes),
                           grouped=linked_cases(volumes).__contains__)
     data = loaded(samples, "medseg", root, options, volumes=len(volumes))
-    data.notes = notes
+    data.notes.extend(notes)
     return data
 
 
