@@ -1548,6 +1548,31 @@ def test_medseg_and_mosmed_keep_the_note_of_a_linked_file(tmp_path: Path, layout
     assert all(any(n.startswith(told) for n in data.notes) for told in own)
 
 
+def test_a_load_stats_its_images_once_where_its_patients_csv_misses_none(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which images are one file under two names was worked out twice a load, every image
+    stat'd for the patients.csv check (with no patients.csv too) and again by loading's join:
+    the check works it out only where its table misses a case."""
+    from covseg.data.layouts import base
+
+    calls = []
+    found = base._linked_files
+
+    def counted_linked_files(files: Iterable[str]) -> list[tuple[str, str]]:
+        calls.append(files)
+        return found(files)
+
+    monkeypatch.setattr(base, "_linked_files", counted_linked_files)
+    load_dataset(synthetic_folder)  # its patients.csv names every slice
+    assert len(calls) == 1
+    hu, lesions = _hu_volume(slices=2)
+    for scan in ("coronacases_001", "coronacases_002"):
+        _save_nifti(tmp_path / "ct_scans" / f"{scan}.nii.gz", hu)
+        _save_nifti(tmp_path / "infection_mask" / f"{scan}.nii.gz", lesions)
+    assert load_dataset(tmp_path).layout == "zenodo"  # no patients.csv
+    assert len(calls) == 2
+
+
 def test_synthetic_generator_is_deterministic() -> None:
     a = load_dataset("synthetic:5")
     b = load_dataset("synthetic:5")
