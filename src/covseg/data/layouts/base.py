@@ -1098,12 +1098,11 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
     return patients
 
 
-RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
-"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's 20 volumes, and
-Kaggle's through :func:`~covseg.io.image.case_key`); the case is the patient."""
-CORONACASES_SCAN = re.compile(r"coronacases_\d+(?=_|$)")
-"""A coronacases volume's name, ``coronacases_<NNN>`` (Zenodo's ten, and Kaggle's
-``coronacases_org_<NNN>`` through :func:`~covseg.io.image.case_key`): one patient each."""
+SCAN_PATIENT = re.compile(r"(radiopaedia_\d+)_\d+_\d+|(coronacases_\d+)(?=_|$)")
+"""A public scan's name, its patient in the group that matched: a Radiopaedia scan's
+``radiopaedia_<case>_<study>_<series>``, whose case is the patient, or a coronacases volume's
+``coronacases_<NNN>``, one patient each (Zenodo's 20 volumes, and Kaggle's through
+:func:`~covseg.io.image.case_key`)."""
 
 
 def study_patient(study: str) -> str:
@@ -1117,12 +1116,8 @@ def study_patient(study: str) -> str:
     case (``radiopaedia_10_85902_1_12``, ``coronacases_001_3`` or ``coronacases_org_001_3``,
     slices as other tools name them), so that a slice leaks no patient across folds for a name
     covseg did not write."""
-    key = case_key(study)
-    match = RADIOPAEDIA_SCAN.match(key)
-    if match:
-        return match.group(1)
-    match = CORONACASES_SCAN.match(key)
-    return match.group(0) if match else study
+    match = SCAN_PATIENT.match(case_key(study))
+    return (match.group(1) or match.group(2)) if match else study
 
 
 def mosmed_patient(stem: str) -> str:
