@@ -148,9 +148,10 @@ RESUME_HELP = {
 """--resume's help, by command: each says what it continues, train no folds."""
 
 
-def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
+def _add_train_options(parser: argparse.ArgumentParser, command: str,
+                       single_model: bool = True) -> None:
+    """The options of ``command`` (train, cv or compare) that train networks."""
     _add_data_options(parser)
-    command = parser.prog.rpartition(" ")[2]
     parser.add_argument("--out", required=True, metavar="RUN" if command == "train" else "DIR",
                         help="output folder")
     if single_model:
@@ -328,8 +329,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in args.inputs:  # CT volumes go on to predict_batch, past the API's check
         refuse_unexpanded_home(item)
     kinds = [api.input_kind(Path(item)) for item in args.inputs]
-    api.checked_out(args.out, held=api.VOLUME_MASKS if api.VOLUMES in kinds else api.IMAGE_MASKS)
-    if api.VOLUMES in kinds:
+    if api.VOLUMES in kinds:  # 2D images go on to api.predict, which checks --out itself
+        api.checked_out(args.out, held=api.VOLUME_MASKS)
         if api.IMAGES in kinds:
             image, volume = (args.inputs[kinds.index(kind)] for kind in (api.IMAGES, api.VOLUMES))
             raise CovsegError(f"give either 2D images or CT volumes to one predict call, not both "
@@ -669,11 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_visualize)
 
     p = sub.add_parser("train", help="train a model (default: two MiniSeg networks, averaged)")
-    _add_train_options(p)
+    _add_train_options(p, "train")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
-    _add_train_options(p)
+    _add_train_options(p, "cv")
     p.add_argument("--folds", type=int, metavar="K", help=FOLDS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based; with split files the K-th pair in number "
@@ -690,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="cross-validate several models on identical folds",
                        usage="%(prog)s DATA --models NAME[:KEY=VALUE,...] [NAME ...] --out DIR "
                              "[options]")
-    _add_train_options(p, single_model=False)
+    _add_train_options(p, "compare", single_model=False)
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
                    help="models to compare; the first is the baseline (e.g. unet resunet); "
                         "they take every name up to the next option, so give DATA before "

@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import IO, Any, Literal
@@ -299,8 +299,16 @@ def remove_temporaries(folder: Path, suffix: str = "") -> list[Path]:
     """Delete the temporary files a killed run (``kill -9``) left in ``folder`` (those ending in
     ``suffix`` alone, where given) before it is written again; return them. One that a running
     covseg holds (:class:`_Temporary`) is being written, and kept."""
-    return _remove_unheld([path for path in folder.glob(f".*{suffix}")
-                           if path.is_file() and is_temporary_name(path.name)]
+    return _remove_temporaries_named(
+        folder, lambda name: name.endswith(suffix) and is_temporary_name(name))
+
+
+def _remove_temporaries_named(folder: Path, named: Callable[[str], bool]) -> list[Path]:
+    """Delete the hidden files in ``folder`` whose names ``named`` tells a temporary file's
+    and that no run holds (:func:`_remove_unheld`); return them. None where ``folder`` is no
+    folder (not made yet)."""
+    return _remove_unheld([path for path in folder.glob(".*")
+                           if path.is_file() and named(path.name)]
                           if folder.is_dir() else [])
 
 
@@ -349,10 +357,7 @@ def remove_temporaries_of(target: Path) -> list[Path]:
     other targets may be another run's, being written."""
     prefix, suffix = _temporary_affixes(target)
     own = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
-    folder = target.parent
-    return _remove_unheld([path for path in folder.glob(".*")
-                           if path.is_file() and own.match(path.name)]
-                          if folder.is_dir() else [])
+    return _remove_temporaries_named(target.parent, lambda name: own.match(name) is not None)
 
 
 def _unwritable(target: Path, exc: OSError) -> CovsegError:

@@ -894,14 +894,18 @@ def study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
 
 def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, str]],
                            studies: Sequence[tuple[str, str]] = (), warn: bool = True,
-                           grouped: Callable[[str], bool] = lambda stem: False) -> None:
+                           grouped: Callable[[str], bool] = lambda stem: False,
+                           pairs: Sequence[tuple[str, Path, Path]] = (),
+                           case_prefix: str = "") -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
-    some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
-    says their names group, as a MosMed slice's study does; among the data's notes, so in its
-    records too: :func:`~covseg.transforms.warn_in_read`), naming the rows that match no
-    case (a misspelled name leaves its slice its own patient, and folds may then split that
-    patient). Rows beyond the data are no mistake alone: a table may cover more than is read
-    (all of MosMedData's studies, a set's test slices)."""
+    some a risk, warned of unless ``warn`` is off (among the data's notes, so in its records
+    too: :func:`~covseg.transforms.warn_in_read`), naming the rows that match no case (a
+    misspelled name leaves its slice its own patient, and folds may then split that patient).
+    Not warned of: the slices that ``grouped`` says their names group, as a MosMed slice's
+    study does, and the cases of ``pairs`` (case, image, mask; case ids ``case_prefix`` +
+    stem) whose image loading joins to another's patient (:func:`_linked_cases`). Rows beyond
+    the data are no mistake alone: a table may cover more than is read (all of MosMedData's
+    studies, a set's test slices)."""
     cases = [*slices, *studies]
     if not patients or not cases:
         return
@@ -922,8 +926,12 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
             ("slice", "", slices), ("study", "studies", studies)) if given)
         raise CovsegError(f"patients.csv names none of the {listed}; its case_id is "
                           + ", or ".join(names))
+    if not warn:
+        return
     missing = [case for case in missing if not grouped(case)]
-    if missing and warn:
+    linked = _linked_cases(pairs, case_prefix) if missing else set()  # stat only if needed
+    missing = [case for case in missing if case not in linked]
+    if missing:
         warn_in_read("patients.csv", f"patients.csv does not name {len(missing)} of "
                      f"{len(cases)} {kind} (e.g. {missing[0]}): {_unnamed_patients(missing)}"
                      f"{_unmatched_rows(unknown)}")
@@ -1015,8 +1023,7 @@ def read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc
     their names (:func:`study_patient`)."""
     patients = read_patients_csv(root)
     samples = read_volume_pairs(pairs, options, desc, patients)
-    check_patients_listed(patients, [], study_cases(pairs),
-                          grouped=linked_cases(pairs).__contains__)
+    check_patients_listed(patients, [], study_cases(pairs), pairs=pairs)
     return samples
 
 
@@ -1091,12 +1098,11 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
     return patients
 
 
-RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
-"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's 20 volumes, and
-Kaggle's through :func:`~covseg.io.image.case_key`); the case is the patient."""
-CORONACASES_SCAN = re.compile(r"coronacases_\d+(?=_|$)")
-"""A coronacases volume's name, ``coronacases_<NNN>`` (Zenodo's ten, and Kaggle's
-``coronacases_org_<NNN>`` through :func:`~covseg.io.image.case_key`): one patient each."""
+SCAN_PATIENT = re.compile(r"(radiopaedia_\d+)_\d+_\d+|(coronacases_\d+)(?=_|$)")
+"""A public scan's name, its patient in the group that matched: a Radiopaedia scan's
+``radiopaedia_<case>_<study>_<series>``, whose case is the patient, or a coronacases volume's
+``coronacases_<NNN>``, one patient each (Zenodo's 20 volumes, and Kaggle's through
+:func:`~covseg.io.image.case_key`)."""
 
 
 def study_patient(study: str) -> str:
@@ -1110,12 +1116,8 @@ def study_patient(study: str) -> str:
     case (``radiopaedia_10_85902_1_12``, ``coronacases_001_3`` or ``coronacases_org_001_3``,
     slices as other tools name them), so that a slice leaks no patient across folds for a name
     covseg did not write."""
-    key = case_key(study)
-    match = RADIOPAEDIA_SCAN.match(key)
-    if match:
-        return match.group(1)
-    match = CORONACASES_SCAN.match(key)
-    return match.group(0) if match else study
+    match = SCAN_PATIENT.match(case_key(study))
+    return (match.group(1) or match.group(2)) if match else study
 
 
 def mosmed_patient(stem: str) -> str:
@@ -1198,11 +1200,12 @@ def _linked_files(files: Iterable[str]) -> list[tuple[str, str]]:
     return linked
 
 
-def linked_cases(pairs: Sequence[tuple[str, Path, Path]], case_prefix: str = "") -> set[str]:
+def _linked_cases(pairs: Sequence[tuple[str, Path, Path]], case_prefix: str = "") -> set[str]:
     """The names a patients.csv gives the pairs (case, image, mask) whose image is another's
     under a second name (:func:`_linked_files`), both names: loading makes them one patient
     (:func:`join_linked_files`, whose note says so), so a table that misses one of them is not
-    said to leave it its own patient (:func:`check_patients_listed`'s ``grouped``)."""
+    said to leave it its own patient (:func:`check_patients_listed`, the one caller, which
+    stats the images only where such a table misses some case)."""
     named = {str(image): _prefixed(case_prefix, stem) for stem, image, _ in pairs}
     return {named[file] for link in _linked_files(named) for file in link}
 

@@ -14,7 +14,6 @@ from covseg.data.layouts.base import (
     Sample,
     check_patients_listed,
     files,
-    linked_cases,
     loaded,
     mosmed_patient,
     only_dir,
@@ -75,10 +74,9 @@ def read_pairs(root: Path, pairs: list[tuple[str, Path, Path]], options: ReadOpt
     slices = [p for p in pairs if not is_mask_volume(p[1])]
     patients = read_patients_csv(root)
     by_slice, studies = study_rows(patients, slices, _study_of_slice)
-    linked = linked_cases(pairs)
     check_patients_listed(by_slice, slice_cases(slices), study_cases(volumes) + studies,
                            grouped=lambda case: _slice_study(case) is not None
-                           or (case, case) in studies or case in linked)
+                           or (case, case) in studies, pairs=pairs)
     samples = read_volume_pairs(volumes, options, "reading volumes", patients)
     samples += read_2d_pairs(slices, options,
                               slice_patients(root, by_slice, slices, _study_of_slice),

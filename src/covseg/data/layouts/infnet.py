@@ -15,7 +15,6 @@ from covseg.data.layouts.base import (
     Sample,
     check_patients_listed,
     files,
-    linked_cases,
     loaded,
     pair,
     patient_of,
@@ -95,6 +94,6 @@ def _read_slices(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc
     """A public slice set's slices (case ids ``case_prefix`` + stem), grouped by ``patients``
     (its patients.csv; empty without one)."""
     samples = read_2d_pairs(pairs, options, patients, desc, case_prefix=case_prefix)
-    check_patients_listed(patients, slice_cases(pairs, case_prefix),
-                          grouped=linked_cases(pairs, case_prefix).__contains__)
+    check_patients_listed(patients, slice_cases(pairs, case_prefix), pairs=pairs,
+                          case_prefix=case_prefix)
     return samples

@@ -17,7 +17,6 @@ from covseg.data.layouts.base import (
     check_patients_listed,
     files,
     first_dir,
-    linked_cases,
     listed,
     loaded,
     pair,
@@ -71,10 +70,9 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
                      f"not read for {target_option('lung')}; the {len(volumes)} rp_im/ volumes "
                      "with rp_lung_msk/ are")
     samples = slices + read_volume_pairs(volumes, options, "reading MedSeg volumes", patients)
-    check_patients_listed(patients, cases, study_cases(volumes),
-                          grouped=linked_cases(volumes).__contains__)
+    check_patients_listed(patients, cases, study_cases(volumes), pairs=volumes)
     data = loaded(samples, "medseg", root, options, volumes=len(volumes))
-    data.notes = notes
+    data.notes.extend(notes)
     return data
 
 

@@ -69,7 +69,7 @@ def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
         notes.append(f"the split files are numbered {', '.join(map(str, numbers))}, not "
                      f"1..{len(numbers)}, so the folds' numbers are not theirs (fold K is the "
                      f"K-th pair in number order): {split_files_note(data)}")
-    data.notes = notes
+    data.notes.extend(notes)
     return data
 
 
@@ -285,7 +285,7 @@ def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
              if skipped]
     samples = read_studies(pairs, options, "reading MosMed studies", root)
     data = loaded(samples, "mosmed-3d", root, options, volumes=len(pairs))
-    data.notes = notes
+    data.notes.extend(notes)
     return data
 
 
