@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,26 @@ def test_runs_moved_with_their_lung_run_resume_and_another_lung_model_is_refused
     shutil.copytree(lungs, again)
     with pytest.raises(CovsegError, match=re.escape(f"(lung_guide: {lungs} -> {again})")):
         api.train(synthetic_folder, cascade, lung_guide=str(again), resume=True, **TINY)
+
+
+@pytest.mark.usefixtures("last_pt_kept")
+def test_a_moved_cascade_s_resume_loads_its_checkpoint_once_to_tell_its_lung_model(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lung model a run's saved epochs record was read by loading the whole checkpoint:
+    a resume with its lung run at another place loaded it twice, to find the lung run moved and
+    to pin it, a cross-validation again for each fold. Once for each file identity now."""
+    first = tmp_path / "first"
+    _cascade(synthetic_folder, first)
+    (first / "cascade" / "metrics.json").unlink()  # stopped in its last validation
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    time.sleep(0.2)  # older than RECENT_NS: its file times tell a rewrite
+    module = importlib.import_module("covseg.train")  # covseg.train is also the function
+    loads = calls_counted(monkeypatch, module, "load_checkpoint")
+    api.train(synthetic_folder, moved / "cascade", lung_guide=str(moved / "lungs"), resume=True,
+              **TINY)
+    assert [Path(args[0]).name for args in loads].count("best.pt") == 1
 
 
 def test_a_fold_started_after_the_lung_run_was_retrained_is_refused(

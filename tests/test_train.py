@@ -919,6 +919,17 @@ def test_a_finished_run_whose_best_pt_is_lost_is_told_so_and_trained_again_on_re
                       train_module.AlreadyTrained)
 
 
+def test_a_run_tells_once_whether_its_model_is_finished_or_lost(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run told under its lock whether the model in its folder was finished or lost, then
+    told it again as its network started, which only an ensemble's members (not told under the
+    run's lock) need: once now."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    calls = calls_counted(monkeypatch, train_module, "lost_network")
+    train_module.train(TrainConfig(**{**TINY, "epochs": 1}), data, out, progress=False)
+    assert calls == [(out,)]
+
+
 @pytest.mark.parametrize("left", ["config.json and metrics.json", "metrics.json"])
 def test_a_finished_run_whose_best_pt_is_deleted_is_a_saved_run(
         tmp_path: Path, synthetic_folder: Path, left: str,

@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from covseg.cascade import THRESHOLD
-from covseg.checkpoint import final_model_step, fold_folders, fold_index, lost_model, recipe_model
+from covseg.checkpoint import (
+    checkpoint_file,
+    final_model_step,
+    fold_folders,
+    fold_index,
+    lost_model,
+    recipe_model,
+)
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
@@ -336,8 +343,7 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
              ) -> tuple[dict[str, Any], TrainConfig, int, list[str], set[str]]:
         saved = lung_run_found(fold_dir, TrainConfig.from_dict(record["config"]), config)
         slices = len(record["train_cases"])
-        trained = set(record["train_cases"]) | set(record["val_cases"])
-        return record, saved, slices, saved.differences(config, slices), trained
+        return record, saved, slices, saved.differences(config, slices), _recorded_cases(record)
 
     record, saved, slices, changed, trained = read_fold_record(fold_dir / "config.json", read)
     tested = {row["case_id"] for row in finished["per_case"]}
@@ -582,6 +588,12 @@ def _renamed(key: str) -> str:
     return key
 
 
+def _recorded_cases(record: Mapping[str, Any]) -> set[str]:
+    """The slices a run's ``record`` (its config.json) trained and validated on: its
+    ``train_cases`` and ``val_cases``; a KeyError or TypeError where it lacks or mistypes them."""
+    return {*record["train_cases"], *record["val_cases"]}
+
+
 def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
                                          folds: int | None, seed: int, verb: str) -> None:
     """A fold stopped midway is continued only on its own training slices (``seed``: the
@@ -590,7 +602,7 @@ def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
     user gave."""
     record = read_record(fold_dir / "config.json") or {}
     try:
-        saved = {*record["train_cases"], *record["val_cases"]}
+        saved = _recorded_cases(record)
     except (KeyError, TypeError):
         return  # nothing saved, or a record the run's own check refuses
     if not holds_saved_run(fold_dir) or saved == set(train_cases):
@@ -774,12 +786,13 @@ def lung_run_notes(config: TrainConfig, data: LoadedData,
     guide = config.guide()
     if guide is None or guide.source == THRESHOLD:
         return []
-    run = Path(guide.source)
-    record = read_record((run if run.is_dir() else run.parent) / "config.json") or {}
+    record = read_record(checkpoint_file(guide.source).parent / "config.json") or {}
     if record.get("data_path") != data.root:
         return []
-    seen = {case for key in ("train_cases", "val_cases") for case in record.get(key) or []
-            if isinstance(case, str)}
+    try:
+        seen = _recorded_cases(record)
+    except (KeyError, TypeError):
+        return []  # a record without its case lists: nothing to tell
     tested = {case for _, test in splits for case in test}
     overlap = len(tested & seen)
     if not overlap:

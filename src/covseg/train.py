@@ -82,6 +82,7 @@ from covseg.errors import CovsegError, FullDisk, Resumable, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
+from covseg.io.facts import file_fact
 from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import hd95_unit_field, metric_notes, summarize
@@ -514,7 +515,8 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
                                           fingerprint, weights, pin, progress, record)
             else:
                 metrics = _train_model(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, weights, pin, progress, record=record)
+                                       fingerprint, weights, pin, progress, record=record,
+                                       judged=True)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -584,8 +586,15 @@ def holds_saved_run(out: Path, files: Sequence[str] = SAVED_RUN_FILES) -> bool:
     unchecked. A config.json and lock file alone, left by a run killed before its first epoch,
     are replaced by the next run. ``files``: which of them count (:func:`forget_unsaved_run`
     leaves a best.pt alone out)."""
-    return any((folder / name).exists() for folder in (out, *out.glob("member*"))
-               for name in files)
+    return any((folder / name).exists() for folder in _networks(out) for name in files)
+
+
+def _networks(out: Path) -> list[Path]:
+    """``out`` and the folders of the ensemble members in it (``member{i}-{name}``:
+    :data:`~covseg.checkpoint.MEMBER`), in order: the folders whose networks a run there
+    trains, the one way their checks list them."""
+    return [out, *(member for member in sorted(out.glob("member*/"))
+                   if MEMBER.fullmatch(member.name))]
 
 
 FINISHED_RECORDS = ("metrics.json", "fold_metrics.json", "best.pt", "last.pt")
@@ -730,8 +739,7 @@ def _refuse_unchecked_finished_run(out: Path) -> None:
     finished (its metrics.json): it would say there was nothing to do, or average a member
     into the ensemble, without the recipe and data having been checked against the run's (an
     ensemble's resume of another recipe was recorded as the run's)."""
-    finished = [folder for folder in (out, *sorted(out.glob("member*")))
-                if (folder / "metrics.json").is_file()]
+    finished = [folder for folder in _networks(out) if (folder / "metrics.json").is_file()]
     if finished:
         state = "finished" if finished[0] == out else f"{finished[0].name} finished"
         raise CovsegError(f"{out}: {state}, but its config.json is gone, so these options and "
@@ -884,18 +892,26 @@ def _recorded_lung_sha256(folders: Iterable[Path]) -> tuple[Path, str, str] | No
     named ``fold_1`` is not among) to hold saved epochs of a cascade records in their meta,
     whatever path its lung run had there (one lung run is one model: moved, or seen at another
     mount, it is the same); None where none is saved or records one. A checkpoint that does not
-    load is left to the resume to refuse."""
+    load is left to the resume to refuse. Each checkpoint is loaded once for each file identity
+    (:func:`~covseg.io.facts.file_fact`): a resume looks twice (:func:`lung_run_found`,
+    :func:`pin_lungs`), a cross-validation's again for each fold."""
     for folder in folders:
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
                 continue
             try:
-                guide = load_checkpoint(folder / name)["meta"].get("lung_guide")
+                guide = file_fact(folder / name, "lung_guide", _recorded_lung_guide)
             except (CovsegError, AttributeError):
                 continue
             if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
                 return folder, guide["sha256"], str(guide.get("source"))
     return None
+
+
+def _recorded_lung_guide(checkpoint: Path) -> Any:
+    """The lung guide the meta of ``checkpoint`` (a best.pt or last.pt) records, as saved (None
+    for none); a CovsegError or AttributeError where it does not load as a covseg checkpoint."""
+    return load_checkpoint(checkpoint)["meta"].get("lung_guide")
 
 
 def _command_folders(out: Path) -> list[Path]:
@@ -906,9 +922,8 @@ def _command_folders(out: Path) -> list[Path]:
     while _trained_by_run_above(top):
         top = top.parent
     runs = [top, *fold_folders(top)]
-    folders = [out, *runs, *(member for run in runs for member in sorted(run.glob("member*/"))
-                             if MEMBER.fullmatch(member.name))]
-    return list(dict.fromkeys(folders))
+    networks = [network for run in runs for network in _networks(run)]
+    return list(dict.fromkeys([out, *runs, *networks]))  # the runs, then their members
 
 
 def _trained_by_run_above(folder: Path) -> bool:
@@ -935,12 +950,14 @@ def weights_readers(config: TrainConfig, runs: Iterable[Path]) -> list[Path]:
     would read ``config``'s weights= file, starting from epoch 1 (:func:`_starts_afresh`): one
     that resumes from its last.pt is built without it (:func:`_built_options`), and a finished
     run's (its metrics.json, its last.pt deleted: :func:`drop_resume_state`) trains nothing
-    where its model is there (an ensemble's, its members' too)."""
+    where its model is there (an ensemble's, its members' too: an ensemble's own model is
+    looked at here, a single network's by :func:`_starts_afresh`)."""
     names = member_names(config.model)
-    runs = [run for run in runs if not (run / "metrics.json").is_file()
-            or lost_network(run) is not None]
-    networks = ([folder for run in runs for folder in _member_folders(run, names)]
-                if len(names) > 1 else runs)
+    networks = list(runs)
+    if len(names) > 1:
+        left = [run for run in networks if not (run / "metrics.json").is_file()
+                or lost_network(run) is not None]
+        networks = [folder for run in left for folder in _member_folders(run, names)]
     return [network for network in networks if _starts_afresh(network)]
 
 
@@ -1175,8 +1192,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  weights: Mapping[str, str | None], lung_sha256: str | None, progress: bool,
                  bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
-                 bar_label: str | None = None, record: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
+                 bar_label: str | None = None, record: Mapping[str, Any] | None = None,
+                 judged: bool = False) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
@@ -1188,18 +1205,21 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     ``record``: more for its config.json (see :func:`train`). A finished network (its
     metrics.json: an ensemble's member, resumed after a stop before the ensemble's end) trains
     nothing and leaves its files as they are, as a finished run's resume does, its last.pt and
-    log.csv there or not (:func:`drop_resume_state`)."""
+    log.csv there or not (:func:`drop_resume_state`); one whose model is lost trains again
+    (:func:`lost_network`). ``judged``: the caller told both already, under its lock (a run's:
+    :func:`_train`), so that only a member's are worked out here."""
     from monai.data import DataLoader, Dataset
     from monai.losses import DeepSupervisionLoss
     from monai.transforms import CastToTyped, Compose
 
     from covseg.augmentation import augmentation
 
-    lost = lost_network(out)
-    finished = _already_trained(out, lost)
-    if finished is not None:
-        return finished
-    _forget_finished_records(out, lost)  # a member's (a run's went in _train)
+    if not judged:  # a member's (a run's was judged in _train)
+        lost = lost_network(out)
+        finished = _already_trained(out, lost)
+        if finished is not None:
+            return finished
+        _forget_finished_records(out, lost)
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
