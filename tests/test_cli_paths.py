@@ -175,8 +175,10 @@ def test_the_cascade_lung_run_in_advice_is_quoted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [["predict", "{loop}", "--model", "run", "--out", "pred"],
                                   ["quantify", "{loop}", "--out", "q"]])
 def test_a_link_loop_given_as_input_is_said_to_be_one(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str]) -> None:
     """A link to itself was "a broken link: content not fetched from git-annex ..."."""
+    monkeypatch.chdir(tmp_path)  # the relative --out and --model lie under tmp_path
     loop = tmp_path / "loop.nii.gz"
     loop.symlink_to(loop.name)
     code, _, err = _run(capsys, *(arg.format(loop=loop) for arg in argv))

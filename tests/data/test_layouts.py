@@ -35,7 +35,7 @@ from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.volume import cropped_segmentation_advice
 from covseg.transforms import normalize_intensity
-from tests.conftest import THIN_MASKS, saved_as, shared, square_mask, write_mask
+from tests.conftest import THIN_MASKS, calls_counted, saved_as, shared, square_mask, write_mask
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -1555,14 +1555,7 @@ def test_a_load_stats_its_images_once_where_its_patients_csv_misses_none(
     the check works it out only where its table misses a case."""
     from covseg.data.layouts import base
 
-    calls = []
-    found = base._linked_files
-
-    def counted_linked_files(files: Iterable[str]) -> list[tuple[str, str]]:
-        calls.append(files)
-        return found(files)
-
-    monkeypatch.setattr(base, "_linked_files", counted_linked_files)
+    calls = calls_counted(monkeypatch, base, "_linked_files")
     load_dataset(synthetic_folder)  # its patients.csv names every slice
     assert len(calls) == 1
     hu, lesions = _hu_volume(slices=2)

@@ -24,7 +24,12 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
-from tests.conftest import deny_reading, refuse_writing_under, started_process
+from tests.conftest import (
+    deny_reading,
+    refuse_writing_under,
+    started_process,
+    wait_until_written,
+)
 
 
 def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
@@ -165,18 +170,24 @@ def test_a_temporary_being_written_is_kept_by_another_runs_clean_up(tmp_path: Pa
 def test_a_killed_runs_temporary_is_held_until_it_dies(tmp_path: Path) -> None:
     """The lock on a temporary goes with its process, ``kill -9`` too: the clean-up keeps it
     while that run lives, and removes it once the run is killed."""
-    code = ("import sys, time\nfrom covseg.io.atomic import atomic_path\n"
+    out, signal = tmp_path / "out", tmp_path / "written"
+    out.mkdir()
+    code = ("import pathlib, sys, time\nfrom covseg.io.atomic import atomic_path\n"
             "with atomic_path(sys.argv[1]) as tmp:\n"
-            "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n    time.sleep(60)\n")
-    with started_process(code, tmp_path / "mask.png") as writer:
+            "    tmp.write_bytes(b'half')\n"
+            "    part = pathlib.Path(sys.argv[2] + '.part')\n"
+            "    part.write_text(str(tmp))\n"
+            "    part.rename(sys.argv[2])\n    time.sleep(60)\n")  # whole once there
+    with started_process(code, out / "mask.png", signal) as writer:
         try:
-            assert writer.stdout is not None
-            tmp = Path(writer.stdout.readline().strip())
-            assert remove_temporaries(tmp_path) == [] and tmp.exists()
+            wait_until_written(signal, writer)
+            tmp = Path(signal.read_text())
+            assert tmp.parent == out
+            assert remove_temporaries(out) == [] and tmp.exists()
         finally:
             writer.kill()  # SIGKILL: kill -9
             writer.wait()
-    assert remove_temporaries(tmp_path) == [tmp] and list(tmp_path.iterdir()) == []
+    assert remove_temporaries(out) == [tmp] and list(out.iterdir()) == []
 
 
 def test_a_temporary_whose_lock_is_held_is_told_held(tmp_path: Path) -> None:
