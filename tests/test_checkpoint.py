@@ -235,7 +235,7 @@ def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_l
 
 def test_the_advised_resume_quotes_its_out_for_the_shell(tmp_path: Path) -> None:
     """The advice named ``--out /tmp/my run`` unquoted, which a shell splits at the space,
-    where every other advised command quotes its option values (``provenance.shell_words``)."""
+    where every other advised command quotes its option values (``shlex.join``)."""
     run = _stopped_run(tmp_path / "my run", '{"command": "covseg train --out x"}')
     with pytest.raises(CovsegError, match=re.escape(
             f"finish it with the `covseg train ... --out '{run}'` command that made it and "

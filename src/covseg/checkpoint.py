@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from covseg.io.image import unreadable_file
 from covseg.io.lock import holder
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure, without_weights_file
-from covseg.provenance import API_COMMAND, option_given, shell_words
+from covseg.provenance import API_COMMAND, option_given
 from covseg.records import read_record
 from covseg.transforms import INTENSITY_MODES
 
@@ -199,7 +200,7 @@ def final_model_step(model: str | None, options: Mapping[str, Any], record: Mapp
     config = record.get("config")
     words += recipe_options(config if isinstance(config, Mapping) else {})
     return (f"for a final model train one on all the data (the fold models are no ensemble, "
-            f"each trained on {share} of it): `{shell_words([*words, '--out', 'RUN'])}`")
+            f"each trained on {share} of it): `{shlex.join([*words, '--out', 'RUN'])}`")
 
 
 def recipe_options(config: Mapping[str, Any]) -> list[str]:
@@ -284,7 +285,7 @@ def _resumed(run: Path, command: str, out: Path) -> str:
     """``covseg COMMAND`` into ``out`` resumed, as ``run``'s config.json records the run was
     started: its command line and --resume, or its API call and resume=True (whoever loads it
     may use the other); both where it records neither (a run of an earlier covseg)."""
-    cli = (f"the `covseg {command} ... {shell_words(['--out', str(out)])}` command that made "
+    cli = (f"the `covseg {command} ... {shlex.join(['--out', str(out)])}` command that made "
            "it and --resume")
     api = (f'the covseg.{API_FUNCTIONS[command]}(..., out="{out}") call that made it and '
            "resume=True")

@@ -40,13 +40,7 @@ def is_synthetic_spec(path: str) -> bool:
 
 def cli_command(argv: Sequence[str]) -> str:
     """The command line as run, quoted so that a shell reads it back the same."""
-    return shell_words(["covseg", *argv])
-
-
-def shell_words(words: Sequence[str]) -> str:
-    """``words`` as one command line, each quoted where a shell would split or expand it: the
-    one quoting of every command covseg records or advises."""
-    return shlex.join(words)
+    return shlex.join(["covseg", *argv])
 
 
 API_COMMAND = "Python API: covseg."
@@ -93,17 +87,17 @@ def option_given(name: str, value: object) -> str:
     switch given True is the bare flag on the command line (``--resume``, ``resume=True``), and
     given False its ``--no-`` form (``--no-frame-lungs``, ``frame_lungs=False``); a tuple is the
     flag's several values (``--window -1000 400``, ``window=(-1000, 400)``). On the command
-    line each value is quoted as a shell reads it back (:func:`shell_words`): advice to give
+    line each value is quoted as a shell reads it back (:func:`shlex.join`): advice to give
     ``--lung-model /tmp/sp ace/run`` split the path at its space."""
     option = option_name(name)
     if isinstance(value, tuple):
         shown = ", ".join(map(str, value))
-        return shell_words([option, *map(str, value)]) if option.startswith("--") else (
+        return shlex.join([option, *map(str, value)]) if option.startswith("--") else (
             f"{option}=({shown})")
     if option.startswith("--"):
         if isinstance(value, bool):
             return option if value else f"--no-{option[2:]}"
-        return shell_words([option, str(value)])
+        return shlex.join([option, str(value)])
     return f'{option}="{value}"' if isinstance(value, str) else f"{option}={value}"
 
 
