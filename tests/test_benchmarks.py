@@ -667,13 +667,32 @@ def test_evaluate_memory_builds_sizes_that_are_no_multiple_of_16(tmp_path: Path,
     assert nib.load(pred / "infection.nii.gz").shape == nib.load(truth).shape == (40, 40, 16)
 
 
+def _fold_run(run: Path, folds: list[dict[str, float]], finished: int | None = None) -> str:
+    """A fake ``covseg cv`` run in ``run`` whose fold k held out ``folds[k]`` (case id -> Dice)
+    and trained and validated on the other folds' slices (its config.json); its per_case.csv
+    too where every fold finished, else only the first ``finished`` folds' folders."""
+    done = folds[:finished]
+    for k, held in enumerate(done):
+        fold = run / f"fold_{k}"
+        fold.mkdir(parents=True)
+        (fold / "test_per_case.csv").write_text(
+            "case_id,dice\n" + "".join(f"{case},{dice}\n" for case, dice in held.items()))
+        others = [case for other in folds if other is not held for case in other]
+        (fold / "config.json").write_text(json.dumps({"train_cases": others[1:],
+                                                      "val_cases": others[:1]}))
+    if len(done) == len(folds):
+        (run / "per_case.csv").write_text("fold,case_id,dice\n" + "".join(
+            f"{k},{case},{dice}\n" for k, held in enumerate(folds) for case, dice in held.items()))
+    return str(run)
+
+
 def test_paired_runs_refuses_runs_without_a_common_slice(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs of different data printed nan for every figure and exited 0."""
     runs = []
     for name, case in (("infnet", "infnet_1"), ("medseg", "medseg_0001")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "per_case.csv").write_text(f"case_id,dice\n{case},0.5\n")
+        (tmp_path / name / "per_case.csv").write_text(f"fold,case_id,dice\n0,{case},0.5\n")
         runs.append(str(tmp_path / name))
     with pytest.raises(CovsegError) as error:
         _script("paired_runs", monkeypatch).main(runs)
@@ -687,13 +706,11 @@ def test_paired_runs_reads_only_the_fold_folders(
 ) -> None:
     """A run stopped part-way counted a copy of a fold (``fold_0.bak``) as a fold: its slices'
     Dice replaced the fold's own (2 slices in both at 0.1000 here, not 0.6000)."""
-    runs = []
-    for name, folds in (("a", {"fold_0": 0.6, "fold_0.bak": 0.1}), ("b", {"fold_0": 0.5})):
-        for fold, dice in folds.items():
-            (tmp_path / name / fold).mkdir(parents=True)
-            (tmp_path / name / fold / "test_per_case.csv").write_text(
-                f"case_id,dice\ns0,{dice}\ns1,{dice}\n")
-        runs.append(str(tmp_path / name))
+    runs = [_fold_run(tmp_path / name, [{"s0": dice, "s1": dice}, {"s2": 0.5}], finished=1)
+            for name, dice in (("a", 0.6), ("b", 0.5))]
+    shutil.copytree(tmp_path / "a" / "fold_0", tmp_path / "a" / "fold_0.bak")
+    (tmp_path / "a" / "fold_0.bak" / "test_per_case.csv").write_text("case_id,dice\ns0,0.1\n"
+                                                                     "s1,0.1\n")
     assert _script("paired_runs", monkeypatch).main(runs) == 0
     assert capsys.readouterr().out.startswith("2 slices in both: a 0.6000, b 0.5000, ")
 
@@ -722,17 +739,143 @@ def test_paired_runs_names_runs_of_one_name_apart(
 ) -> None:
     """``a/cv b/cv`` printed "cv 0.6000, cv 0.5000": which run was better could not be read.
     One run given twice is refused."""
-    runs = []
-    for name, dice in (("a", (0.6, 0.7, 0.5)), ("b", (0.5, 0.6, 0.4))):
-        (tmp_path / name / "cv").mkdir(parents=True)
-        (tmp_path / name / "cv" / "per_case.csv").write_text(
-            "case_id,dice\n" + "".join(f"s{i},{d}\n" for i, d in enumerate(dice)))
-        runs.append(str(tmp_path / name / "cv"))
+    runs = [_fold_run(tmp_path / name / "cv", [{f"s{i}": d for i, d in enumerate(dice)}])
+            for name, dice in (("a", (0.6, 0.7, 0.5)), ("b", (0.5, 0.6, 0.4)))]
     paired_runs = _script("paired_runs", monkeypatch)
     assert paired_runs.main(runs) == 0
     assert capsys.readouterr().out.startswith("3 slices in both: a/cv 0.6000, b/cv 0.5000, ")
     with pytest.raises(CovsegError, match="the same run given twice; give each run once$"):
         paired_runs.main([runs[0], runs[0]])
+
+
+def test_paired_runs_gives_the_fold_test_on_the_same_folds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It gave only the per-slice Wilcoxon, which takes each fold's networks as given (one
+    recipe trained with two seeds differed at p = 1e-5 by it); now also compare's corrected
+    t over the folds both runs finished (here a whole 3-fold run against one stopped after 2),
+    on the same folds' per-fold mean differences, with n_test / n_train from their records."""
+    from scipy.stats import t
+
+    from covseg.compare import fold_t_test
+
+    candidate = [{"s0": 0.9, "s1": 0.7}, {"s2": 0.6, "s3": 0.8}, {"s4": 0.5, "s5": 0.5}]
+    baseline = [{"s0": 0.6, "s1": 0.6}, {"s2": 0.6, "s3": 0.7}, {"s4": 0.4, "s5": 0.4}]
+    runs = [_fold_run(tmp_path / "a", candidate), _fold_run(tmp_path / "b", baseline, 2)]
+    assert _script("paired_runs", monkeypatch).main(runs) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "4 slices in both: a 0.7500, b 0.6250, difference +0.1250"
+    assert lines[1].startswith("per-slice Wilcoxon (takes these trained networks as given): "
+                               "3/0 slices better/worse, p = ")
+    diffs = np.array([0.2, 0.05])  # the per-fold mean differences of folds 0 and 1
+    mean = diffs.mean()
+    statistic = mean / np.sqrt((1 / 2 + 2 / 4) * diffs.var(ddof=1))
+    p_value = 2 * t.sf(statistic, 1)
+    keyed = [{(k, case): dice for k, held in enumerate(run) for case, dice in held.items()}
+             for run in (candidate, baseline[:2])]
+    splits = [(sorted(set(candidate[1]) | set(candidate[2])), sorted(candidate[0])),
+              (sorted(set(candidate[0]) | set(candidate[2])), sorted(candidate[1]))]
+    test = fold_t_test(*keyed, splits)
+    assert (test["mean_difference"], test["statistic"], test["p_value"]) == pytest.approx(
+        (mean, statistic, p_value))
+    assert lines[2] == (
+        "fold test (Nadeau and Bengio's corrected resampled t over 2 folds, training variation "
+        f"included): per-fold differences +0.2000, +0.0500; mean {mean:+.4f}, "
+        f"t = {statistic:.3f}, df = 1, p = {p_value:.4f}")
+    assert len(lines) == 3
+
+
+def test_paired_runs_says_the_fold_test_needs_the_same_folds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 4-fold run against a 2-fold run of the same slices pairs by slice alone: the fold
+    test has no folds to pair, and a line says only the per-slice test is given."""
+    dice = {f"s{i}": 0.5 + i / 10 for i in range(4)}
+    runs = [_fold_run(tmp_path / "a", [{case: value} for case, value in dice.items()]),
+            _fold_run(tmp_path / "b", [{"s0": 0.5, "s1": 0.5}, {"s2": 0.5, "s3": 0.5}])]
+    assert _script("paired_runs", monkeypatch).main(runs) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("per-slice Wilcoxon (takes these trained networks as given): "
+                               "3/0 slices better/worse")
+    assert lines[2:] == [("fold test: not given, the runs' folds differ (it needs the same "
+                          "slices held out and trained on fold by fold); only the per-slice "
+                          "test is given")]
+
+
+def test_paired_runs_says_the_fold_test_needs_the_folds_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs of the same folds, one of whose fold folders lost its config.json (the fold's
+    training slices, which the fold test's n_train needs): the per-slice test alone, and a
+    line naming the record."""
+    folds = [{"s0": 0.6, "s1": 0.7}, {"s2": 0.5, "s3": 0.9}]
+    runs = [_fold_run(tmp_path / name, folds) for name in ("a", "b")]
+    (tmp_path / "b" / "fold_1" / "config.json").unlink()
+    assert _script("paired_runs", monkeypatch).main(runs) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        ("per-slice Wilcoxon (takes these trained networks as given): 0/0 slices "
+         "better/worse, p = 1.0000"),
+        (f"fold test: not given, {tmp_path}/b/fold_1/config.json is missing (it holds the "
+         "fold's training slices); only the per-slice test is given")]
+
+
+def test_cv_posthoc_reads_each_folds_training_slices_from_a_run_keeping_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs share their folds, so a fold's training slices (the fold test's n_train) come
+    from the first run keeping its config.json; where none does (folders of links to fold
+    models, as RESULTS.md's member scores used), the test over folds is not given, and why."""
+    folds = [{"s0": 0.6, "s1": 0.7}, {"s2": 0.5, "s3": 0.9}]
+    runs = [Path(_fold_run(tmp_path / name, folds)) for name in ("a", "b")]
+    (runs[0] / "fold_1" / "config.json").unlink()
+    (runs[1] / "fold_1" / "config.json").write_text(
+        json.dumps({"train_cases": ["s1"], "val_cases": []}))
+    training_splits = _script("cv_posthoc", monkeypatch).training_splits
+    held = [sorted(fold) for fold in folds]
+    assert training_splits(runs, held) == [(["s2", "s3"], held[0]), (["s1"], held[1])]
+    (runs[1] / "fold_1" / "config.json").unlink()
+    assert training_splits(runs, held) == ("no run keeps fold_1/config.json (the fold's "
+                                           "training slices)")
+
+
+def test_cv_posthoc_gives_the_fold_test_against_a_variant(
+        tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--against`` gave only the per-slice Wilcoxon, though another run's variants (the
+    ensemble, another checkpoint) have networks of their own training; now every variant has
+    compare's corrected t over the folds too, on its per-fold mean Dice minus the against
+    variant's, with n_test / n_train from the folds' records, and the table says which test
+    is which."""
+    from covseg.compare import fold_t_test
+    from covseg.crossval import fold_training
+
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    runs = [shutil.copytree(tiny_cv, tmp_path / name / "cv") for name in ("a", "b")]
+    out = tmp_path / "posthoc.json"
+    against = "a/cv|best.pt|none"
+    assert cv_posthoc.main([str(synthetic_folder), *map(str, runs), "--json", str(out),
+                            "--against", against]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("better/worse  p  p over folds")
+    assert printed[-1] == cv_posthoc.TESTS_TOLD
+    results = json.loads(out.read_text())
+    held = cv_posthoc.fold_cases(tiny_cv)
+    splits = [(sorted(fold_training(tiny_cv / f"fold_{k}")), cases)
+              for k, cases in enumerate(held)]
+    for variant in ("ensemble|best.pt|lr+t0.3", "b/cv|best.pt|lr+ud+t+t0.6"):
+        test = results[variant]["folds_vs_against"]
+        by_hand = [np.mean([results[name]["per_slice"][case] for case in cases])
+                   for name in (variant, against) for cases in held]
+        assert test["fold_differences"] == pytest.approx(
+            np.subtract(by_hand[:2], by_hand[2:]).tolist())
+        keyed = [{(k, case): results[name]["per_slice"][case]
+                  for k, cases in enumerate(held) for case in cases}
+                 for name in (variant, against)]
+        expected = fold_t_test(*keyed, splits)
+        assert sorted(test) == sorted(expected)
+        for key, value in expected.items():
+            assert test[key] == pytest.approx(value, nan_ok=True)
+        assert test["df"] == 1 and test["variance_factor"] == pytest.approx(
+            1 / 2 + np.mean([len(c) for c in held]) / np.mean([len(tr) for tr, _ in splits]))
 
 
 def test_cv_posthoc_labels_its_runs_once(

@@ -322,6 +322,13 @@ def finished_fold(fold_dir: Path) -> dict[str, Any]:
     return read_fold_record(fold_dir / "fold_metrics.json", _with_case_rows)
 
 
+def fold_training(fold_dir: Path) -> set[str]:
+    """The slices a finished fold trained and validated on (its split's training side, as
+    :func:`make_folds` gives it), from its config.json; a damaged one is refused as
+    :func:`read_fold_record` refuses it. The benchmarks that pair runs fold by fold read it."""
+    return read_fold_record(fold_dir / "config.json", _recorded_cases)
+
+
 def _with_case_rows(finished: dict[str, Any]) -> dict[str, Any]:
     """A fold_metrics.json's ``finished`` object, checked to hold per-case rows each naming its
     slice (ValueError, KeyError or TypeError where it does not)."""
