@@ -327,7 +327,7 @@ def test_a_cross_validation_or_comparison_folder_says_where_its_models_are(
         load_checkpoint(compared)
     assert str(caught.value) == (
         f"{compared}: holds cross-validations (a model comparison), whose models are in their "
-        f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model, or for "
+        f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model; for "
         "a final model train one on all the data (the fold models are no ensemble, each "
         "trained on (k-1)/k of it): `covseg train DATA --model MODEL --out RUN`")
 
@@ -359,6 +359,32 @@ def test_a_finished_cross_validation_or_comparison_folder_says_how_to_train_the_
             "each trained on 2/3 of it): "
             f"`covseg train '{data}' --model miniseg --model-option width=8 --out RUN`")):
         load_checkpoint(compared)
+
+
+@pytest.mark.parametrize(("verdict", "said"), [("no difference shown", True), ("better", False)])
+def test_a_comparison_folder_names_its_best_model_with_its_verdict(
+        tmp_path: Path, verdict: str, said: bool) -> None:
+    """A comparison's folder given as the model was answered with the command to train the
+    model of the highest mean Dice, as if it had won, where its verdict over the folds (the
+    corrected t-test vs the baseline) was "no difference shown"; it says so, in one line, as
+    comparison.md's next step does."""
+    compared = tmp_path / "cmp"
+    (compared / "unet" / "fold_0").mkdir(parents=True)
+    fold_test = {"p_value": 0.3 if said else 0.01, "mean_difference": 0.1, "verdict": verdict}
+    (compared / "comparison.json").write_text(json.dumps({
+        "data_path": "/data/ct", "folds": 3, "config": {"target": "infection"},
+        "models": [{"model": "unet", "dice": {"mean": 0.6}},
+                   {"model": "miniseg", "dice": {"mean": 0.7},
+                    "corrected_t_vs_baseline": fold_test}]}))
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(compared)
+    unshown = " (no difference from the baseline shown over the folds)" if said else ""
+    assert str(caught.value) == (
+        f"{compared}: holds cross-validations (a model comparison), whose models are in their "
+        f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model; "
+        f"`miniseg` has the highest mean Dice{unshown}; for a final model train one on all the "
+        "data (the fold models are no ensemble, each trained on 2/3 of it): `covseg train "
+        "/data/ct --model miniseg --out RUN`")
 
 
 def test_the_final_model_step_gives_the_recipe_cross_validated(tmp_path: Path) -> None:

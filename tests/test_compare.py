@@ -1290,18 +1290,22 @@ def test_a_resume_with_fewer_models_names_those_left_out(
 def test_the_cli_notes_the_models_left_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The models left out are said again at the end, as a warning on stderr, as covseg's other
+    notes are (evaluate's): it was a "note:" line on stdout, among the results."""
     _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
                              "miniseg": [{"a": 0.6}, {"b": 0.5}],
                              "resunet": [{"a": 0.7}, {"b": 0.6}]})
     argv = ["compare", "synthetic", "--out", str(tmp_path), "--models", "unet"]
     assert main([*argv, "miniseg", "resunet"]) == 0
-    assert "note:" not in capsys.readouterr().out
+    assert "left out" not in capsys.readouterr().err
     assert main([*argv, "resunet", "--resume"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    note = ("note: miniseg (miniseg/) of an earlier comparison in this folder, not among the "
+    printed = capsys.readouterr()
+    note = ("miniseg (miniseg/) of an earlier comparison in this folder, not among the "
             "models compared now: left out of the report; its folder stays (name it among the "
             "models to report it, or delete the folder)")
-    assert out[-2:] == [note, f"report in {tmp_path}/comparison.md"]
+    assert "left out" not in printed.out
+    assert printed.out.splitlines()[-1] == f"report in {tmp_path}/comparison.md"
+    assert f"covseg: warning: {note}\n" in printed.err
 
 
 def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(

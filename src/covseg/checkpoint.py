@@ -11,7 +11,7 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -154,13 +154,12 @@ def _refuse_folds_holder(folder: Path) -> None:
                           f"folders; give one of them ({example}) as the model, or {step}")
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
+        from covseg.compare import final_step  # compare reads checkpoints
         example = (models[0] if models else folder / "MODEL") / "fold_0"
-        comparison = read_record(folder / "comparison.json") or {}
-        step = final_model_step(*spec_parts(best_compared(comparison.get("models", []))),
-                                comparison, comparison.get("folds"))
+        step = final_step(read_record(folder / "comparison.json") or {})
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
                           f"models are in their fold folders; give one of them ({example}) "
-                          f"as the model, or {step}")
+                          f"as the model; {step}")
 
 
 def recipe_model(config: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
@@ -168,23 +167,9 @@ def recipe_model(config: Mapping[str, Any]) -> tuple[str | None, Mapping[str, An
     return config.get("model"), config.get("model_options") or {}
 
 
-def spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
-    """A compared model's ``spec`` as its name and options (None and none: no spec)."""
-    from covseg.compare import parse_model_spec  # compare reads checkpoints
-    return parse_model_spec(spec) if spec else (None, {})
-
-
 def _option_pair(key: str, value: Any) -> str:
     """A model option as typed: ``width=32``, ``encoder=resnet34`` (a string as it is)."""
     return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-
-
-def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """The spec of the compared model of the highest mean Dice over folds (None: none has one)."""
-    means = {row["model"]: row.get("dice", {}).get("mean") for row in rows if "model" in row}
-    scored = {spec: mean for spec, mean in means.items()
-              if isinstance(mean, (int, float)) and not math.isnan(mean)}
-    return max(scored, key=scored.__getitem__) if scored else None
 
 
 def final_model_step(model: str | None, options: Mapping[str, Any], record: Mapping[str, Any],

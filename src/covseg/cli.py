@@ -309,8 +309,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    else " (baseline)")
         say(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
               f"{mean_over_folds(row['dice'], result['folds'])}{p_value}")
-    if result["left_out"]:
-        say(f"note: {left_out_note(result['left_out'])}")
+    if result["left_out"]:  # again after hours of training, beside evaluate's notes
+        log.warning("%s", left_out_note(result["left_out"]))
     say(f"report in {args.out}/comparison.md")
     return 0
 

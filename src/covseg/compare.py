@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from covseg.checkpoint import best_compared, final_model_step, fold_folders, spec_parts
+from covseg.checkpoint import final_model_step, fold_folders
 from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
     UNDEFINED,
@@ -821,16 +821,39 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
 
 
 def _next_step(result: dict[str, Any]) -> str:
-    """comparison.md's last line: the model of the best mean Dice, trained on all the data,
-    and where it is a candidate whose verdict is not "better", that the folds showed no
-    difference from the baseline (it named an equal model as if it had won)."""
-    best = best_compared(result["models"])
-    multiclass = result["config"].get("target") == "multiclass"
-    verdicts = {row["model"]: row[FOLD_TEST]["verdict"] for row in result["models"]
-                if "verdict" in row.get(FOLD_TEST, {})}
+    """comparison.md's last line: :func:`final_step`."""
+    return f"Next step: {final_step(result)}"
+
+
+def spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
+    """A compared model's ``spec`` as its name and options (None and none: no spec)."""
+    return parse_model_spec(spec) if spec else (None, {})
+
+
+def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The spec of the compared model of the highest mean Dice over folds (None: none has one)."""
+    means = {row["model"]: row.get("dice", {}).get("mean") for row in rows if "model" in row}
+    scored = {spec: mean for spec, mean in means.items()
+              if isinstance(mean, (int, float)) and not math.isnan(mean)}
+    return max(scored, key=scored.__getitem__) if scored else None
+
+
+def final_step(result: Mapping[str, Any]) -> str:
+    """The model of the best mean Dice of a comparison (``result``: its comparison.json, or what
+    a folder's damaged or missing one gives), trained on all the data, and where it is a
+    candidate whose verdict is not "better", that the folds showed no difference from the
+    baseline (named as if it had won, an equal model was taken for the better one): the end of
+    comparison.md and of the refusal of a comparison's folder as a model."""
+    rows = result.get("models") or []
+    best = best_compared(rows)
+    config = result.get("config")
+    multiclass = isinstance(config, Mapping) and config.get("target") == "multiclass"
+    tests = {row.get("model"): row.get(FOLD_TEST) for row in rows}
+    test = tests.get(best)
     unshown = (" (no difference from the baseline shown over the folds)"
-               if verdicts.get(best, "better") != "better" else "")
+               if isinstance(test, Mapping) and test.get("verdict", "better") != "better"
+               else "")
     named = (f"`{best}` has the highest mean {any_lesion('Dice', multiclass)}{unshown}; "
              if best else "")
     name, options = spec_parts(best)
-    return f"Next step: {named}{final_model_step(name, options, result, result['folds'])}"
+    return f"{named}{final_model_step(name, options, result, result.get('folds'))}"

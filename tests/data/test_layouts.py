@@ -272,7 +272,8 @@ def test_a_patients_csv_named_in_any_case_is_read(tmp_path: Path, name: str) -> 
 def test_a_near_miss_of_patients_csv_is_warned_of(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     """``patients.csv.txt`` (Notepad's save with extensions hidden) was ignored without a word;
-    it is warned of in one line naming it and the name read, and not read."""
+    it is warned of in one line naming it and the name read, and not read. The warning is among
+    the data's notes, so in a run's records (it was said on the console alone), and said once."""
     for k in range(3):
         _save_png(tmp_path / "images" / f"s{k}.png", np.full((16, 16), 40 * k + 10))
         _save_png(tmp_path / "masks" / f"s{k}.png", square_mask(16, 4, 4, 6) * 255)
@@ -280,11 +281,12 @@ def test_a_near_miss_of_patients_csv_is_warned_of(tmp_path: Path,
     with caplog.at_level("WARNING"):
         data = load_dataset(tmp_path)
     assert data.patients == ["s0", "s1", "s2"] and data.patients_file == ""
+    note = (f"patients.csv.txt is not read: no patients.csv groups the slices of {tmp_path} "
+            "into patients (covseg reads that name alone, columns case_id,patient_id); rename "
+            "it so, saved as CSV")
+    assert note in data.notes
     warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
-    assert warned == [(
-        f"{tmp_path / 'patients.csv.txt'} is not read: no patients.csv groups the slices of "
-        f"{tmp_path} into patients (covseg reads that name alone, columns case_id,patient_id); "
-        "rename it so, saved as CSV")]
+    assert warned == [f"{data.root}: {note}"]
 
 
 def test_infnet_warns_of_a_near_miss_of_patients_csv_only_where_none_is_read(
@@ -302,12 +304,14 @@ def test_infnet_warns_of_a_near_miss_of_patients_csv_only_where_none_is_read(
     (doctor / "patients.csv").unlink()
     caplog.clear()
     with caplog.at_level("WARNING"):
-        assert load_dataset(top).patients_file == ""
+        data = load_dataset(top)
+    assert data.patients_file == ""
+    note = (f"{top / 'patients.xlsx'} is not read: no patients.csv groups the slices of {doctor} "
+            "into patients (covseg reads that name alone, columns case_id,patient_id); rename it "
+            "so, saved as CSV")
+    assert note in data.notes
     warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
-    assert warned == [(
-        f"{top / 'patients.xlsx'} is not read: no patients.csv groups the slices of {doctor} "
-        "into patients (covseg reads that name alone, columns case_id,patient_id); rename it "
-        "so, saved as CSV")]
+    assert warned == [f"{data.root}: {note}"]
 
 
 def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
@@ -2924,8 +2928,10 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     assert "not read" not in caplog.text
     _save_png(tmp_path / "masks" / "extra" / "a.png", grey > 50)
     unread = _sub_folders_unread(tmp_path / "masks", "extra")
-    assert len(load_dataset(tmp_path).samples) == 1
-    assert unread in caplog.text
+    data = load_dataset(tmp_path)
+    assert len(data.samples) == 1
+    assert unread.removeprefix(f"{tmp_path}/") in data.notes
+    assert caplog.text.count("sub-folders are not read") == 1
     _save_png(tmp_path / "images" / "b.png", grey)
     _save_png(tmp_path / "images" / "p2" / "c.png", grey)
     assert _refusal(tmp_path) == (f"{tmp_path}: 1 image(s) have no mask (b); give every image a "
@@ -2936,20 +2942,28 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
 
 def test_masks_without_an_image_are_named(tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
-    """A mask without its image (or a Zenodo mask without its CT) was dropped without a word."""
+    """A mask without its image (or a Zenodo mask without its CT) was dropped without a word;
+    then named on the console alone: it is among the data's notes, so in a run's records, and
+    said once, after the data folder's name."""
     grey = np.full((8, 8), 100)
     for stem in ("a", "b", "c"):
         _save_png(tmp_path / "images" / f"{stem}.png", grey)
         _save_png(tmp_path / "masks" / f"{stem}.png", grey > 50)
     _save_png(tmp_path / "masks" / "d_mask.png", grey > 50)
-    assert len(load_dataset(tmp_path).samples) == 3
-    assert "1 mask(s) have no image and are not read (d_mask.png)" in caplog.text
+    data = load_dataset(tmp_path)
+    assert len(data.samples) == 3
+    note = ("1 mask(s) have no image and are not read (d_mask.png); give each its image under "
+            "the same file stem, or remove it")
+    assert note in data.notes
+    assert caplog.text.count("have no image") == 1 and f"{data.root}: {note}" in caplog.text
     hu, lesions = _hu_volume(slices=2)
     _save_nifti(tmp_path / "zenodo" / "ct_scans" / "coronacases_org_001.nii", hu)
     for name in ("coronacases_001", "coronacases_002"):
         _save_nifti(tmp_path / "zenodo" / "infection_mask" / f"{name}.nii", lesions)
-    assert len(load_dataset(tmp_path / "zenodo").samples) == 2
-    assert "1 mask(s) have no image and are not read (coronacases_002.nii)" in caplog.text
+    data = load_dataset(tmp_path / "zenodo")
+    assert len(data.samples) == 2
+    assert any("1 mask(s) have no image and are not read (coronacases_002.nii)" in note
+               for note in data.notes)
 
 
 def test_one_study_under_two_names_or_folders_is_refused(
@@ -3482,21 +3496,23 @@ def test_an_exif_turned_slice_beside_an_untagged_mask_is_warned_of_once(
     """A JPEG slice tagged Orientation 6 beside a PNG mask without a tag was paired silently,
     the image read upright and the mask not: right for a mask drawn in a viewer, 90 degrees off
     for one drawn on the stored pixels. One warning per set counts the pairs and names the
-    first; a pair turned alike is not counted."""
+    first; a pair turned alike is not counted. It is among the data's notes, so in a run's
+    records (it was said on the console alone)."""
     stored = np.zeros((32, 32), dtype=np.uint8)
     stored[5:20, 20:30] = 255
     for name in ("s0", "s1"):
         _turned_pair(tmp_path, name, stored, 6)
     _turned_pair(tmp_path, "s2", stored, 1)
     with caplog.at_level("WARNING"):
-        load_dataset(tmp_path)
+        data = load_dataset(tmp_path)
     warned = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
     assert len(warned) == 1
-    assert warned[0].startswith(
-        f"2 of 3 image/mask pairs differ in EXIF orientation (first: image "
-        f"{tmp_path / 'images' / 's0.jpg'} has EXIF Orientation 6, its mask "
-        f"{tmp_path / 'masks' / 's0.png'} no EXIF orientation); both are read upright")
-    assert "save those images without the tag" in warned[0]
+    turned = [note for note in data.notes if "EXIF orientation" in note]
+    assert len(turned) == 1 and warned[0] == f"{data.root}: {turned[0]}"
+    assert turned[0].startswith(  # the files named from inside the data folder
+        "2 of 3 image/mask pairs differ in EXIF orientation (first: image images/s0.jpg has "
+        "EXIF Orientation 6, its mask masks/s0.png no EXIF orientation); both are read upright")
+    assert "save those images without the tag" in turned[0]
 
 
 def test_a_non_square_pair_turned_apart_names_the_exif_turn(tmp_path: Path) -> None:

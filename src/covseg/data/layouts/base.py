@@ -8,7 +8,6 @@ import codecs
 import csv
 import hashlib
 import io
-import logging
 import os
 import re
 from collections import Counter
@@ -57,7 +56,6 @@ from covseg.transforms import (
     warn_mixed_scales,
 )
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAYOUT_NAMES: dict[str, str] = {
@@ -545,9 +543,9 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     used = {mask for _, _, mask in pairs}
     unused = [path.name for path in masks.values() if path not in used]
     if unused:
-        log.warning("%s: %d mask(s) have no image and are not read (%s); give each its image "
-                    "under the same file stem, or remove it", where, len(unused),
-                    examples(unused))
+        warn_in_read(f"masks without image {where}", f"{where}: {len(unused)} mask(s) have no "
+                     f"image and are not read ({examples(unused)}); give each its image under "
+                     "the same file stem, or remove it", str(where))
     return pairs
 
 
@@ -622,7 +620,7 @@ def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, l
         raise CovsegError(f"{where}: {said}; " + "; ".join(unread))
     pairs = pair(images, masks, where, masks_dir=masks_dir)
     for note in unread:
-        log.warning("%s", note)
+        warn_in_read(f"unread {note}", note)
     return pairs
 
 
@@ -764,9 +762,10 @@ def warn_misnamed_patients(folders: Sequence[Path], data: Path) -> None:
         if (path.name.lower().split(".")[0] in ("patients", "patient") and path.is_file()
                 and path.resolve() not in warned):
             warned.add(path.resolve())
-            log.warning("%s is not read: no %s groups the slices of %s into patients (covseg "
-                        "reads that name alone, columns case_id,patient_id); rename it so, "
-                        "saved as CSV", path, PATIENTS_CSV, data)
+            warn_in_read(f"misnamed patients {path.resolve()}", f"{path} is not read: no "
+                         f"{PATIENTS_CSV} groups the slices of {data} into patients (covseg "
+                         "reads that name alone, columns case_id,patient_id); rename it so, "
+                         "saved as CSV", str(path.resolve()))
 
 
 def read_text_file(path: Path) -> str:
@@ -851,12 +850,13 @@ def warn_turned_pairs(turned: Sequence[tuple[Path, int, Path, int]], total: int)
     if not turned:
         return
     image_path, image_turn, mask_path, mask_turn = turned[0]
-    log.warning("%d of %s differ in EXIF orientation (first: image %s has %s, its mask %s "
-                "%s); both are read upright, as viewers show them, so a mask drawn in a viewer "
-                "fits; if the masks were drawn on the images' stored pixels, save those images "
-                "without the tag (their pixels as stored; exiftool -Orientation= FILE drops it)",
-                len(turned), counted(total, "image/mask pair"), image_path,
-                _orientation(image_turn), mask_path, _orientation(mask_turn))
+    warn_in_read(f"turned pairs {image_path}", f"{len(turned)} of "
+                 f"{counted(total, 'image/mask pair')} differ in EXIF orientation (first: image "
+                 f"{image_path} has {_orientation(image_turn)}, its mask {mask_path} "
+                 f"{_orientation(mask_turn)}); both are read upright, as viewers show them, so a "
+                 "mask drawn in a viewer fits; if the masks were drawn on the images' stored "
+                 "pixels, save those images without the tag (their pixels as stored; exiftool "
+                 "-Orientation= FILE drops it)", str(image_path))
 
 
 def _file_scale(image: np.ndarray, source: str, options: ReadOptions) -> str:

@@ -345,7 +345,8 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
     scale_notes: list[str] = []
     with one_read(scale_notes):  # its scale warnings once each, among its notes
         data = _read_layout(path, options)
-    data.notes.extend(_inside_root(note, (data.root, str(path))) for note in scale_notes)
+    data.notes.extend(_inside_root(note, _root_spellings(path, data.root))
+                      for note in scale_notes)
     if data.layout == "folders" and (note := stray_split_files_note(Path(path))):
         data.notes.append(note)
     if slices == "labelled":
@@ -385,13 +386,26 @@ def warn_notes(notes: Sequence[str], data: LoadedData) -> None:
         log.warning("%s: %s", data.root, note)
 
 
+def _root_spellings(path: str | os.PathLike[str], root: str) -> tuple[str, ...]:
+    """The spellings of the data set's folder ``root`` (resolved) that its notes' paths begin
+    with: it, and it as the readers spell it from ``path`` as given (Inf-Net's a folder
+    inside: ``<path>/TrainingSet/...``; ``Path``'s, without a trailing slash)."""
+    try:
+        inside = Path(root).relative_to(Path(path).resolve())
+    except ValueError:
+        return (root,)
+    return (root, str(Path(path) / inside))
+
+
 def _inside_root(note: str, roots: Sequence[str]) -> str:
-    """``note``, which starts with a file's path, with the path from inside the data set's
-    folder (``roots``: resolved and as given): a note is said after the folder's name."""
-    for root in roots:
-        if note.startswith(f"{root}{os.sep}"):
-            return note.removeprefix(f"{root}{os.sep}")
-    return note
+    """``note`` with each path in it that begins with the data set's folder (``roots``: its
+    spellings, :func:`_root_spellings`; a path after a blank or "(", as notes write them) from
+    inside that folder, and without the folder where the note begins with it (``<root>: 2
+    mask(s) have no image``): a note is said after the folder's name, and recorded, where a
+    path relative to the directory covseg ran in (``data/images/s0.jpg``) named no file later.
+    One pass, so that a path made relative is not cut again (``data/data/x.png``)."""
+    spelled = "|".join(re.escape(root) for root in roots)
+    return re.sub(rf"^(?:{spelled}): |(?<![^\s(])(?:{spelled}){re.escape(os.sep)}", "", note)
 
 
 def _read_layout(path: str | os.PathLike[str], options: ReadOptions) -> LoadedData:
