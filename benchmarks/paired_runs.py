@@ -14,11 +14,10 @@ as tell them apart; one run given twice is refused.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-from _cli import run_labels
+from _cli import description, run_labels
 
 from covseg.checkpoint import fold_folders
 from covseg.compare import paired_wilcoxon, per_case_dice
@@ -26,7 +25,7 @@ from covseg.errors import CovsegError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("candidate", type=Path)
     parser.add_argument("baseline", type=Path)
     args = parser.parse_args(argv)
@@ -53,7 +52,8 @@ def held_out_dice(run: Path) -> dict[str, float]:
     folds = [table for table in (fold / "test_per_case.csv" for fold in fold_folders(run))
              if table.is_file()]
     if not folds:
-        sys.exit(f"{run}: no per_case.csv and no finished fold; run covseg cv into it first")
+        raise CovsegError(f"{run}: no per_case.csv and no finished fold; run covseg cv into it "
+                          "first")
     return {case: value for table in folds
             for case, value in per_case_dice(table.parent, table.name).items()}
 
