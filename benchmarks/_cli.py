@@ -1,5 +1,7 @@
 """What the benchmark scripts share as commands: covseg's one-line errors stay one line, counts
-are checked by argparse, and runs are named alike in every table."""
+are checked by argparse, JSON outputs are checked before any work, ``--help`` shows the whole
+summary, and runs are named alike in every table. It loads no torch (timed_train.py's monitor
+imports it)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from covseg.errors import CovsegError
+from covseg.io.atomic import writable_folder
+
+
+def description(doc: str) -> str:
+    """A script's ``--help`` description: its docstring's first paragraph, joined into one line
+    for argparse to wrap (its first line alone cut a wrapped sentence in the middle)."""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -26,6 +35,18 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return whole_number
+
+
+def json_output(path: Path, option: str) -> Path:
+    """``path`` as the JSON file a script writes at its end, checked before any work: a folder
+    there, or a place that cannot be written to, failed only after all of it (a traceback, the
+    figures lost). ``option``: the option that names it (``--out``), which the error says to
+    change."""
+    if path.is_dir():
+        raise CovsegError(f"{path}: is a folder; give {option} the JSON file to write, e.g. "
+                          f"{path / 'figures.json'}")
+    writable_folder(path.parent, option)
+    return path
 
 
 def run_main(main: Callable[[], int | None]) -> NoReturn:

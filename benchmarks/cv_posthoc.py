@@ -20,6 +20,11 @@ all held-out slices (and over folds) is printed for each variant:
   the most probable pixels that maximise the Dice expected under the probabilities), and
   hysteresis (components at 0.4 kept only where they reach a higher probability).
 
+The cut of each variant: one without a post-processing suffix, and its ``+fill`` and
+``+drop<S%`` ones, cut the probabilities at 0.5, not at the threshold the run predicts with (its
+recipe's, 0.4 by default); ``+tX`` cuts at X (``+t0.4`` is the default recipe's own cut),
+``+smoothS+t0.4`` and ``+hyst0.4/H`` at 0.4, and ``+expected-dice`` picks a cut per slice.
+
 ``--recalibrate-bn clean|dihedral`` first recomputes every BatchNorm statistic of each fold
 model on that fold's training slices, unaugmented (``clean``) or in their eight flips and
 transposes (``dihedral``), with torch's ``update_bn``: the statistics training keeps come from
@@ -63,6 +68,7 @@ from covseg.checkpoint import fold_folders
 from covseg.compare import fold_t_test, paired_wilcoxon
 from covseg.crossval import finished_fold, fold_recorded, fold_training, read_fold_record
 from covseg.data.layouts import load_dataset
+from covseg.errors import CovsegError
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
 from covseg.metrics import dice
@@ -219,12 +225,13 @@ def finished_folds(run: Path) -> list[list[str]]:
     fold's held-out slices with another fold's model."""
     splits = fold_cases(run)
     if not splits:
-        sys.exit(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
+        raise CovsegError(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` "
+                          "folder")
     unfinished = [f"fold_{k}" for k in range(len(splits))
                   if not fold_recorded(run / f"fold_{k}")]
     if unfinished:
-        sys.exit(f"{run}: {', '.join(unfinished)} unfinished while later folds are done; finish "
-                 "the cross-validation (covseg cv ... --resume) first")
+        raise CovsegError(f"{run}: {', '.join(unfinished)} unfinished while later folds are "
+                          "done; finish the cross-validation (covseg cv ... --resume) first")
     return splits
 
 
@@ -235,9 +242,9 @@ def held_out(by_id: Mapping[str, T], cases: Sequence[str], run: Path, data: str,
     KeyError."""
     missing = [case for case in cases if case not in by_id]
     if missing:
-        sys.exit(f"{run}: {len(missing)} {role} case(s) not in {data} ({', '.join(missing[:3])}"
-                 f"{', ...' if len(missing) > 3 else ''}); give the data folder the run was "
-                 "trained on")
+        raise CovsegError(f"{run}: {len(missing)} {role} case(s) not in {data} "
+                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                          "give the data folder the run was trained on")
     return [by_id[case] for case in cases]
 
 
@@ -282,7 +289,7 @@ def check_variant(name: str, labels: Mapping[Path, str]) -> None:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
         hint = f"did you mean {', '.join(map(repr, close))}?" if close else \
             f"names look like {names[0]!r} (run|checkpoint|views+post-processing)"
-        sys.exit(f"--against {name!r}: no such variant; {hint}")
+        raise CovsegError(f"--against {name!r}: no such variant; {hint}")
 
 
 TESTS_TOLD = (
@@ -317,7 +324,8 @@ def training_splits(runs: Sequence[Path], splits: Sequence[list[str]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path,
@@ -330,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = finished_folds(args.runs[0])
     for run in args.runs[1:]:
         if fold_cases(run) != splits:
-            sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; "
-                     "ensembles need the same folds")
+            raise CovsegError(f"{run}: its folds differ from {args.runs[0]}'s; "
+                              "ensembles need the same folds")
     if args.against:
         check_variant(args.against, labels)
     by_id = {s.case_id: s for s in load_dataset(args.data).samples}

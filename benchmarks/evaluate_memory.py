@@ -24,7 +24,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from _cli import at_least
+from _cli import at_least, description
 from scipy import ndimage
 
 from covseg.io.atomic import write_json
@@ -54,7 +54,7 @@ def build_pair(folder: Path, slices: int, size: int = 512) -> tuple[Path, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--slices", type=at_least(1), default=600)
     parser.add_argument("--size", type=at_least(1), default=512, help="rows and columns of a slice")
     parser.add_argument("--json", type=Path, help="also write the results here")

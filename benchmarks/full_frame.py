@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _cli import run_labels
+from _cli import description, run_labels
 from cv_posthoc import finished_folds, held_out
 
 from covseg.cascade import LungFrame
 from covseg.data.layouts import Sample, load_dataset
+from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json
 from covseg.metrics import dice
@@ -33,8 +34,8 @@ def medseg_id(infnet_case: str) -> str:
     """``infnet_12`` -> ``medseg_0012``: the Inf-Net file id is the MedSeg slice index."""
     prefix, _, index = infnet_case.rpartition("_")
     if prefix != "infnet" or not index.isdigit():
-        sys.exit(f"{infnet_case}: not an Inf-Net slice (infnet_N); give a run trained on Inf-Net's "
-                 "slices")
+        raise CovsegError(f"{infnet_case}: not an Inf-Net slice (infnet_N); give a run trained "
+                          "on Inf-Net's slices")
     return f"medseg_{int(index):04d}"
 
 
@@ -64,7 +65,7 @@ def score_run(run: Path, folds: list[tuple[list[Sample], list[Sample]]], frame_l
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("infnet", help="the Inf-Net COVID-SemiSeg folder the runs trained on")
     parser.add_argument("medseg", help="the MedSeg folder with the same slices as full frames")
     parser.add_argument("runs", nargs="+", type=Path, help="covseg cv output folders")

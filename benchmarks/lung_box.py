@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _cli import description
 from cv_posthoc import finished_folds
 from full_frame import both_framings
 
@@ -105,7 +106,7 @@ def grow_boxes(predictor: Predictor, images: list[np.ndarray], boxes: list[CropB
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("infnet")
     parser.add_argument("medseg")
     parser.add_argument("run", type=Path)

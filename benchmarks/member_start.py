@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from _cli import at_least, run_main
+from _cli import at_least, description, run_main
 
 from covseg.io.atomic import write_json
 
@@ -49,7 +49,7 @@ def wave_seconds(context: Callable[[], multiprocessing.context.BaseContext], mem
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--members", type=at_least(1), default=2,
                         help="members a wave (default 2)")
     parser.add_argument("--waves", type=at_least(1), default=3,

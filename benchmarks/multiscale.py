@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _cli import description
 from cv_posthoc import dice_rows, finished_folds, held_out
 
 from covseg.config import TrainConfig
@@ -72,7 +73,7 @@ def run_thresholds(run: Path, folds: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("data")
     parser.add_argument("run", type=Path)
     parser.add_argument("--sizes", default="224,256,288,320", type=canvas_sizes,

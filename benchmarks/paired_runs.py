@@ -20,13 +20,12 @@ tell them apart; one run given twice is refused.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import cast
 
 import numpy as np
-from _cli import run_labels
+from _cli import description, run_labels
 
 from covseg.checkpoint import fold_folders, fold_index
 from covseg.compare import fold_t_test, paired_wilcoxon, per_case_dice
@@ -35,7 +34,7 @@ from covseg.errors import CovsegError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("candidate", type=Path)
     parser.add_argument("baseline", type=Path)
     args = parser.parse_args(argv)
@@ -74,7 +73,8 @@ def held_out_dice(run: Path) -> dict[Hashable, float]:
         return per_case_dice(run, by_fold=True)
     folds = [fold for fold in fold_folders(run) if (fold / "test_per_case.csv").is_file()]
     if not folds:
-        sys.exit(f"{run}: no per_case.csv and no finished fold; run covseg cv into it first")
+        raise CovsegError(f"{run}: no per_case.csv and no finished fold; run covseg cv into it "
+                          "first")
     return {(fold_index(fold), case): value for fold in folds
             for case, value in per_case_dice(fold, "test_per_case.csv").items()}
 

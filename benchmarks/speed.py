@@ -4,15 +4,17 @@
     python benchmarks/speed.py [--model RUN] [--out benchmarks/speed.json]
 
 Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's own ceiling),
-training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
-slice at batch 1 and 8 (PyTorch, and ONNX Runtime where the ``onnx`` extra is installed: its
-rows are skipped with a note otherwise; lung framing, letterbox and mapping back included, on
-synthetic CT frames), throughput on a 300-slice 512x512 volume, the network's
-achieved GFLOP/s (its FLOPs over the bare forward at batch 8) beside the pipeline's rate (the same
-FLOPs over the one-pass latency, which adds framing, letterbox and mapping back), peak memory,
-the batch-8 latency under each CPU execution mode (NCHW, channels-last, oneDNN-frozen
-TorchScript, torch.compile), and, as the speed reference, a MiniSeg-sized network run at the
-512 px input MiniSeg was published with.
+training seconds per epoch on 50 slices (of the recipe the run recorded in its config.json with
+``--model RUN``, else of the default recipe), inference latency per 512x512 slice at batch 1
+and 8 (PyTorch, and ONNX Runtime where the ``onnx`` extra is installed: its rows are skipped
+with a note otherwise; lung framing, letterbox and mapping back included, on synthetic CT
+frames), throughput on a 300-slice 512x512 volume, the network's achieved GFLOP/s (its FLOPs
+over the bare forward at batch 8) beside the pipeline's rate (the same FLOPs over the one-pass
+latency, which adds framing, letterbox and mapping back), peak memory (of the inference stages,
+this process; of the training, this process and the processes it starts: an ensemble's members
+train in processes of their own), the batch-8 latency under each CPU execution mode (NCHW,
+channels-last, oneDNN-frozen TorchScript, torch.compile), and, as the speed reference, a
+MiniSeg-sized network run at the 512 px input MiniSeg was published with.
 Without ``--model`` the default recipe's architecture is used untrained (speed does not depend
 on the weights); with ``--model RUN`` its ``log.csv`` also gives the time to convergence.
 
@@ -20,7 +22,8 @@ To check one figure in minutes, make it smaller: ``--repeats`` (timed batches pe
 ``--volume-slices`` (300), ``--train-slices`` (50) and ``--train-epochs`` (2), ``--modes``
 (execution modes, all four; ``none`` skips them); a count of 0 skips that stage. E.g. the batch-8
 latency alone: ``--repeats 3 --volume-slices 0 --train-slices 0 --modes none``. Each stage is
-named on stderr as it starts, with the seconds elapsed.
+named on stderr as it starts, with the seconds elapsed; ``--out`` is checked before the first,
+and the table is printed before the JSON is written.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
+import os
 import platform
 import resource
 import statistics
@@ -41,18 +46,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from _cli import at_least
+from _cli import at_least, description, json_output
+from _memory import TreePeak
 
 from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.synthetic import synthetic_dataset, synthetic_slice
+from covseg.errors import CovsegError
 from covseg.infer import TEST_FLIPS, Predictor
 from covseg.io.atomic import write_json
 from covseg.models import build_model
 from covseg.models.profile import count_flops, time_forward
 from covseg.models.registry import import_installed
-from covseg.train import train
+from covseg.train import UNREADABLE, train
 from covseg.transforms import normalize_intensity
 
 SLICE = 512
@@ -154,12 +161,34 @@ def untrained_predictor(model: str, size: int, path: Path, test_flips: bool = Fa
 
 
 def epoch_seconds(config: TrainConfig, slices: int = 50, epochs: int = 2) -> float:
-    """Seconds per epoch of ``config`` on ``slices`` synthetic 512x512 slices (letterboxed)."""
-    data = synthetic_dataset(seed=0, patients=slices, slices_per_patient=1, size=SLICE)
+    """Seconds per epoch of ``config`` on ``slices`` synthetic 512x512 slices (letterboxed), with
+    the masks of its target and read through its window (the slices are in HU whatever the data
+    it trained on, so its ``intensity`` is not used)."""
+    data = synthetic_dataset(seed=0, target=config.target, patients=slices, slices_per_patient=1,
+                             size=SLICE, window=config.hu_window)
     with tempfile.TemporaryDirectory() as tmp:
         recipe = TrainConfig(**{**config.to_dict(), "epochs": epochs, "val_fraction": 0.0})
         metrics = train(recipe, data, tmp, progress=False)
     return epoch_wall_seconds(metrics)
+
+
+def timed_training(config: TrainConfig, slices: int, epochs: int) -> tuple[float, float]:
+    """:func:`epoch_seconds` of ``config``, and the training's peak memory in MiB: the largest
+    summed resident memory of this process and every process it starts (an ensemble's members
+    train in processes of their own, a fork server and one per member), sampled every 0.5 s
+    (:class:`_memory.TreePeak`), or this process's own peak as the kernel records it where that
+    rose during the training. Its own peak alone said 1295 MiB where the processes together
+    held 3.6 GB."""
+    before = _own_peak_kib()
+    with TreePeak(os.getpid()) as tree:
+        seconds = epoch_seconds(config, slices, epochs)
+    after = _own_peak_kib()
+    return seconds, max(tree.kib, after if after > before else 0) / 1024
+
+
+def _own_peak_kib() -> int:
+    """This process's peak resident memory so far, in KiB (Linux's unit)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def epoch_wall_seconds(metrics: dict[str, Any]) -> float:
@@ -180,8 +209,7 @@ def convergence(run: Path | None) -> list[dict[str, float | str]]:
     run folder or its checkpoint file."""
     if run is None:
         return []
-    if run.is_file():  # --model RUN/best.pt: the logs are in its folder
-        run = run.parent
+    run = run_folder(run)
     found = []
     for log in sorted([run / "log.csv", *run.glob("member*/log.csv")]):
         rows = list(csv.DictReader(log.open())) if log.is_file() else []
@@ -203,17 +231,32 @@ def convergence(run: Path | None) -> list[dict[str, float | str]]:
     return found
 
 
-def _guide_options(guide: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's lung guide as training options, so that its epochs are timed with the lung
-    channel (and the lung model's predictions) it trained with."""
-    if not guide:
-        return {}
-    source = str(guide["source"])
-    if source != "threshold" and not Path(source).exists():
-        raise SystemExit(f"the run's lung model {source} is gone: its training cannot be timed "
-                         "(put the lung run back, or time a run without a lung guide)")
-    return {"lung_guide": source, "crop_lungs": bool(guide["crop"]),
-            "window": tuple(guide["window"])}
+def run_folder(run: Path) -> Path:
+    """The folder of ``--model`` (a run folder, or its checkpoint file)."""
+    return run.parent if run.is_file() else run
+
+
+def run_recipe(run: Path) -> TrainConfig:
+    """The recipe ``run`` recorded in its config.json, read as a resume reads it
+    (:meth:`TrainConfig.from_dict`), so that its epochs are timed as it trained (its batch
+    size, augmentation, EMA, CutMix, lung guide, epochs): the default recipe was timed with
+    the run's network alone. Refused in one line before any timing where the record is
+    missing or damaged, or the lung model it trained with is gone."""
+    record = run_folder(run) / "config.json"
+    skip = "or --train-slices 0 to time no training"
+    if not record.is_file():
+        raise CovsegError(f"{record}: not found, so the run's recipe cannot be timed; give the "
+                          f"folder covseg train wrote, {skip}")
+    try:
+        recipe = TrainConfig.from_dict(json.loads(record.read_text())["config"])
+    except UNREADABLE as exc:
+        raise CovsegError(f"{record}: unreadable run record ({exc}), so the run's recipe cannot "
+                          f"be timed; give the folder covseg train wrote, {skip}") from None
+    source = recipe.lung_guide
+    if source not in ("none", "threshold") and not Path(source).exists():
+        raise CovsegError(f"the run's lung model {source} is gone: its training cannot be timed; "
+                          f"put the lung run back, {skip}")
+    return recipe
 
 
 def missing_onnx() -> str | None:
@@ -252,7 +295,7 @@ class Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--model", type=Path,
                         help="a run folder from `covseg train`, or its best.pt")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -270,20 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or (args.train_slices and args.train_epochs < 1):
         parser.error("--repeats and --train-epochs must be at least 1")
+    json_output(args.out, "--out")
     warnings.filterwarnings("ignore")
     onnx_missing = missing_onnx()
     if onnx_missing:
         print(f"speed.py: ONNX Runtime rows {onnx_missing}", file=sys.stderr)
     stage = Progress()
-    config = TrainConfig()
+    config, recipe = TrainConfig(), "default recipe"
     channels = 1
     if args.model:  # before any timing, so that a wrong path is refused at once
         payload = load_checkpoint(args.model)  # read once: the predictor is built from it
-        meta = payload["meta"]
-        channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
-        config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
-                             size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
-                             **_guide_options(meta.get("lung_guide")))
+        channels = int(payload["meta"].get("in_channels", 1))  # a lung guide adds a channel
+        if args.train_slices:
+            config, recipe = run_recipe(args.model), "the run's recipe"
     results: dict[str, object] = {
         "machine": (f"{platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads"),
@@ -339,19 +381,20 @@ def main(argv: list[str] | None = None) -> int:
             results["volume_slices"] = args.volume_slices
             results[f"volume_{args.volume_slices}_slices_seconds"] = seconds
             results["volume_slices_per_second"] = args.volume_slices / seconds
+    results["inference_peak_rss_mib"] = _own_peak_kib() / 1024
     if args.train_slices:
-        stage(f"training, {args.train_epochs} epoch(s) on {args.train_slices} slices")
-        per_epoch = epoch_seconds(config, args.train_slices, args.train_epochs)
+        stage(f"training, {args.train_epochs} epoch(s) on {args.train_slices} slices ({recipe})")
+        per_epoch, results["train_peak_tree_rss_mib"] = timed_training(
+            config, args.train_slices, args.train_epochs)
+        results["train_recipe"] = recipe
         results["train_slices"] = args.train_slices
         results[f"train_s_per_epoch_{args.train_slices}_slices"] = per_epoch
-        results["default_epochs"] = config.epochs_for(args.train_slices)
-        results["default_train_minutes_estimate"] = per_epoch * results["default_epochs"] / 60
+        results["recipe_epochs"] = config.epochs_for(args.train_slices)
+        results["train_minutes_estimate"] = per_epoch * results["recipe_epochs"] / 60
     results["convergence"] = convergence(args.model)
-    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _print_table(results)  # before the write: a write that fails keeps the figures
     write_json(args.out, results)
     stage(f"done; wrote {args.out}")
-    _print_table(results)
     return 0
 
 
@@ -387,10 +430,14 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
                                            f"({r['volume_slices_per_second']:.1f} slices/s)")))
     if "train_slices" in r:
         n = r["train_slices"]
-        rows.append((f"training, {n} slices", (
+        rows.append((f"training, {n} slices, {r['train_recipe']}", (
             f"{r[f'train_s_per_epoch_{n}_slices']:.1f} s / epoch; "
-            f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min")))
-    rows.append(("peak memory (RSS, this process)", f"{r['peak_rss_mib']:.0f} MiB"))
+            f"{r['recipe_epochs']} epochs ≈ {r['train_minutes_estimate']:.1f} min")))
+    rows.append(("peak memory, inference (this process)",
+                 f"{r['inference_peak_rss_mib']:.0f} MiB"))
+    if "train_peak_tree_rss_mib" in r:
+        rows.append(("peak memory, training (all processes)",
+                     f"{r['train_peak_tree_rss_mib']:.0f} MiB"))
     rows += [(f"execution: {name}, b8", f"{value * 1000:.1f} {ms}"
               if isinstance(value, float) else value)
              for name, value in r.get("execution_s_per_slice_batch8", {}).items()]

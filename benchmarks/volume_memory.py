@@ -27,7 +27,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from _cli import at_least
+from _cli import at_least, description
 from tqdm import tqdm
 
 from covseg.checkpoint import load_checkpoint
@@ -114,7 +114,7 @@ def measure(path: str, out_dir: str, model: str | None, batch_size: int,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--model", help="covseg checkpoint (run folder or .pt); default: "
                                         "untrained MONAI UNet")
     parser.add_argument("--slices", type=at_least(1), default=600)

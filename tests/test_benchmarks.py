@@ -3,6 +3,7 @@ parts in-process)."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import importlib.util
 import json
@@ -137,9 +138,9 @@ def test_cv_posthoc_refuses_an_unknown_against_before_predicting(
     """A misspelt ``--against`` was found only after every fold was predicted, and the error
     listed all ~700 variants on one line; now it stops at once, naming close matches."""
     cv_posthoc = _script("cv_posthoc", monkeypatch)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         cv_posthoc.main([str(synthetic_folder), str(tiny_cv), "--against", "cv|best.pt|none|t0.4"])
-    message = str(stop.value.code)
+    message = str(error.value)
     assert "predicted" not in capsys.readouterr().err
     assert "no such variant" in message and "'cv|best.pt|none+t0.4'" in message
     assert "\n" not in message and len(message) < 400
@@ -174,12 +175,12 @@ def test_cv_posthoc_recalibrate_bn_refuses_data_without_the_training_slices(
         if path.stem not in held:
             path.unlink()
     trained = json.loads((run / "fold_0" / "config.json").read_text())["train_cases"]
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         cv_posthoc.main([str(data), str(run), "--recalibrate-bn", "clean"])
     assert "predicted" not in capsys.readouterr().err
-    assert stop.value.code == (f"{run / 'fold_0'}: {len(trained)} training case(s) not in {data} "
-                               f"({', '.join(trained[:3])}, ...); give the data folder the run "
-                               "was trained on")
+    assert str(error.value) == (f"{run / 'fold_0'}: {len(trained)} training case(s) not in {data} "
+                                f"({', '.join(trained[:3])}, ...); give the data folder the run "
+                                "was trained on")
 
 
 
@@ -242,10 +243,10 @@ def test_a_plain_train_run_is_refused_in_one_line(
     """A ``covseg train`` run (no folds) printed nan and exited 0 (full_frame) or failed in a
     TypeError (lung_box)."""
     infnet, medseg, _ = infnet_cv
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         _script(script, monkeypatch).main([str(infnet), str(medseg), str(tiny_run)])
-    assert stop.value.code == (f"{tiny_run}: no fold_*/fold_metrics.json; give a finished "
-                               "`covseg cv` folder")
+    assert str(error.value) == (f"{tiny_run}: no fold_*/fold_metrics.json; give a finished "
+                                "`covseg cv` folder")
 
 
 def test_a_run_missing_an_earlier_fold_is_refused_in_one_line(
@@ -256,10 +257,10 @@ def test_a_run_missing_an_earlier_fold_is_refused_in_one_line(
     infnet, medseg, run = infnet_cv
     gapped = shutil.copytree(run, tmp_path / "gapped")
     (gapped / "fold_0" / "fold_metrics.json").unlink()
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         _script("full_frame", monkeypatch).main([str(infnet), str(medseg), str(gapped)])
-    assert stop.value.code == (f"{gapped}: fold_0 unfinished while later folds are done; finish "
-                               "the cross-validation (covseg cv ... --resume) first")
+    assert str(error.value) == (f"{gapped}: fold_0 unfinished while later folds are done; finish "
+                                "the cross-validation (covseg cv ... --resume) first")
 
 
 def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
@@ -330,11 +331,11 @@ def test_full_frame_refuses_data_without_the_runs_held_out_slices(
         for folder in ("tr_im", "tr_mask"):
             (part / folder / f"{name}.png").unlink()
     full_frame = _script("full_frame", monkeypatch)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         full_frame.main([str(infnet), str(part), str(run)])
     assert re.fullmatch(rf"{re.escape(f'{run}: ')}\d held-out case\(s\) not in "
                         rf"{re.escape(str(part))} \(medseg_000[0-3](, medseg_000[0-3])*\); give "
-                        "the data folder the run was trained on", str(stop.value.code))
+                        "the data folder the run was trained on", str(error.value))
     out = tmp_path / "full_frame.json"
     assert full_frame.main([str(infnet), str(medseg), str(run), "--json", str(out)]) == 0
     assert atomic_targets[-1] == out
@@ -361,18 +362,18 @@ def test_multiscale_refuses_bad_sizes_and_plain_runs_before_any_work(
         assert stop.value.code == 2
         assert capsys.readouterr().err.splitlines()[-1].endswith(
             f"error: argument --sizes: {why}")
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         multiscale.main([str(synthetic_folder), str(tiny_run), "--sizes", "32"])
-    assert "no fold_*/fold_metrics.json" in str(stop.value.code)
+    assert "no fold_*/fold_metrics.json" in str(error.value)
 
 
 def test_cv_posthoc_refuses_data_without_the_runs_held_out_slices(
         synthetic_folder: Path, infnet_cv: tuple[Path, Path, Path],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Another data folder than the run's failed in a KeyError traceback."""
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(CovsegError) as error:
         _script("cv_posthoc", monkeypatch).main([str(synthetic_folder), str(infnet_cv[2])])
-    assert f"held-out case(s) not in {synthetic_folder} (infnet_" in str(stop.value.code)
+    assert f"held-out case(s) not in {synthetic_folder} (infnet_" in str(error.value)
     assert "predicted" not in capsys.readouterr().err
 
 
@@ -417,7 +418,8 @@ def command_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, .
         ("crop_or_frame.py", missing), ("crop_or_frame.py", str(root / "empty")),
         ("speed.py", "--model", missing), ("volume_memory.py", "--model", missing),
         ("multiscale.py", missing, cv), ("cv_posthoc.py", missing, cv),
-        ("full_frame.py", missing, missing, cv), ("mask_canvas.py", missing)]
+        ("full_frame.py", missing, missing, cv), ("mask_canvas.py", missing),
+        *[tuple(a.replace("ROOT", str(root)) for a in call) for call in NOT_FINISHED]]
     return dict(zip([tuple(a.replace(str(root), "ROOT") for a in call) for call in calls],
                     _answers(calls, root), strict=True))
 
@@ -435,10 +437,25 @@ def _answers(calls: list[tuple[str, ...]], root: Path) -> list[tuple[int, str, s
 def test_every_script_answers_help_with_its_usage(
         script: str, command_lines: dict[tuple[str, ...], Any]) -> None:
     """crop_or_frame.py took ``--help`` for its data folder: half a table, then a
-    ZeroDivisionError traceback."""
+    ZeroDivisionError traceback. The help shows the docstring's whole first paragraph: its
+    first line alone cut member_start.py's mid-sentence ("... what it trains with (covseg,")."""
     status, out, err = command_lines[(script, "--help")]
     assert (status, err) == (0, "")
     assert out.startswith("usage: ") and "-h, --help" in out
+    summary = (ast.get_docstring(ast.parse((BENCHMARKS / script).read_text())) or "")
+    assert "".join(summary.split("\n\n")[0].split()) in "".join(out.split())
+
+
+NOT_FINISHED = {
+    ("paired_runs.py", "ROOT/empty", "ROOT/cv"): (
+        "ROOT/empty: no per_case.csv and no finished fold; run covseg cv into it first"),
+    **{(script, *(["ROOT/missing"] * data), "ROOT/empty"): (
+        "ROOT/empty: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
+       for script, data in (("cv_posthoc.py", 1), ("multiscale.py", 1), ("full_frame.py", 2),
+                            ("lung_box.py", 2))},
+}
+"""Calls given a folder that holds no finished run: they exited with the message alone, status
+1, not as ``SCRIPT: error: ...`` with status 2, as :func:`_cli.run_main` words covseg's errors."""
 
 
 WRONG_PATHS = {
@@ -459,6 +476,7 @@ WRONG_PATHS = {
     ("mask_canvas.py", "ROOT/missing"): (
         "ROOT/missing: no such folder; give a folder of 2D slices with masks (e.g. "
         "../shared/data/medseg-covid19-100)"),
+    **NOT_FINISHED,
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from covseg import api
+from covseg.errors import CovsegError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
@@ -22,11 +25,12 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``--model RUN`` of a lung-guided run stopped in a traceback: the FLOP count fed the
     network one channel where it takes two (and the traced execution mode failed the same
-    way). Its epochs were timed without the lung channel. The slow measurements are stubbed:
-    this checks the run's own input and guide are used."""
+    way). Its epochs were timed without the lung channel, and with the default recipe's batch
+    size, augmentation, CutMix, EMA and epochs: the run's recorded recipe is timed now. The slow
+    measurements are stubbed: this checks the run's own input, guide and recipe are used."""
     run = tmp_path / "run"
-    api.train(synthetic_folder, run, epochs=1, size=32, batch_size=4, model="miniseg",
-              lung_guide="threshold", val_fraction=0.0)
+    api.train(synthetic_folder, run, epochs=1, size=32, batch_size=2, model="miniseg",
+              lung_guide="threshold", val_fraction=0.0, cutmix=0.5, ema_decay=0.9)
     speed = _speed_module()
     frame = speed.ct_slices(1)[0]
     monkeypatch.setattr(speed, "matmul_gflops", lambda: 1.0)
@@ -45,6 +49,8 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     assert np.isfinite(results["onnx_s_per_slice_batch8"])
     framings = [(c.lung_guide, c.in_channels, c.frame_lungs) for c in timed]
     assert framings == [("threshold", 2, False)]
+    assert [(c.batch_size, c.cutmix, c.ema_decay, c.epochs) for c in timed] == [(2, 0.5, 0.9, 1)]
+    assert (results["train_recipe"], results["recipe_epochs"]) == ("the run's recipe", 1)
     rows = speed.convergence(run)
     assert rows and speed.convergence(run / "best.pt") == rows  # it was [] for the file
 
@@ -159,3 +165,76 @@ def test_speed_writes_its_json_beside_itself_where_git_ignores_it() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", str(SCRIPT.with_name("speed.json"))],
                              cwd=root, check=False)
     assert ignored.returncode == 0
+
+
+def _stub_slow_stages(speed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stub the slow measurements, and ONNX Runtime found absent, for a run of seconds."""
+    for module in ("onnx", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setattr(speed, "matmul_gflops", lambda: 100.0)
+    monkeypatch.setattr(speed, "latency", lambda predictor, batch, repeats=5: 0.02)
+    monkeypatch.setattr(speed, "time_forward", lambda model, batch, repeats, warmup: 0.08)
+
+
+SMALL = ["--repeats", "1", "--volume-slices", "0", "--modes", "none"]
+"""A speed.py run that times no volume and no execution mode."""
+
+
+def test_speed_counts_the_training_processes_in_its_peak(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Its one peak was this process's (``getrusage(RUSAGE_SELF)``), labelled "peak memory
+    (RSS, this process)", while an ensemble's members train in processes of their own: 1295
+    MiB where the processes together held 3.6 GB. The training's peak adds up the processes
+    it starts now; the inference stages' peak is still this process's, and each is named so."""
+    speed = _speed_module()
+    _stub_slow_stages(speed, monkeypatch)
+    held = "import time; block = b'x' * (400 * 2**20); time.sleep(2)"
+
+    def training(config: Any, slices: int = 50, epochs: int = 2, **_: Any) -> float:
+        subprocess.run([sys.executable, "-c", held], check=True, timeout=60)
+        return 1.0
+
+    monkeypatch.setattr(speed, "epoch_seconds", training)
+    out = tmp_path / "speed.json"
+    assert speed.main([*SMALL, "--train-slices", "1", "--train-epochs", "1",
+                       "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    own_mib = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf(
+        "SC_PAGE_SIZE") / 2**20
+    assert results["train_peak_tree_rss_mib"] > own_mib + 350
+    assert results["inference_peak_rss_mib"] > 0 and results["train_recipe"] == "default recipe"
+    table = capsys.readouterr().out
+    assert "peak memory, inference (this process)" in table
+    assert "peak memory, training (all processes)" in table
+    assert "training, 1 slices, default recipe" in table
+
+
+def test_speed_refuses_an_out_folder_before_the_first_stage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out DIR`` was found wrong only when the JSON was written, after every stage, and the
+    table, printed after the write, was lost with the figures."""
+    speed = _speed_module()
+    monkeypatch.setattr(speed, "matmul_gflops", lambda: pytest.fail("measured before refusing"))
+    with pytest.raises(CovsegError, match=(rf"^{re.escape(str(tmp_path))}: is a folder; give "
+                                           "--out the JSON file to write, e.g. ")):
+        speed.main(["--out", str(tmp_path)])
+    assert "[" not in capsys.readouterr().err
+
+
+def test_speed_prints_its_table_before_writing_the_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A write that fails at the end (a full disk, a folder made there meanwhile) lost the
+    table too: it was printed after the write."""
+    speed = _speed_module()
+    _stub_slow_stages(speed, monkeypatch)
+
+    def full_disk(target: Path, data: Any) -> None:
+        raise CovsegError(f"{target}: the disk is full")
+
+    monkeypatch.setattr(speed, "write_json", full_disk)
+    with pytest.raises(CovsegError, match="the disk is full"):
+        speed.main([*SMALL, "--train-slices", "0", "--out", str(tmp_path / "speed.json")])
+    assert "torch latency, batch 8" in capsys.readouterr().out

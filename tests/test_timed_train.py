@@ -77,10 +77,12 @@ def test_the_peak_includes_a_process_peak_between_samples(monkeypatch: pytest.Mo
     assert peak_kib >= 300 * 1024
 
 
-def test_the_monitor_loads_no_covseg(tmp_path: Path) -> None:
+def test_the_monitor_loads_no_torch(tmp_path: Path) -> None:
     """Importing covseg's JSON writer (and _cli's error type) loaded the whole package, torch
     and MONAI, into the monitor: 17 s before --help answered, 760 MiB held beside the training
-    it measures."""
+    it measures. They load neither now (covseg's package loads its parts as they are asked
+    for), so the monitor uses them: its own writer left a temporary file behind where --json
+    was a folder (see below)."""
     code = ("import runpy, sys\n"
             f"sys.argv = [{str(SCRIPT)!r}, '--help']\n"
             f"sys.path.insert(0, {str(SCRIPT.parent)!r})\n"
@@ -88,8 +90,24 @@ def test_the_monitor_loads_no_covseg(tmp_path: Path) -> None:
             f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
             "except SystemExit:\n"
             "    pass\n"
-            "print('covseg' in sys.modules)\n")
+            "print([name for name in ('torch', 'monai', 'numpy') if name in sys.modules])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_json_into_a_folder_is_refused_before_training(tmp_path: Path,
+                                                       synthetic_folder: Path) -> None:
+    """``--json DIR`` trained the whole run, then ended in an IsADirectoryError traceback and
+    left ``.DIR.tmp`` beside it (the script's own writer); it is refused in one line now, before
+    the training starts."""
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    done = _run(str(synthetic_folder), "--out", "run", "--json", str(folder), "--", "--model",
+                "miniseg", "--epochs", "1", "--size", "32", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"timed_train.py: error: {folder}: is a folder; give --json the JSON "
+                           f"file to write, e.g. {folder / 'figures.json'}\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["figures"]
+    assert not any(folder.iterdir())
