@@ -1068,8 +1068,51 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
 
     monkeypatch.setattr(compare, "cross_validate", cross_validate)
     monkeypatch.setattr(compare, "build_model", lambda *args, **kwargs: None)
-    monkeypatch.setattr(compare, "profile_model", lambda *args, **kwargs: {
+    monkeypatch.setattr(compare, "profile_for_comparison", lambda *args, **kwargs: {
         "parameters": 1, "gflops_per_slice": 0.1, "cpu_ms_per_slice": 1.0})
+
+
+class _FixedSize(nn.Module):
+    """A network that takes 32 px slices only, as timm's swin_tiny_patch4_window7_224 takes
+    224 px ones (with timm's words)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2] == 32, f"Input height ({x.shape[-2]}) doesn't match model (32)."
+        return self.conv(x)
+
+
+def test_a_model_that_takes_its_canvas_only_is_costed_on_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare costed every model on a 512 px slice, which a timm encoder of one input size
+    (unet++:encoder=tu-swin_tiny_patch4_window7_224 at --size 224) does not take: every fold
+    trained, then an AssertionError traceback and no comparison.json (--resume the same). Such
+    a model is costed on its run's canvas, the size said in its cells, its row and a note."""
+    from covseg.models import profile
+
+    _fake_runs(monkeypatch, {"miniseg": [{"a": 0.5, "b": 0.6}, {"c": 0.4}],
+                             "unet": [{"a": 0.6, "b": 0.6}, {"c": 0.5}]})
+    monkeypatch.setattr(compare, "profile_for_comparison", profile.profile_for_comparison)
+    monkeypatch.setattr(compare, "build_model", lambda name, *args, **kwargs: (
+        _FixedSize() if name == "unet" else nn.Conv2d(1, 1, 3, padding=1)))
+    # as smp's timm encoders are told apart (fixed_canvas_possible): only they are run at 512
+    monkeypatch.setattr(profile, "fixed_canvas_possible",
+                        lambda model, **kwargs: isinstance(model, _FixedSize))
+    compare.compare_models(TrainConfig(size=32), load_dataset("synthetic"),
+                           ["miniseg", "unet"], tmp_path)
+    baseline, fixed = json.loads((tmp_path / "comparison.json").read_text())["models"]
+    assert (baseline["size"], "size_note" in baseline) == (512, False)
+    assert fixed["size"] == 32 and fixed["gflops_per_slice"] == pytest.approx(2 * 9 * 32 * 32 / 1e9)
+    reason = "it does not run on a 512 px slice (Input height (512) doesn't match model (32).)"
+    assert fixed["size_note"] == f"measured on its 32 px canvas: {reason}"
+    report = (tmp_path / "comparison.md").read_text()
+    assert f"\n- Cost of unet: GFLOPs and CPU ms measured on its 32 px canvas: {reason}\n" in report
+    row = next(line for line in report.splitlines() if line.startswith("| unet |"))
+    assert re.search(r"\| 1.8e-05 at 32² \| \d+ at 32² \| ", row), row
+    assert "| GFLOPs/512² | CPU ms/512² |" in report and " at 512²" not in report
 
 
 def test_pairs_are_the_same_folds_slice_and_delta_is_the_dice_columns(

@@ -6,7 +6,8 @@ no patient holds several) with a bootstrap interval of the mean difference, whic
 trained networks as given; beside it Nadeau and Bengio's corrected resampled t-test on the
 per-fold mean differences, which includes training variation and decides the verdict
 (Holm-adjusted p values beside the raw ones where several candidates meet one baseline); and
-each model's cost (parameters, GFLOPs and CPU milliseconds per 512x512 slice).
+each model's cost (parameters, GFLOPs and CPU milliseconds per 512x512 slice, or per slice of
+its canvas for a model that takes no 512 px slice).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from covseg.metrics import metric_notes
 from covseg.models import build_model
 from covseg.models.ensemble import member_names
 from covseg.models.pretrained import without_weights_file
-from covseg.models.profile import profile_model
+from covseg.models.profile import CT_SIZE, profile_for_comparison
 from covseg.models.registry import (
     REGISTRY,
     check_model,
@@ -409,9 +410,10 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
                                  lung_sha256=pins[spec])
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
-        cost = profile_model(build_model(model_config.model, channels, data.num_classes,
-                                         **without_weights_file(model_config.model_options)),
-                             size=512, in_channels=channels)
+        cost = profile_for_comparison(
+            build_model(model_config.model, channels, data.num_classes,
+                        **without_weights_file(model_config.model_options)),
+            model_config.size, channels)
         dice_by_model[spec] = per_case
         units_by_model[spec] = patient_dice(out / model_folder(spec))
         rows.append({"model": spec, "folder": model_folder(spec),
@@ -743,6 +745,18 @@ def _hd95_coverage(result: dict[str, Any]) -> list[str]:
     return [text]
 
 
+def _cost_size(row: Mapping[str, Any]) -> str:
+    """`` at 224²`` after a cost measured on the model's canvas, not the column's 512 px slice
+    (:func:`~covseg.models.profile.profile_for_comparison`'s ``size_note``); else nothing."""
+    return f" at {row['size']}²" if "size_note" in row else ""
+
+
+def _cost_size_notes(result: dict[str, Any]) -> list[str]:
+    """A line per model whose cost was measured on its canvas, saying why (its ``size_note``)."""
+    return [f"- Cost of {row['model']}: GFLOPs and CPU ms {row['size_note']}"
+            for row in result["models"] if "size_note" in row]
+
+
 def paired_difference_text(test: Mapping[str, Any]) -> str:
     """The mean paired difference and its 95 % bootstrap interval, e.g. ``+0.060 (+0.010,
     +0.110)``; the interval left out where there is none (one pair, or a record without)."""
@@ -786,13 +800,14 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
         *([f"- Note: {left_out_note(result['left_out'])}"] if result.get("left_out") else []),
         *_test_notes(result),
         *_hd95_coverage(result),
+        *_cost_size_notes(result),
         *hd95_units_line(result.get("hd95_slices_by_unit", {})),
         *data_warnings(result),
         "",
         ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
          f"| paired Δ (95 % CI) | {any_lesion('p', multiclass)} | "
          + ("p (Holm) | " if holm_column else "") + "p over folds: verdict | params "
-         "| GFLOPs/512² | CPU ms/512² | CV training |"),
+         f"| GFLOPs/{CT_SIZE}² | CPU ms/{CT_SIZE}² | CV training |"),
         "|" + "---|" * (len(columns) + 10 + holm_column),
     ]
     for row in result["models"]:
@@ -811,8 +826,9 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{paired} | {p_value} | {fold_test_text(row.get(FOLD_TEST))} | "
                      f"{row['parameters']:,} | "
-                     f"{cost_text(row['gflops_per_slice'])} | "
-                     f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
+                     f"{cost_text(row['gflops_per_slice'])}{_cost_size(row)} | "
+                     f"{row['cpu_ms_per_slice']:.0f}{_cost_size(row)} | "
+                     f"{duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
     caption = f"per-case {columns[0]} by model and paired differences from the baseline"
     lines += ["", *(figure_link(caption, "comparison_boxplot.png", plotted) or [""]),

@@ -1352,8 +1352,10 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                            **without_weights_file(config.model_options))
     assert isinstance(ensemble, Ensemble), "several member names build an Ensemble"
     guide = _pinned_guide(config, out, lung_sha256)
+    # the members' parameters summed, as a single run's record and compare's row count them
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
-                      holds_saved_run(out), members=names, **record)
+                      holds_saved_run(out), members=names, parameters=parameter_count(ensemble),
+                      **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), folder)
             for i, (name, folder) in enumerate(zip(names, _member_folders(out, names),
                                                    strict=True))]

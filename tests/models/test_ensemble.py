@@ -81,6 +81,8 @@ def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path)
     records = [json.loads((m / "config.json").read_text()) for m in [out, *members]]
     assert [r["config"]["seed"] for r in records[1:]] == [0, 1]
     assert len({r["data_fingerprint"] for r in records}) == 1, "members record the run's data"
+    # the ensemble's record said no parameters, each member's its own
+    assert records[0]["parameters"] == sum(r["parameters"] for r in records[1:]) > 0
     assert [m["model"] for m in metrics["members"]] == ["unet", "unet"]
     assert metrics["members_side_by_side"] == min(2, torch.get_num_threads())
     assert not list(out.glob(".members-*"))

@@ -24,7 +24,7 @@ from covseg.models.ensemble import member_names
 from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel, read_state_dict
-from covseg.models.profile import profile_model
+from covseg.models.profile import profile_for_comparison, profile_model
 from covseg.models.registry import check_model, check_options, resolved_options
 from tests.conftest import NEEDS_ZOO
 
@@ -601,6 +601,18 @@ def test_an_encoder_that_takes_one_input_size_is_refused_before_data_are_read(
             "encoder 'tu-swin_tiny_patch4_window7_224' does not fit DeepLabV3Plus: "
             "SwinTransformer.__init__() got an unexpected keyword argument 'output_stride'")):
         check_model("deeplabv3+", swin, 64)
+
+
+@NEEDS_ZOO
+def test_an_encoder_that_takes_one_input_size_is_costed_on_its_canvas() -> None:
+    """compare costed every model on a 512 px slice: swin_tiny_patch4_window7_224, trained at
+    --size 224, crashed it after every fold had trained. It is costed on its canvas, which its
+    record says with the reason; its training mode is left as it was."""
+    model = build_model("unet++", encoder="tu-swin_tiny_patch4_window7_224")
+    cost = profile_for_comparison(model, 224)
+    assert cost["size"] == 224 and cost["gflops_per_slice"] > 0 and model.training
+    assert cost["size_note"] == ("measured on its 224 px canvas: it does not run on a 512 px "
+                                 "slice (Input height (512) doesn't match model (224).)")
 
 
 @pytest.mark.parametrize("name", ["unet", "miniseg,miniseg", "unet++"])

@@ -14,10 +14,15 @@ from covseg.errors import CovsegError
 from covseg.models.registry import (
     REGISTRY,
     build_model,
+    canvas_failure,
+    fixed_canvas_possible,
     model_options,
     parameter_count,
     unset_meanings,
 )
+
+CT_SIZE = 512
+"""The side of the slice that models' costs are compared on: CT's 512 x 512 px."""
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -44,7 +49,7 @@ def time_forward(model: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -
     return statistics.median(times)
 
 
-def profile_model(model: nn.Module, size: int = 512, in_channels: int = 1, batch: int = 1,
+def profile_model(model: nn.Module, size: int = CT_SIZE, in_channels: int = 1, batch: int = 1,
                   repeats: int = 5, warmup: int = 2) -> dict[str, Any]:
     """Parameters, GFLOPs per slice and CPU milliseconds per slice for ``size`` x ``size`` input.
 
@@ -70,6 +75,22 @@ def profile_model(model: nn.Module, size: int = 512, in_channels: int = 1, batch
         "batch": batch,
         "threads": torch.get_num_threads(),
     }
+
+
+def profile_for_comparison(model: nn.Module, canvas: int, in_channels: int = 1
+                           ) -> dict[str, Any]:
+    """:func:`profile_model` on a :data:`CT_SIZE` px slice, so that models compare on one size;
+    a model that takes one input size only, not that one (timm's ``swin_tiny_patch4_window7_224``,
+    checked as :func:`~covseg.models.registry.check_model` checks a canvas), on ``canvas``, the
+    size its runs take, with ``size_note`` saying so and why (its cost at 512 px is not
+    measured: compare crashed after every fold had trained)."""
+    failure = (canvas_failure(model, CT_SIZE, in_channels) if fixed_canvas_possible(model)
+               else None)
+    if failure is None:
+        return profile_model(model, size=CT_SIZE, in_channels=in_channels)
+    return {**profile_model(model, size=canvas, in_channels=in_channels),
+            "size_note": f"measured on its {canvas} px canvas: it does not run on a {CT_SIZE} "
+                         f"px slice ({failure})"}
 
 
 def model_table() -> list[dict[str, Any]]:

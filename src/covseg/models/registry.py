@@ -151,17 +151,30 @@ def check_canvas(name: str, options: Mapping[str, Any], model: nn.Module, size: 
     """One forward pass of a blank ``size`` px slice (batch 1, eval, no gradients): an encoder
     that takes its own input size only failed at the first training batch, after the data had
     been read, in an 89-line traceback."""
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 1, size, size))
-    except (AssertionError, RuntimeError, ValueError, MemoryError) as exc:
+    reason = canvas_failure(model, size)
+    if reason:
         given = ", ".join(f"{key}={value}" for key, value in options.items())
         other = "another encoder" if options.get("encoder") else "another model"
-        lines = str(exc).strip().splitlines()
-        reason = "out of memory" if is_out_of_memory(exc) else lines[0] if lines else repr(exc)
         raise CovsegError(f"model {name!r}{f' with {given}' if given else ''} does not run on "
                           f"a {size} px canvas ({reason}); give a {option_name('size')} it "
-                          f"takes or {other}") from None
+                          f"takes or {other}")
+
+
+def canvas_failure(model: nn.Module, size: int, in_channels: int = 1) -> str | None:
+    """Why ``model`` does not run on a blank ``size`` px slice of ``in_channels`` (batch 1, eval,
+    no gradients; its training mode is restored after), in one line; None where it does. The
+    errors are those a network that takes another input size raises (timm's swin: "Input
+    height (512) doesn't match model (224).")."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, size, size))
+    except (AssertionError, RuntimeError, ValueError, MemoryError) as exc:
+        lines = str(exc).strip().splitlines()
+        return "out of memory" if is_out_of_memory(exc) else lines[0] if lines else repr(exc)
+    finally:
+        model.train(was_training)
+    return None
 
 
 ZOO_MODULES = {"torchvision": "torchvision",
