@@ -2636,6 +2636,49 @@ def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
     assert not (tmp_path / out).exists()
 
 
+@pytest.mark.parametrize(("argv", "out", "held"), [
+    (("train", "DATA"), "model.pt",
+     "the run goes to OUT/best.pt, OUT/config.json and OUT/metrics.json"),
+    (("train", "DATA"), "model.onnx",
+     "the run goes to OUT/best.pt, OUT/config.json and OUT/metrics.json"),
+    (("cv", "DATA", "--folds", "2"), "results.json",
+     "each fold goes to OUT/fold_K/, the summary to OUT/summary.json and OUT/report.md"),
+    (("cv", "DATA", "--fold", "0"), "folds.csv",
+     "each fold goes to OUT/fold_K/, the summary to OUT/summary.json and OUT/report.md"),
+    (("compare", "DATA", "--models", "unet", "miniseg"), "run.nii.gz",
+     ("each model's folds go to OUT/MODEL/, the comparison to OUT/comparison.json and "
+      "OUT/comparison.md")),
+    (("demo",), "demo.md",
+     "the demo's data go to OUT/synthetic-data/, its cross-validation to OUT/cv/")])
+def test_a_training_out_named_as_a_file_is_refused_as_predicts_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        argv: tuple[str, ...], out: str, held: str) -> None:
+    """``covseg train DATA --out model.pt`` trained into a folder named model.pt/ (cv's and
+    compare's --out results.json, demo's alike): refused before the data are read, as
+    predict's --out mask.nii.gz is."""
+    given = [str(synthetic_folder) if arg == "DATA" else arg for arg in argv]
+    code, _, err = _run(capsys, *given, "--out", str(tmp_path / out))
+    _assert_one_line_error(code, err, f"--out {tmp_path / out}: --out is a folder: {held}; "
+                                      "give a folder name")
+    assert not (tmp_path / out).exists()
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_a_run_folder_named_as_a_file_is_taken_where_it_exists_or_ends_in_a_slash(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        made: bool) -> None:
+    """An existing folder model.pt/ (a run trained there before the check) is a folder, as
+    ``--out model.pt/`` says one."""
+    run = tmp_path / "model.pt"
+    if made:
+        run.mkdir()
+    code, _, err = _run(capsys, "train", str(synthetic_folder), "--out",
+                        str(run) if made else f"{run}/", "--epochs", "1", "--size", "32",
+                        "--model", "unet", "--model-option", "width=4", "--batch-size", "4")
+    assert code == 0, err
+    assert (run / "best.pt").is_file()
+
+
 def test_an_out_named_as_a_file_with_a_trailing_slash_is_a_folder(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """quantify refused ``--out res.nii.gz/`` (its --out read as a Path, which drops the slash)

@@ -947,6 +947,7 @@ def test_a_relative_weights_file_gone_is_judged_for_every_models_folds_before_th
     specs = ["unet:width=4", "fcn:weights=r50.pth"]
     recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8}
     folds = Path("cmp") / model_folder(specs[1])
+    folds.mkdir(parents=True)  # named fcn_weights-r50.pth: cv takes it as the folder it is
     api.cross_validate(synthetic_folder, folds, fold=0, model="fcn",
                        model_options={"weights": "r50.pth"}, **recipe)
     (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")

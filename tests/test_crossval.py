@@ -872,6 +872,26 @@ def test_a_fold_trained_again_and_stopped_midway_is_no_finished_fold(tmp_path: P
     assert isinstance(api.cross_validate(data, out, resume=True, **recipe), AlreadyTrained)
 
 
+@pytest.mark.parametrize("fold", [None, 0])
+def test_a_fold_whose_metrics_json_alone_was_deleted_is_trained_again_on_resume(
+        tmp_path: Path, synthetic_folder: Path, fold: int | None) -> None:
+    """Its best.pt and fold_metrics.json kept, the fold read as done: ``--fold 0 --resume``
+    said so, and the resume that writes the summary (which reads the fold's epochs and training
+    time there) was refused, "metrics.json: unreadable run record ([Errno 2] No such file or
+    directory ...); delete fold_0". A run without its metrics.json is unfinished, as a resume
+    of ``covseg train`` reads it: the fold is trained again, then summarised."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    recipe = {**TINY_FOLDS, "size": 32}
+    api.cross_validate(data, out, **recipe)
+    metrics = out / "fold_0" / "metrics.json"
+    metrics.unlink()
+    api.cross_validate(data, out, fold=fold, resume=True, **recipe)
+    assert json.loads(metrics.read_text())["epochs"] == 1
+    summary = api.cross_validate(data, out, resume=True, **recipe)
+    assert [f["epochs"] for f in summary["per_fold"]] == [1, 1]
+    assert isinstance(api.cross_validate(data, out, resume=True, **recipe), AlreadyTrained)
+
+
 def test_a_resume_loads_each_fold_model_an_older_covseg_finished_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fold whose metrics.json records no best_sha256 (finished before covseg kept it) is
@@ -1569,9 +1589,9 @@ def test_a_stopped_command_is_recorded_by_its_members_epochs_and_folds_threads(
         (out / f"fold_{k}").mkdir(parents=True)
         (out / f"fold_{k}" / "config.json").write_text(json.dumps({"threads": 3}))
 
-    def member_epoch() -> None:
-        (out / "fold_1" / "member0").mkdir()
-        (out / "fold_1" / "member0" / "last.pt").write_bytes(b"a member's epoch")
+    def member_epoch() -> None:  # a member's folder as an ensemble names it: member_old is none
+        (out / "fold_1" / "member0-unet").mkdir()
+        (out / "fold_1" / "member0-unet" / "last.pt").write_bytes(b"a member's epoch")
 
     assert _stopped_after(out, config, data, 2, False, member_epoch)["threads"] == 3
     (out / crossval.STOPPED_FILE).unlink()  # a resume that only tested fold 0 finished it

@@ -1042,6 +1042,33 @@ def test_a_finished_runs_files_are_kept_by_the_clean_up_of_a_stopped_resume(
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "metrics.json"]
 
 
+@pytest.mark.parametrize("end", ["finished", "stopped before its first epoch"])
+def test_a_users_folder_named_member_in_a_run_is_no_member_of_its_clean_ups(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        end: str) -> None:
+    """The clean-ups listed ``member*``: a run's end deleted the last.pt of a user's copy in
+    ``member_old/``, a stop before its first epoch its best.pt and config.json. They list the
+    members as the checks do (:func:`covseg.train.run_networks`)."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    kept = out / "member_old"
+    kept.mkdir(parents=True)
+    for name in ("last.pt", "best.pt", "config.json"):
+        (kept / name).write_text("a copy")
+    config = TrainConfig(**{**TINY, "epochs": 1, "size": 32})
+    if end == "finished":
+        train_module.train(config, data, out, progress=False)
+        assert not (out / "last.pt").exists()
+    else:
+        def stopped(*args: Any, **kwargs: Any) -> float:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(train_module, "_train_epoch", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, data, out, progress=False)
+        assert sorted(p.name for p in out.iterdir()) == ["member_old"]
+    assert sorted(p.name for p in kept.iterdir()) == ["best.pt", "config.json", "last.pt"]
+
+
 def test_a_stop_before_a_retrained_members_first_epoch_keeps_the_finished_member(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished ensemble whose best.pt and member0's were lost: the resume retrains member0,

@@ -423,14 +423,22 @@ def checked_out(out: object, data: object = None, held: str | None = None) -> Pa
     return folder
 
 
-OUT_FILE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES, *IMAGE_SUFFIXES)
-"""Endings of an ``out`` that names a file, not the folder covseg's ``out`` is (lungmask's
-habit)."""
+OUT_FILE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES, *IMAGE_SUFFIXES, ".pt", ".pth", ".ckpt",
+                     ".onnx", ".json", ".csv", ".md", ".html")
+"""Endings of an ``out`` that names a file, not the folder covseg's ``out`` is: a mask's
+(lungmask's habit), a model's or a record's (``train --out model.pt``, ``cv --out
+results.json``)."""
 VOLUME_MASKS = "masks go to OUT/STUDY/infection.nii.gz (and lungs.nii.gz)"
 IMAGE_MASKS = "masks go to OUT/IMAGE.png, one per image"
 QUANTIFY_RESULTS = "results go to OUT/STUDY/quantification.json and OUT/summary.csv"
-"""What the folders of :func:`predict_volumes`, :func:`predict` and :func:`quantify` hold, said
-by :func:`refuse_file_out`."""
+TRAIN_OUT = "the run goes to OUT/best.pt, OUT/config.json and OUT/metrics.json"
+CV_OUT = "each fold goes to OUT/fold_K/, the summary to OUT/summary.json and OUT/report.md"
+COMPARE_OUT = ("each model's folds go to OUT/MODEL/, the comparison to OUT/comparison.json "
+               "and OUT/comparison.md")
+DEMO_OUT = "the demo's data go to OUT/synthetic-data/, its cross-validation to OUT/cv/"
+"""What the folders of :func:`predict_volumes`, :func:`predict`, :func:`quantify`,
+:func:`train`, :func:`cross_validate`, :func:`compare` and :func:`demo` hold, said by
+:func:`refuse_file_out`."""
 
 
 def refuse_file_out(out: str | os.PathLike[str], held: str) -> None:
@@ -546,7 +554,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     metrics as an :class:`~covseg.train.AlreadyTrained`.
     """
     recipe = _recipe(config, resume, data)
-    out = _resumable(checked_out(out, data), resume)
+    out = _resumable(checked_out(out, data, TRAIN_OUT), resume)
     pin = check_train_folder(out, resume, recipe)  # before the data are read
     with resume_advised(out):
         return _train(recipe, _load(data, recipe), out, resume=resume, lung_sha256=pin)
@@ -582,7 +590,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     """
     folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)
     recipe = _recipe(config, resume, data, folds)
-    out = _resumable(checked_out(out, data), resume)
+    out = _resumable(checked_out(out, data, CV_OUT), resume)
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
@@ -676,7 +684,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     check_specs(specs, recipe.size, resume)
     if folds is not None:  # else once the folds are read
         check_spec_seeds(recipe, specs, folds)
-    out = _resumable(checked_out(out, data), resume)
+    out = _resumable(checked_out(out, data, COMPARE_OUT), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
     refuse_gone_spec_weights(recipe, specs, out, folds)
     pins = spec_pins(recipe, specs, out, folds)
@@ -1637,7 +1645,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
     """
     from covseg.data.synthetic import write_synthetic
 
-    out = checked_out(out)
+    out = checked_out(out, held=DEMO_OUT)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
     folds, epochs = _as_python(folds), _as_python(epochs)

@@ -88,6 +88,7 @@ from covseg.train import (
     refuse_other_output,
     refuse_other_weights,
     refuse_retrained_lungs,
+    run_networks,
     train,
     unreadable_record,
     unresumed,
@@ -139,10 +140,14 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
 
 
 def fold_done(fold_dir: Path) -> bool:
-    """Whether the fold in ``fold_dir`` finished (its fold_metrics.json, written last) and still
-    holds its model: one whose best.pt is gone or damaged (:func:`~covseg.checkpoint.lost_model`)
-    is trained again, as a fold deleted is (a resume said "already cross-validated")."""
-    return fold_recorded(fold_dir) and lost_model(fold_dir) is None
+    """Whether the fold in ``fold_dir`` finished (its fold_metrics.json, written last) and its
+    run still reads as finished, as a run's resume reads it (:func:`~covseg.train.lost_network`):
+    its metrics.json there (the summary reads its epochs and training time) and its model. One
+    whose best.pt is gone or damaged (:func:`~covseg.checkpoint.lost_model`) is trained again,
+    as a fold deleted is (a resume said "already cross-validated"); so is one whose metrics.json
+    alone was deleted, which read as done and was refused as an unreadable record."""
+    return (fold_recorded(fold_dir) and (fold_dir / "metrics.json").is_file()
+            and lost_model(fold_dir) is None)
 
 
 def fold_recorded(fold_dir: Path) -> bool:
@@ -1039,12 +1044,13 @@ def _folds_state(out: Path, folds: int) -> tuple[FoldState, ...]:
 def _fold_state(fold_dir: Path) -> FoldState:
     """Whether the fold finished (:func:`fold_done`: its model there), whether it wrote its
     fold_metrics.json (a test of a fold with no model counts: the command ran it), and each of
-    its run's files an epoch or its end writes (the run's and an ensemble's members'
-    ``last.pt``, and ``metrics.json``, written as ``last.pt`` is deleted at the run's end) as
-    last written (inode, modification time): a command that changed none of them ran nothing."""
+    its run's files an epoch or its end writes (the ``last.pt`` of the run and of an ensemble's
+    members, :func:`~covseg.train.run_networks`, and ``metrics.json``, written as ``last.pt``
+    is deleted at the run's end) as last written (inode, modification time): a command that
+    changed none of them ran nothing."""
     written: list[tuple[int, int]] = []
-    runs = [fold_dir, *fold_dir.glob("member*")]
-    for checkpoint in sorted(run / name for run in runs for name in ("last.pt", "metrics.json")):
+    for checkpoint in sorted(run / name for run in run_networks(fold_dir)
+                             for name in ("last.pt", "metrics.json")):
         with suppress(OSError):
             status = checkpoint.stat()
             written.append((status.st_ino, status.st_mtime_ns))

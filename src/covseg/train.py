@@ -530,8 +530,8 @@ def drop_resume_state(out: Path) -> None:
     resume reads (about three times best.pt: 476 of a deeplabv3 run's 635 MB), and a --resume of
     a finished run trains nothing (:func:`finished_metrics`), its epochs fixed by the recipe it
     checks. A kill before this leaves them, which the next resume leaves as they are."""
-    for last in (out / "last.pt", *out.glob("member*/last.pt")):
-        last.unlink(missing_ok=True)
+    for network in run_networks(out):
+        (network / "last.pt").unlink(missing_ok=True)
 
 
 def _already_trained(out: Path, lost: str | None) -> AlreadyTrained | None:
@@ -586,13 +586,15 @@ def holds_saved_run(out: Path, files: Sequence[str] = SAVED_RUN_FILES) -> bool:
     unchecked. A config.json and lock file alone, left by a run killed before its first epoch,
     are replaced by the next run. ``files``: which of them count (:func:`forget_unsaved_run`
     leaves a best.pt alone out)."""
-    return any((folder / name).exists() for folder in _networks(out) for name in files)
+    return any((folder / name).exists() for folder in run_networks(out) for name in files)
 
 
-def _networks(out: Path) -> list[Path]:
+def run_networks(out: Path) -> list[Path]:
     """``out`` and the folders of the ensemble members in it (``member{i}-{name}``:
     :data:`~covseg.checkpoint.MEMBER`), in order: the folders whose networks a run there
-    trains, the one way their checks list them."""
+    trains, the one way covseg lists them (its checks, clean-ups and a fold's state). A user's
+    folder in a run (``member_old/``, ``members_backup/``) is none: a run's end deleted its
+    last.pt, a run stopped before its first epoch its best.pt and config.json."""
     return [out, *(member for member in sorted(out.glob("member*/"))
                    if MEMBER.fullmatch(member.name))]
 
@@ -630,11 +632,12 @@ def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
     resume could go on)."""
     if holds_saved_run(out, ("last.pt", "metrics.json")):
         return
-    for name in ("config.json", "best.pt"):
-        for record in (out / name, *out.glob(f"member*/{name}")):
-            record.unlink(missing_ok=True)
+    networks = run_networks(out)
+    for network in networks:
+        for name in ("config.json", "best.pt"):
+            (network / name).unlink(missing_ok=True)
     drop_unheld_lock(out)
-    remove_empty_folders([*out.glob("member*"), *made])
+    remove_empty_folders([*networks[1:], *made])
 
 
 RUN, CROSS_VALIDATION, COMPARISON = "a training run", "a cross-validation", "a model comparison"
@@ -739,7 +742,7 @@ def _refuse_unchecked_finished_run(out: Path) -> None:
     finished (its metrics.json): it would say there was nothing to do, or average a member
     into the ensemble, without the recipe and data having been checked against the run's (an
     ensemble's resume of another recipe was recorded as the run's)."""
-    finished = [folder for folder in _networks(out) if (folder / "metrics.json").is_file()]
+    finished = [folder for folder in run_networks(out) if (folder / "metrics.json").is_file()]
     if finished:
         state = "finished" if finished[0] == out else f"{finished[0].name} finished"
         raise CovsegError(f"{out}: {state}, but its config.json is gone, so these options and "
@@ -922,7 +925,7 @@ def _command_folders(out: Path) -> list[Path]:
     while _trained_by_run_above(top):
         top = top.parent
     runs = [top, *fold_folders(top)]
-    networks = [network for run in runs for network in _networks(run)]
+    networks = [network for run in runs for network in run_networks(run)]
     return list(dict.fromkeys([out, *runs, *networks]))  # the runs, then their members
 
 
