@@ -278,6 +278,18 @@ def fold_stopped_midway(data: object, out: Path, fold: int, **recipe: object) ->
     return folder
 
 
+class StopWhenCollected:
+    """An object whose finaliser receives ``stop``, as a ``kill`` landing in tqdm's ``__del__``
+    or a Ctrl-C in matplotlib's weakref callbacks does: Python drops the exception it raises
+    there. Made and not kept, it is collected at once."""
+
+    def __init__(self, stop: signal.Signals) -> None:
+        self.stop = stop
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.stop)
+
+
 @contextmanager
 def stopped_after_epoch(epoch: int = 1) -> Iterator[None]:
     """Training in the block stopped (KeyboardInterrupt, as Ctrl-C there would) right after

@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from covseg.cli import build_parser, main
 from covseg.errors import BatchFailed, CovsegError
 from covseg.infer import Predictor
 from covseg.io.image import read_image
-from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
+from tests.conftest import NEEDS_ONNX, StopWhenCollected, held_by_another_thread, shared
 from tests.io.helpers import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
@@ -2068,3 +2069,127 @@ def test_a_slicer_segmentation_given_to_predict_is_refused_before_anything_is_wr
                                        "segmentation (.seg.nrrd: labels), not a CT; give the CT "
                                        "volume it was drawn on\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ctrl_c_python_drops_as_a_montage_is_drawn_stops_the_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A notebook's Interrupt landing in a finaliser as matplotlib drew a study's montage (its
+    weakref callbacks) was printed as "Exception ignored" and dropped: quantify (and
+    predict_volumes) ran the other studies and returned success (6 of 20 Interrupts, probe).
+    It now stops before the next study, as the CLI does; SIGTERM is left as the caller had it,
+    and Ctrl-C's handler is the caller's again after the call."""
+    for name in ("a", "b", "c"):
+        synthetic_study(tmp_path / "in", name)
+    report = importlib.import_module("covseg.report")
+    real = report.write_montage
+    sigterm_during: list[object] = []
+
+    def montage_then_ctrl_c(*args: Any, **kwargs: Any) -> Path:
+        sigterm_during.append(signal.getsignal(signal.SIGTERM))
+        drawn = real(*args, **kwargs)
+        StopWhenCollected(signal.SIGINT)
+        return drawn
+
+    monkeypatch.setattr(report, "write_montage", montage_then_ctrl_c)
+    before = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        covseg.quantify(tmp_path / "in" / "masks", out)
+    assert sigterm_during == [before[signal.SIGTERM]]  # one study, then stopped
+    assert sorted(path.name for path in out.iterdir() if path.is_dir()) == ["a"]
+    assert {stop: signal.getsignal(stop) for stop in before} == before
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_api_calls_in_a_thread_run_with_the_handlers_left_alone(tmp_path: Path) -> None:
+    """Signal handlers can be set from the main thread alone: a call from another thread
+    (a notebook's worker) runs, recording no stop, and sets none."""
+    synthetic_study(tmp_path / "in", "a")
+    before = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(
+        covseg.quantify(tmp_path / "in" / "masks", tmp_path / "out")))
+    thread.start()
+    thread.join(120)
+    assert [getattr(result, "done", result) for result in results] == [1]
+    assert {stop: signal.getsignal(stop) for stop in before} == before
+
+
+def _one_epoch_logged(out: Path) -> bool:
+    """Whether the run ``out`` logged its first epoch alone."""
+    return len((out / "log.csv").read_text().splitlines()) == 2  # its header and epoch 1
+
+
+def _first_member_alone(out: Path) -> bool:
+    """Whether the ensemble ``out`` finished its first member alone."""
+    return ((out / "member0-unet" / "metrics.json").is_file()
+            and not (out / "member1-unet").exists())
+
+
+@pytest.mark.parametrize(("model", "where", "stopped"), [
+    ("unet", "_bar_postfix", _one_epoch_logged),  # as an epoch ends
+    ("unet,unet", "_finish", _first_member_alone)])  # as a member ends
+def test_a_ctrl_c_python_drops_in_training_stops_it_at_the_next_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path, model: str,
+        where: str, stopped: Callable[[Path], bool]) -> None:
+    """A Ctrl-C that Python dropped in a finaliser during covseg.train was lost: training's
+    own checks after each epoch and member saw nothing recorded outside the CLI, and the run
+    trained on and returned its metrics. It now stops at the next check, as under the CLI."""
+    training = importlib.import_module("covseg.train")  # covseg.train is the API function
+    real = getattr(training, where)
+
+    def ctrl_c_dropped_first(*args: Any, **kwargs: Any) -> object:
+        StopWhenCollected(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, where, ctrl_c_dropped_first)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # an ensemble's members one after the other, in this process
+    out = tmp_path / "run"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            covseg.train(synthetic_folder, out, **{**TINY, "model": model, "epochs": 2})
+    finally:
+        torch.set_num_threads(threads)
+    assert stopped(out)
+    assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("second", [
+    lambda data, out: covseg.train(data, out, **TINY),
+    lambda data, out: covseg.cross_validate(data, out, folds=2, **TINY),
+    lambda data, out: covseg.compare(data, ["unet", "fcn"], out, folds=2, epochs=1)],
+    ids=["train", "cross_validate", "compare"])
+def test_a_second_training_in_another_thread_is_refused_but_predictions_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path,
+        tiny_run: Path, second: Callable[[Path, Path], object]) -> None:
+    """Two trainings in threads of one process got other weights than each alone, without a
+    word: training reseeds the process's random generators every epoch, and the first to end
+    gave them back under the other (probe). The second is refused in one line, writing
+    nothing; a prediction meanwhile runs, and a training after the first ends is taken."""
+    started, ended = threading.Event(), threading.Event()
+
+    def training(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        started.set()
+        ended.wait(60)
+        return {}
+
+    monkeypatch.setattr(api, "_train", training)
+    first = threading.Thread(target=covseg.train, args=(synthetic_folder, tmp_path / "first"),
+                             kwargs=TINY)
+    first.start()
+    try:
+        assert started.wait(60), "the first training did not start"
+        with pytest.raises(CovsegError, match=(
+                r"^\w+: another covseg training \(train, cross_validate, compare or demo\) is "
+                r"running in another thread of this process, .* run them one after the other, "
+                r"or in separate processes$")):
+            second(synthetic_folder, tmp_path / "second")
+        image = min((synthetic_folder / "images").glob("*.npy"))
+        assert len(covseg.predict(tiny_run, image, tmp_path / "pred")) == 1
+    finally:
+        ended.set()
+        first.join(60)
+    assert not (tmp_path / "second").exists()
+    assert covseg.train(synthetic_folder, tmp_path / "after", **TINY) == {}

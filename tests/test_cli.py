@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,7 +37,14 @@ from covseg.cli import _AboveProgressBars, build_parser, main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
-from tests.conftest import deny_reading, grey_folder, png_header, shared, square_mask
+from tests.conftest import (
+    StopWhenCollected,
+    deny_reading,
+    grey_folder,
+    png_header,
+    shared,
+    square_mask,
+)
 from tests.test_quantify import synthetic_study
 
 
@@ -395,21 +401,20 @@ def test_cross_validation_writes_summary_report_and_box_plot(
 def test_cross_validation_fold_by_fold_matches_one_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
     """``--fold K`` runs one fold as the whole run would, side by side with the others into
-    one --out (each looks at its own fold's folder only); the run without it then reuses them
+    one --out (each looks at its own fold's folder only; each in a process of its own, as
+    trainings in threads of one process are refused); the run without it then reuses them
     with --resume, and is refused without it (it reused fold 0 silently and trained fold 1)."""
     recipe = ["--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
               "--model", "unet", "--model-option", "width=4"]
     parts = ["cv", str(synthetic_folder), "--out", str(tmp_path / "parts"), *recipe]
-    codes: dict[int, int] = {}
-    side_by_side = [threading.Thread(target=lambda k=k: codes.update({k: main([
-        *parts, "--fold", str(k)])})) for k in (1, 0)]
-    for thread in side_by_side:
-        thread.start()
-    for thread in side_by_side:
-        thread.join()
-    out = capsys.readouterr().out
-    assert codes == {0: 0, 1: 0}
-    assert sorted(line.split(":")[0] for line in out.splitlines()) == ["fold 0", "fold 1"]
+    side_by_side = [subprocess.Popen([sys.executable, "-m", "covseg", *parts, "--fold", str(k)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+                    for k in (1, 0)]
+    ended = [process.communicate(timeout=300) for process in side_by_side]
+    assert [process.returncode for process in side_by_side] == [0, 0], ended
+    assert sorted(line.split(":")[0] for out, _ in ended for line in out.splitlines()) == [
+        "fold 0", "fold 1"]
     assert not (tmp_path / "parts" / "summary.json").exists()
     code, _, err = _run(capsys, *parts)
     _assert_one_line_error(code, err, (
@@ -2231,17 +2236,6 @@ def test_the_api_refuses_an_empty_out(tmp_path: Path, monkeypatch: pytest.Monkey
     assert list(tmp_path.iterdir()) == []
 
 
-class _StopWhenCollected:
-    """An object whose finaliser receives ``stop``, as a ``kill`` landing in tqdm's ``__del__``
-    or a weakref callback does."""
-
-    def __init__(self, stop: signal.Signals) -> None:
-        self.stop = stop
-
-    def __del__(self) -> None:
-        signal.raise_signal(self.stop)
-
-
 @pytest.mark.parametrize(("stop", "exit_code", "word"), [
     (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped"),
     (signal.SIGHUP, 129, "stopped")])
@@ -2258,7 +2252,7 @@ def test_a_stop_in_a_finaliser_still_stops_an_ensemble_run(
 
     def finish_then_collect(*args: object, **kwargs: object) -> object:
         metrics = real_finish(*args, **kwargs)
-        _StopWhenCollected(stop)  # collected at once: the stop arrives inside its __del__
+        StopWhenCollected(stop)  # collected at once: the stop arrives inside its __del__
         return metrics
 
     monkeypatch.setattr(training, "_finish", finish_then_collect)

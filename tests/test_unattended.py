@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ from covseg.data.synthetic import write_synthetic
 from covseg.errors import NoWritableFolder
 from covseg.io.atomic import write_json
 from covseg.progress import progress_bar
-from covseg.stopping import Terminated, stops_recorded
+from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.studies import Study
+from tests.conftest import StopWhenCollected
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o077, 0o600), (0o002, 0o664), (0o022, 0o644)])
@@ -87,6 +89,40 @@ def test_a_sigterm_recorded_is_forgotten_after_the_handlers_are_put_back(
     with stops_recorded():
         pass
     assert handlers_at_clear == [before]
+
+
+def test_a_stop_recorded_outlives_a_block_nested_in_its_own() -> None:
+    """An API function that another, or the CLI, calls runs its own block inside the caller's:
+    the inner block's end forgot a Ctrl-C the outer one had recorded (dropped in a finaliser),
+    so the caller's :func:`~covseg.stopping.raise_if_stopped` saw none and it ran on."""
+    before = signal.getsignal(signal.SIGINT)
+    with stops_recorded(), pytest.raises(KeyboardInterrupt):
+        StopWhenCollected(signal.SIGINT)
+        with stops_recorded():
+            pass
+        assert signal.getsignal(signal.SIGINT) is not before  # still the outer block's
+        raise_if_stopped()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_stop_recorded_is_raised_in_the_main_thread_alone() -> None:
+    """Python raises Ctrl-C in the main thread; covseg raised the one it recorded there also in
+    a batch another thread ran meanwhile (a notebook's worker), at its next study."""
+    raised: list[str] = []
+
+    def check() -> None:
+        try:
+            raise_if_stopped()
+        except KeyboardInterrupt:
+            raised.append("worker")
+
+    with stops_recorded(), pytest.raises(KeyboardInterrupt):
+        StopWhenCollected(signal.SIGINT)
+        worker = threading.Thread(target=check)
+        worker.start()
+        worker.join(30)
+        raise_if_stopped()
+    assert raised == []
 
 
 def _masks(folder: Path, names: list[str], grow: int) -> None:

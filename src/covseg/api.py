@@ -8,9 +8,11 @@ import inspect
 import json
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Unpack, cast, overload
@@ -161,6 +163,7 @@ from covseg.records import (
     recorded_paths,
     weights_sha256,
 )
+from covseg.stopping import raise_if_stopped, stops_recorded
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -207,12 +210,16 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
     naming nothing). ``elsewhere``: of the keywords it does not take, those no function takes
     (named unknown) and its refusal of the others (options another function takes), in the
     same line. ``accepted``: what its ``**options`` take, shown as ``options``.
-    ``draws``: it draws from (or reseeds, as training does) the global random generators, which
-    are given back as they were when it ends (:func:`callers_generators_kept`); that rewinds
-    what other threads drew meanwhile, so a function that draws nothing leaves them alone.
+    ``draws``: it trains, reseeding the global random generators (:func:`_trained_alone`).
     Matplotlib's folder is settled first, as by the CLI: monai, which most functions import,
     imports matplotlib with itself, whose want of a folder is then a
-    :class:`~covseg.errors.NoWritableFolder`, not matplotlib's OSError."""
+    :class:`~covseg.errors.NoWritableFolder`, not matplotlib's OSError.
+    Ctrl-C (a notebook's Interrupt) is recorded as the CLI records it
+    (:func:`~covseg.stopping.stops_recorded`) and raised again at the end if Python dropped it
+    (batches and training also raise it between studies and epochs): landing in a finaliser
+    (matplotlib's weakref callbacks as a montage is drawn) it was printed as "Exception ignored"
+    and the call ran on to return success. Ctrl-C only: SIGTERM and SIGHUP keep the handlers the
+    caller set (a host application's own shutdown), or their default, killing the process."""
     def decorate(function: Function) -> Function:
         signature = inspect.signature(function)
         own = [name for name, parameter in signature.parameters.items()
@@ -232,12 +239,42 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             _refuse_empty(signature, bound.arguments)
             settle_matplotlib_config()  # monai imports matplotlib with itself: one-line refusal
-            kept = callers_generators_kept() if draws else nullcontext()
-            with invoked_as(api_command(function.__name__)), kept:
+            alone = _trained_alone(function.__name__) if draws else nullcontext()
+            with alone, stops_recorded((signal.SIGINT,)), invoked_as(
+                    api_command(function.__name__)):
                 # numpy's numbers as Python's
-                return function(*map(python_numbers, args), **python_numbers(kwargs))
+                result = function(*map(python_numbers, args), **python_numbers(kwargs))
+                raise_if_stopped()  # a Ctrl-C that Python dropped in a finaliser
+                return result
         return cast(Function, checked)
     return decorate
+
+
+_TRAINING = threading.RLock()
+"""Held by the training call running in this process (:func:`_trained_alone`); an RLock, so
+that a call nested in it in its own thread is part of it, not another training."""
+
+
+@contextmanager
+def _trained_alone(name: str) -> Iterator[None]:
+    """Run the training call ``name`` as the only one in this process, and give the global
+    ``random``, ``numpy.random`` and torch generators back as they were when it ends
+    (:func:`callers_generators_kept`). Training reseeds them every epoch: two trainings in
+    threads of one process drew from each other's seeds, and the first to end gave the
+    generators back under the other, so each got other weights than alone, without a word. A
+    second one is refused at once rather than queued, since a thread waiting in silence looks
+    hung."""
+    if not _TRAINING.acquire(blocking=False):
+        raise CovsegError(
+            f"{name}: another covseg training (train, cross_validate, compare or demo) is "
+            "running in another thread of this process, and trainings reseed the process's "
+            "random generators every epoch, so two at once get other weights than each alone; "
+            "run them one after the other, or in separate processes")
+    try:
+        with callers_generators_kept():
+            yield
+    finally:
+        _TRAINING.release()
 
 
 @overload
@@ -1335,6 +1372,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
                     write_png(out / "overlays" / output_name(path), legend_strip(
                         overlay_image(image, labels, palette=palette), labels, names, palette))
             bar.update(len(chunk))
+            raise_if_stopped()  # a Ctrl-C that Python dropped in a finaliser ends it here
     warn_mixed_scales(scales)
     _remove_stale_masks(out, failed, earlier)
     record.write(failed, time.perf_counter() - started, finished=True)

@@ -60,6 +60,7 @@ from covseg.report import (
     read_rows,
     shown_values,
 )
+from covseg.stopping import raise_if_stopped
 from covseg.studies import INFECTION_NII, LUNGS_NII, PROBABILITIES_NII, Study, listed_paths
 from covseg.viz import drawn, severity_chart
 
@@ -314,6 +315,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             if not unwritten:
                 table.write()
             study_bar.update()
+            raise_if_stopped()  # a Ctrl-C dropped in a finaliser (the montage's) ends it here
     if unwritten:
         table.write()
     rows = table.rows

@@ -4,8 +4,8 @@ A signal's handler runs at whatever bytecode Python is at. When that is a finali
 ``__del__``, a weakref callback), Python prints the exception as "Exception ignored in ..." and
 drops it: a ``kill`` at the end of an ensemble run was printed as a traceback and the run went
 on to exit 0. So the handlers installed by :func:`stops_recorded` also record the stop, and the
-command calls :func:`raise_if_stopped` at safe points (after each epoch, before final metrics,
-at its end).
+command (or API function) calls :func:`raise_if_stopped` at safe points (after each epoch and
+each study, before final metrics, at its end).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -76,8 +76,10 @@ def _record_and_raise(signum: int, _: FrameType | None) -> None:
 
 
 def raise_if_stopped() -> None:
-    """Raise the first stop received, if any: one raised inside a finaliser was dropped."""
-    if _asked:
+    """Raise the first stop received, if any: one raised inside a finaliser was dropped. In
+    the main thread alone, where Python raises a stop: a call another thread makes meanwhile
+    (:func:`stops_recorded` does nothing there) goes on, as it would without covseg's record."""
+    if _asked and threading.current_thread() is threading.main_thread():
         raise _asked[0]
 
 
@@ -131,26 +133,44 @@ def _handlers_put_back(put_back: Callable[[_Handler, bool], _Handler]
                 signal.signal(signum, put_back(handler, finished))
 
 
+def _recording() -> bool:
+    """Whether a :func:`stops_recorded` block is running (in any thread): its handlers are set."""
+    return any(signal.getsignal(signum) is _record_and_raise for signum in STOPS)
+
+
+def _replaced(signum: int, handler: _Handler) -> bool:
+    """Whether :func:`stops_recorded` records the stop ``signum`` in place of its ``handler``:
+    SIGTERM whatever it is; Ctrl-C where it is Python's own (not ignored, as in a background
+    job); SIGHUP where it is the default (not ignored, as under ``nohup``); either where it is
+    the ``covseg`` script's (:data:`ENDED_AT_ONCE`)."""
+    if signum == signal.SIGTERM:
+        return True
+    usual = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+    return handler in (usual, *ENDED_AT_ONCE)
+
+
 @contextmanager
-def stops_recorded() -> Iterator[None]:
-    """Run the block with SIGTERM raising :class:`Terminated`, Ctrl-C KeyboardInterrupt (unless
-    it is ignored, as in a background job) and SIGHUP :class:`HungUp` (unless it is ignored, as
-    under ``nohup``), all recorded for :func:`raise_if_stopped`; then the handlers before it,
-    but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`
-    or, where the block raised, :func:`stopped_after_it_failed`. Off the main thread, handlers
-    cannot be set: nothing is done."""
+def stops_recorded(stops: Collection[int] = tuple(STOPS)) -> Iterator[None]:
+    """Run the block with the ``stops`` (signal numbers, all of :data:`STOPS` by default)
+    raising their exception and recorded for :func:`raise_if_stopped`: SIGTERM
+    :class:`Terminated`, Ctrl-C KeyboardInterrupt and SIGHUP :class:`HungUp`, each where
+    :func:`_replaced` says; then the handlers before it, but the ``covseg`` script's
+    (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended` or, where the block
+    raised, :func:`stopped_after_it_failed`. Inside another such block (an API function that
+    the CLI or another API function calls) the outer one records, and its record is kept: the
+    inner one does nothing. Off the main thread, handlers cannot be set: nothing is done."""
+    if _recording():
+        yield
+        return
     previous: dict[int, _Handler] | None = None
     try:
         with _handlers_put_back(_ended_as_it_went) as previous:
             if previous is None:
                 yield
                 return
-            signal.signal(signal.SIGTERM, _record_and_raise)
-            if previous[signal.SIGINT] in (signal.default_int_handler, *ENDED_AT_ONCE):
-                signal.signal(signal.SIGINT, _record_and_raise)
-            if (getattr(signal, "SIGHUP", None) in previous
-                    and previous[signal.SIGHUP] in (signal.SIG_DFL, *ENDED_AT_ONCE)):
-                signal.signal(signal.SIGHUP, _record_and_raise)
+            for signum in stops:
+                if signum in previous and _replaced(signum, previous[signum]):
+                    signal.signal(signum, _record_and_raise)
             hook = sys.unraisablehook
             sys.unraisablehook = _quiet_about_stops(hook)
             try:
