@@ -219,7 +219,7 @@ def fold_cases(run: Path) -> list[list[str]]:
 
 
 def finished_folds(run: Path) -> list[list[str]]:
-    """:func:`fold_cases`, or exit in one line where ``run`` holds no finished fold (a plain
+    """:func:`fold_cases`, or refused in one line where ``run`` holds no finished fold (a plain
     ``covseg train`` run scored nan, or failed in a traceback) or not folds 0..n-1: the scripts
     load ``fold_{k}`` for the k-th list, so a gap (fold_0 unfinished, fold_1 done) paired one
     fold's held-out slices with another fold's model."""
@@ -250,7 +250,7 @@ def held_out(by_id: Mapping[str, T], cases: Sequence[str], run: Path, data: str,
 
 def training_samples(by_id: Mapping[str, T], runs: Sequence[Path], folds: int, data: str
                      ) -> dict[tuple[Path, int], list[T]]:
-    """Each run's fold training slices (``--recalibrate-bn`` needs them), or exit in one line
+    """Each run's fold training slices (``--recalibrate-bn`` needs them), or refused in one line
     before any prediction where ``data`` lacks some: that failed in a KeyError after the
     first fold was predicted. A fold's damaged config.json is refused in one line naming it
     (:func:`~covseg.crossval.read_fold_record`), which ended in a traceback."""

@@ -387,6 +387,21 @@ def test_a_comparison_folder_names_its_best_model_with_its_verdict(
         "/data/ct --model miniseg --out RUN`")
 
 
+@pytest.mark.parametrize("models", [["unet"], {"unet": {"dice": {"mean": 0.6}}}, "unet", None])
+def test_a_comparison_folder_whose_models_record_is_damaged_is_refused_in_one_line(
+        tmp_path: Path, models: object) -> None:
+    """A comparison.json whose ``models`` is not a list of rows (a list of names, an object)
+    gave an AttributeError traceback where the folder's refusal was due."""
+    compared = tmp_path / "cmp"
+    (compared / "unet" / "fold_0").mkdir(parents=True)
+    (compared / "comparison.json").write_text(json.dumps({"data_path": "/data/ct", "folds": 3,
+                                                          "models": models}))
+    with pytest.raises(CovsegError, match=re.escape(
+            "holds cross-validations (a model comparison), whose models are in their fold "
+            "folders; give one of them")):
+        load_checkpoint(compared)
+
+
 def test_the_final_model_step_gives_the_recipe_cross_validated(tmp_path: Path) -> None:
     """The step gave only the data, model and target: the final model trained another recipe
     (240 epochs at 256 px, no lung guide) than the one cross-validated, and a model option

@@ -860,7 +860,8 @@ def final_step(result: Mapping[str, Any]) -> str:
     candidate whose verdict is not "better", that the folds showed no difference from the
     baseline (named as if it had won, an equal model was taken for the better one): the end of
     comparison.md and of the refusal of a comparison's folder as a model."""
-    rows = result.get("models") or []
+    models = result.get("models")
+    rows = [row for row in models if isinstance(row, Mapping)] if isinstance(models, list) else []
     best = best_compared(rows)
     config = result.get("config")
     multiclass = isinstance(config, Mapping) and config.get("target") == "multiclass"

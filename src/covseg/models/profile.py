@@ -82,8 +82,8 @@ def profile_for_comparison(model: nn.Module, canvas: int, in_channels: int = 1
     """:func:`profile_model` on a :data:`CT_SIZE` px slice, so that models compare on one size;
     a model that takes one input size only, not that one (timm's ``swin_tiny_patch4_window7_224``,
     checked as :func:`~covseg.models.registry.check_model` checks a canvas), on ``canvas``, the
-    size its runs take, with ``size_note`` saying so and why (its cost at 512 px is not
-    measured: compare crashed after every fold had trained)."""
+    size its runs take, with ``size_note`` saying so and why (before 7 Dec compare profiled
+    every model at 512 px and crashed on such a model after every fold had trained)."""
     failure = (canvas_failure(model, CT_SIZE, in_channels) if fixed_canvas_possible(model)
                else None)
     if failure is None:
