@@ -568,6 +568,6 @@ def refuse_writing_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(tempfile, name, in_folder(getattr(tempfile, name)))
 
 
-def data_unread(*_: object) -> None:
+def data_unread(*_: object, **__: object) -> None:
     """A data loader standing in for covseg.api._load where a refusal must come first."""
     raise AssertionError("the data were read before the refusal")

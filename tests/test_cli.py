@@ -39,6 +39,7 @@ from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
 from tests.conftest import (
     StopWhenCollected,
+    data_unread,
     deny_reading,
     grey_folder,
     png_header,
@@ -2646,10 +2647,11 @@ def test_an_out_named_as_a_file_is_refused_where_out_is_a_folder(
      "the demo's data go to OUT/synthetic-data/, its cross-validation to OUT/cv/")])
 def test_a_training_out_named_as_a_file_is_refused_as_predicts_is(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
-        argv: tuple[str, ...], out: str, held: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], out: str, held: str) -> None:
     """``covseg train DATA --out model.pt`` trained into a folder named model.pt/ (cv's and
     compare's --out results.json, demo's alike): refused before the data are read, as
     predict's --out mask.nii.gz is."""
+    monkeypatch.setattr(api, "_load", data_unread)
     given = [str(synthetic_folder) if arg == "DATA" else arg for arg in argv]
     code, _, err = _run(capsys, *given, "--out", str(tmp_path / out))
     _assert_one_line_error(code, err, f"--out {tmp_path / out}: --out is a folder: {held}; "

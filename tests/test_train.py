@@ -45,6 +45,7 @@ from tests.conftest import (
     effusion_frames,
     folder_holding,
     mixed_unit_folder,
+    square_mask,
     stopped_after_epoch,
 )
 
@@ -2149,6 +2150,27 @@ def test_framing_multiclass_masks_that_hold_effusion_is_warned(
         assert (sample.mask == 3).any() and LungFrame().box(sample.image).crop(
             sample.mask).shape == sample.mask.shape
     assert train_module.recipe_notes(config, loaded) == []
+
+
+def test_a_set_read_on_different_scales_is_among_the_runs_warnings(tmp_path: Path) -> None:
+    """Slices of one set read on different intensity scales (a [0, 1] float one stretched far
+    past 1 reads as 8-bit grey, black among the others) were warned of on the console alone,
+    the last reading warning missing from metrics.json's warnings."""
+    from covseg import api
+
+    data = tmp_path / "data"
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for k, top in enumerate((1.0, 1.0, 1.0, 1.5)):
+        image = np.random.default_rng(k).random((32, 32)).astype(np.float32)
+        image[:8] = top
+        np.save(data / "images" / f"s{k}.npy", image)
+        np.save(data / "masks" / f"s{k}.npy", square_mask(32, 8, 8, 12))
+    metrics = api.train(data, tmp_path / "run", **{**TINY, "epochs": 1, "size": 32})
+    said = [note for note in metrics["warnings"] if "different intensity scales" in note]
+    assert len(said) == 1 and "1 image as 8-bit grey levels (e.g. images/s3.npy)" in said[0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["warnings"] == (
+        metrics["warnings"])
 
 
 def test_the_framing_note_gives_a_share_cut_rounded_down(tmp_path: Path) -> None:

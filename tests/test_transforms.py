@@ -23,6 +23,7 @@ from covseg.transforms import (
     normalize_intensity,
     one_read,
     scale_intensity,
+    warn_mixed_scales,
 )
 
 
@@ -600,6 +601,21 @@ def test_clipping_is_warned_for_each_set_read_and_listed_in_data_info(
         assert said[0].endswith("(2 images alike)")
         assert [note for note in warnings if "a few pixels" in note] == [
             said[0].removeprefix(f"{tmp_path / name}: ")]
+
+
+def test_mixed_scales_are_said_once_per_folder_of_a_read(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Sets read on different scales were logged, never among a read's notes: each folder's
+    is said once there (heard twice, no "2 images alike"), and logged at once outside a read
+    (predict's images)."""
+    notes: list[str] = []
+    with one_read(notes):
+        for folder in ("a", "a", "b"):
+            warn_mixed_scales({"unit": [f"{folder}/x.npy"], "uint8": [f"{folder}/y.npy"]})
+    assert [note.split("(e.g. ")[1][0] for note in notes] == ["a", "b"]
+    assert not any("alike" in note for note in notes) and not caplog.records
+    warn_mixed_scales({"unit": ["c/x.npy"], "uint8": ["c/y.npy"]})
+    assert caplog.text.count("different intensity scales") == 1
 
 
 def test_a_read_that_raises_still_says_the_warnings_it_heard(

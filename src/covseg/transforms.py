@@ -8,6 +8,7 @@ imported where it is used, so that ``import covseg`` and the CLI's help and refu
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -589,14 +590,17 @@ def warn_mixed_scales(read: Mapping[str, Sequence[str]]) -> None:
     """Warn when the images of one set were read on different scales (``read``: their names
     by scale, :func:`note_scale`): auto detects each 2D file's scale on its own (a volume's on
     the whole volume), so that one file of a set read on the wrong scale reads black or white
-    among the others."""
+    among the others. Said as the read's other warnings (:func:`warn_in_read`: into a data
+    set's notes, so its records), once per folder of images: a read may hold several sets."""
     if len(read) < 2:
         return
     found = ", ".join(f"{counted(len(names), 'image')} as {SCALE_NAMES[kind]} (e.g. {names[0]})"
                       for kind, names in read.items())
-    log.warning("the images of one set were read on different intensity scales, each detected "
-                "on its own: %s; if they share one, store them all on it (8-bit grey as uint8, "
-                "floats in [0, 1] clipped to it), else some read near-black or white", found)
+    folder = os.path.dirname(next(iter(read.values()))[0])
+    warn_in_read(f"mixed scales {folder}", "the images of one set were read on different "
+                 f"intensity scales, each detected on its own: {found}; if they share one, "
+                 "store them all on it (8-bit grey as uint8, floats in [0, 1] clipped to it), "
+                 "else some read near-black or white", folder)
 
 
 def _warn_clipped(kind: str, low: float, high: float, source: str, plane: int | None) -> None:

@@ -27,6 +27,7 @@ from covseg.data.layouts.base import (
     fingerprints_kept,
     fold_class_notes,
     labels_hold_classes,
+    pair_folders,
     study_patient,
 )
 from covseg.data.splits import grouped_kfold, validation_split
@@ -34,7 +35,7 @@ from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.volume import cropped_segmentation_advice
-from covseg.transforms import normalize_intensity
+from covseg.transforms import normalize_intensity, one_read
 from tests.conftest import THIN_MASKS, calls_counted, saved_as, shared, square_mask, write_mask
 
 
@@ -1741,19 +1742,19 @@ def test_a_2d_set_read_on_different_scales_is_warned_of(
     """Auto detects each 2D file's scale on its own: a [0, 1] float set with one slice
     stretched far past 1 (an eighth at 1.5, beyond the tolerance) read that one as 8-bit
     grey, black among the others, silently. It is warned of, naming the scales and a file
-    each; a flat (blank) slice, blank on any scale, is no other scale."""
+    each, among the data's notes (it was logged alone, in no record); a flat (blank) slice,
+    blank on any scale, is no other scale."""
     _float_slices(tmp_path, {"a": (1.0, 2), "b": (1.0, 2), "c": (1.5, 4)})
     np.save(tmp_path / "images" / "d.npy", np.zeros((32, 32), np.float32))
     np.save(tmp_path / "masks" / "d.npy", square_mask(32, 4, 4, 8))
-    load_dataset(tmp_path)
-    images = tmp_path / "images"
-    assert ("the images of one set were read on different intensity scales, each detected on "
-            f"its own: 2 images as values in [0, 1] (e.g. {images / 'a.npy'}), 1 image as "
-            f"8-bit grey levels (e.g. {images / 'c.npy'}); if they share one, store "
-            "them all on it (8-bit grey as uint8, floats in [0, 1] clipped to it), else some "
-            "read near-black or white") in caplog.text
+    note = ("the images of one set were read on different intensity scales, each detected on "
+            "its own: 2 images as values in [0, 1] (e.g. images/a.npy), 1 image as 8-bit grey "
+            "levels (e.g. images/c.npy); if they share one, store them all on it (8-bit grey as "
+            "uint8, floats in [0, 1] clipped to it), else some read near-black or white")
+    assert note in load_dataset(tmp_path).notes
+    assert caplog.text.count("different intensity scales") == 1
     caplog.clear()
-    (images / "c.npy").unlink()
+    (tmp_path / "images" / "c.npy").unlink()
     load_dataset(tmp_path)
     assert "different intensity scales" not in caplog.text
 
@@ -2940,11 +2941,27 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     assert _refusal(tmp_path) == _unmasked(tmp_path, "b", tmp_path / "masks")
 
 
+def test_a_folder_unread_heard_twice_in_a_read_is_one_folder(tmp_path: Path) -> None:
+    """A note of a folder not read, heard twice in one read, was said with "(2 images alike)",
+    as if of two images: it is said once, as it is."""
+    grey = np.full((8, 8), 100)
+    _save_png(tmp_path / "images" / "a.png", grey)
+    _save_png(tmp_path / "masks" / "a.png", grey > 50)
+    _save_png(tmp_path / "masks" / "extra" / "a.png", grey > 50)
+    images, masks = ({"a": tmp_path / folder / "a.png"} for folder in ("images", "masks"))
+    notes: list[str] = []
+    with one_read(notes):
+        for _ in range(2):
+            pair_folders(images, masks, tmp_path, "folders", tmp_path / "images",
+                         tmp_path / "masks")
+    assert notes == [_sub_folders_unread(tmp_path / "masks", "extra")]
+
+
 def test_masks_without_an_image_are_named(tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
     """A mask without its image (or a Zenodo mask without its CT) was dropped without a word;
     then named on the console alone: it is among the data's notes, so in a run's records, and
-    said once, after the data folder's name."""
+    said once, after the data folder's name and its masks' folder."""
     grey = np.full((8, 8), 100)
     for stem in ("a", "b", "c"):
         _save_png(tmp_path / "images" / f"{stem}.png", grey)
@@ -2952,8 +2969,8 @@ def test_masks_without_an_image_are_named(tmp_path: Path,
     _save_png(tmp_path / "masks" / "d_mask.png", grey > 50)
     data = load_dataset(tmp_path)
     assert len(data.samples) == 3
-    note = ("1 mask(s) have no image and are not read (d_mask.png); give each its image under "
-            "the same file stem, or remove it")
+    note = ("masks: 1 mask(s) have no image and are not read (d_mask.png); give each its image "
+            "under the same file stem, or remove it")
     assert note in data.notes
     assert caplog.text.count("have no image") == 1 and f"{data.root}: {note}" in caplog.text
     hu, lesions = _hu_volume(slices=2)
@@ -2964,6 +2981,27 @@ def test_masks_without_an_image_are_named(tmp_path: Path,
     assert len(data.samples) == 2
     assert any("1 mask(s) have no image and are not read (coronacases_002.nii)" in note
                for note in data.notes)
+
+
+def test_medseg_masks_without_an_image_are_named_in_each_folder(tmp_path: Path) -> None:
+    """MedSeg's slices (tr_mask/) and volumes (rp_msk/) are paired in one read: of a mask
+    without its image in each, only the first was said, both warnings being labelled by the
+    data folder alone; each is said, naming its folder."""
+    grey = np.full((8, 8), 100)
+    for stem in ("1", "2"):
+        _save_png(tmp_path / "tr_im" / f"{stem}.png", grey)
+        _save_png(tmp_path / "tr_mask" / f"{stem}.png", grey > 50)
+    _save_png(tmp_path / "tr_mask" / "9.png", grey > 50)
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    for stem in ("1", "7"):
+        _save_nifti(tmp_path / "rp_msk" / f"{stem}.nii.gz", lesions)
+    data = load_dataset(tmp_path)
+    assert data.layout == "medseg"
+    assert [note for note in data.notes if "have no image" in note] == [
+        f"{folder}: 1 mask(s) have no image and are not read ({name}); give each its image "
+        "under the same file stem, or remove it"
+        for folder, name in (("tr_mask", "9.png"), ("rp_msk", "7.nii.gz"))]
 
 
 def test_one_study_under_two_names_or_folders_is_refused(

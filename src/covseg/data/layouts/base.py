@@ -526,8 +526,8 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
           key: Callable[[str], str] = lambda s: s, masks_dir: Path | None = None
           ) -> list[tuple[str, Path, Path]]:
     """(stem, image, mask) of every image; an image without a mask is refused, saying what to
-    do (:func:`_no_mask_advice`), a mask without an image named in a warning (it is not
-    read)."""
+    do (:func:`_no_mask_advice`), a mask without an image named in a warning after its folder
+    (it is not read): one per masks' folder, MedSeg's slices' and volumes' both said."""
     _refuse_masks_among_images(images, key)
     by_key = {key(stem): path for stem, path in masks.items()}
     for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
@@ -541,11 +541,12 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
                           f"({examples(missing)}); {_no_mask_advice(missing, masks_dir)}")
     pairs = [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
     used = {mask for _, _, mask in pairs}
-    unused = [path.name for path in masks.values() if path not in used]
+    unused = [path for path in masks.values() if path not in used]
     if unused:
-        warn_in_read(f"masks without image {where}", f"{where}: {len(unused)} mask(s) have no "
-                     f"image and are not read ({examples(unused)}); give each its image under "
-                     "the same file stem, or remove it", str(where))
+        folder = unused[0].parent
+        warn_in_read(f"masks without image {folder}", f"{folder}: {len(unused)} mask(s) have "
+                     f"no image and are not read ({examples([path.name for path in unused])}); "
+                     "give each its image under the same file stem, or remove it", str(folder))
     return pairs
 
 
@@ -620,7 +621,7 @@ def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, l
         raise CovsegError(f"{where}: {said}; " + "; ".join(unread))
     pairs = pair(images, masks, where, masks_dir=masks_dir)
     for note in unread:
-        warn_in_read(f"unread {note}", note)
+        warn_in_read(f"unread {note}", note, note)  # heard twice: one folder, not 2 alike
     return pairs
 
 
