@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -2076,7 +2077,8 @@ def test_a_ctrl_c_python_drops_as_a_montage_is_drawn_stops_the_batch(
         capfd: pytest.CaptureFixture[str]) -> None:
     """A notebook's Interrupt landing in a finaliser as matplotlib drew a study's montage (its
     weakref callbacks) was printed as "Exception ignored" and dropped: quantify (and
-    predict_volumes) ran the other studies and returned success (6 of 20 Interrupts, probe).
+    predict_volumes) ran the other studies and returned success (6 of 20 Interrupts in a
+    probe script outside the repository).
     It now stops before the next study, as the CLI does; SIGTERM is left as the caller had it,
     and Ctrl-C's handler is the caller's again after the call."""
     for name in ("a", "b", "c"):
@@ -2100,6 +2102,30 @@ def test_a_ctrl_c_python_drops_as_a_montage_is_drawn_stops_the_batch(
     assert sorted(path.name for path in out.iterdir() if path.is_dir()) == ["a"]
     assert {stop: signal.getsignal(stop) for stop in before} == before
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_ctrl_c_python_drops_in_2d_predict_stops_it_after_the_chunk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path,
+        tiny_run: Path) -> None:
+    """A Ctrl-C that Python dropped in a finaliser as predict wrote a mask is raised after
+    that chunk of images (``batch_size`` of them), not after all of them: one mask of three."""
+    real = api.write_png
+    dropped: list[Path] = []
+
+    def written_then_ctrl_c(*args: Any, **kwargs: Any) -> Path:
+        path = real(*args, **kwargs)
+        if not dropped:
+            dropped.append(path)
+            StopWhenCollected(signal.SIGINT)
+        return path
+
+    monkeypatch.setattr(api, "write_png", written_then_ctrl_c)
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:3]
+    out = tmp_path / "pred"
+    with pytest.raises(KeyboardInterrupt):
+        covseg.predict(tiny_run, images, out, batch_size=1)
+    assert len(images) == 3
+    assert sorted(out.glob("*.png")) == dropped
 
 
 def test_api_calls_in_a_thread_run_with_the_handlers_left_alone(tmp_path: Path) -> None:
@@ -2135,7 +2161,8 @@ def test_a_ctrl_c_python_drops_in_training_stops_it_at_the_next_check(
         where: str, stopped: Callable[[Path], bool]) -> None:
     """A Ctrl-C that Python dropped in a finaliser during covseg.train was lost: training's
     own checks after each epoch and member saw nothing recorded outside the CLI, and the run
-    trained on and returned its metrics. It now stops at the next check, as under the CLI."""
+    trained on and returned its metrics. It now stops at the next check, as under the CLI,
+    and a training in another thread is taken after it."""
     training = importlib.import_module("covseg.train")  # covseg.train is the API function
     real = getattr(training, where)
 
@@ -2154,13 +2181,21 @@ def test_a_ctrl_c_python_drops_in_training_stops_it_at_the_next_check(
         torch.set_num_threads(threads)
     assert stopped(out)
     assert not (out / "metrics.json").exists()
+    monkeypatch.setattr(api, "_train", lambda *args, **kwargs: {})
+    results: list[object] = []  # another thread: an RLock left held would let this one in
+    other = threading.Thread(target=lambda: results.append(
+        covseg.train(synthetic_folder, tmp_path / "after", **TINY)))
+    other.start()
+    other.join(60)
+    assert results == [{}]
 
 
 @pytest.mark.parametrize("second", [
     lambda data, out: covseg.train(data, out, **TINY),
     lambda data, out: covseg.cross_validate(data, out, folds=2, **TINY),
-    lambda data, out: covseg.compare(data, ["unet", "fcn"], out, folds=2, epochs=1)],
-    ids=["train", "cross_validate", "compare"])
+    lambda data, out: covseg.compare(data, ["unet", "fcn"], out, folds=2, epochs=1),
+    lambda data, out: covseg.demo(out, folds=2, epochs=1)],
+    ids=["train", "cross_validate", "compare", "demo"])
 def test_a_second_training_in_another_thread_is_refused_but_predictions_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path,
         tiny_run: Path, second: Callable[[Path, Path], object]) -> None:
@@ -2193,3 +2228,50 @@ def test_a_second_training_in_another_thread_is_refused_but_predictions_run(
         first.join(60)
     assert not (tmp_path / "second").exists()
     assert covseg.train(synthetic_folder, tmp_path / "after", **TINY) == {}
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork here (Windows)")
+def test_a_process_forked_as_another_thread_trains_may_train(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path) -> None:
+    """A process forked (multiprocessing's "fork", Linux's default before Python 3.14, and a
+    ProcessPoolExecutor's) while another thread trained inherited the training lock held, with
+    no thread in it to let it go: its every training was refused as one running "in another
+    thread of this process", where the refusal advises separate processes. It trains."""
+    monkeypatch.setattr(api, "_train", lambda *args, **kwargs: {})
+    held, done = threading.Event(), threading.Event()
+
+    def training() -> None:
+        with api._trained_alone("train"):
+            held.set()
+            done.wait(60)
+
+    first = threading.Thread(target=training)
+    first.start()
+    try:
+        assert held.wait(60), "the first training did not start"
+        child = multiprocessing.get_context("fork").Process(
+            target=covseg.train, args=(synthetic_folder, tmp_path / "child"), kwargs=TINY)
+        child.start()
+        child.join(120)
+    finally:
+        done.set()
+        first.join(60)
+    assert child.exitcode == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here (Windows)")
+def test_a_process_forked_inside_a_training_leaves_it_cleanly() -> None:
+    """A child forked by the training's own thread (``os.fork``) that leaves the training's
+    block lets go the lock it inherited held, not its own new one, which it does not hold."""
+    pid = -1
+    try:
+        with api._trained_alone("train"):
+            pid = os.fork()
+    except BaseException:
+        if pid == 0:
+            os._exit(1)
+        raise
+    if pid == 0:
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -412,7 +412,14 @@ def test_cross_validation_fold_by_fold_matches_one_run(
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
                     for k in (1, 0)]
-    ended = [process.communicate(timeout=300) for process in side_by_side]
+    ended: list[tuple[str, str]] = []
+    try:
+        for process in side_by_side:
+            ended.append(process.communicate(timeout=300))
+    finally:
+        for process in side_by_side:  # none left running after a timeout (ended: no-ops)
+            process.kill()
+            process.wait()
     assert [process.returncode for process in side_by_side] == [0, 0], ended
     assert sorted(line.split(":")[0] for out, _ in ended for line in out.splitlines()) == [
         "fold 0", "fold 1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -123,6 +124,20 @@ def test_a_stop_recorded_is_raised_in_the_main_thread_alone() -> None:
         worker.join(30)
         raise_if_stopped()
     assert raised == []
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork here (Windows)")
+def test_a_process_forked_after_a_stop_was_recorded_inherits_none() -> None:
+    """A process forked (multiprocessing's "fork") between a Ctrl-C that Python dropped and
+    the next check inherited the record: its own first check raised its parent's Ctrl-C."""
+    with stops_recorded(), pytest.raises(KeyboardInterrupt):
+        StopWhenCollected(signal.SIGINT)
+        child = multiprocessing.get_context("fork").Process(target=raise_if_stopped)
+        child.start()
+        child.join(60)
+        raise_if_stopped()
+    assert child.exitcode == 0
 
 
 def _masks(folder: Path, names: list[str], grow: int) -> None:

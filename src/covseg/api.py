@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -202,7 +203,7 @@ log = logging.getLogger(__name__)
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False,
+def _public(options: str = "", accepted: Sequence[str] = (), trains: bool = False,
             elsewhere: Callable[[list[str]], tuple[list[str], str]] = lambda given: (given, "")
             ) -> Callable[[Function], Function]:
     """A public function whose call with a keyword it does not take, or without one it needs,
@@ -210,7 +211,8 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
     naming nothing). ``elsewhere``: of the keywords it does not take, those no function takes
     (named unknown) and its refusal of the others (options another function takes), in the
     same line. ``accepted``: what its ``**options`` take, shown as ``options``.
-    ``draws``: it trains, reseeding the global random generators (:func:`_trained_alone`).
+    ``trains``: it trains, so it is refused while another training runs in this process, and
+    gives back the global random generators it reseeds (:func:`_trained_alone`).
     Matplotlib's folder is settled first, as by the CLI: monai, which most functions import,
     imports matplotlib with itself, whose want of a folder is then a
     :class:`~covseg.errors.NoWritableFolder`, not matplotlib's OSError.
@@ -239,7 +241,7 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             _refuse_empty(signature, bound.arguments)
             settle_matplotlib_config()  # monai imports matplotlib with itself: one-line refusal
-            alone = _trained_alone(function.__name__) if draws else nullcontext()
+            alone = _trained_alone(function.__name__) if trains else nullcontext()
             with alone, stops_recorded((signal.SIGINT,)), invoked_as(
                     api_command(function.__name__)):
                 # numpy's numbers as Python's
@@ -252,7 +254,21 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
 
 _TRAINING = threading.RLock()
 """Held by the training call running in this process (:func:`_trained_alone`); an RLock, so
-that a call nested in it in its own thread is part of it, not another training."""
+that a call nested in it in its own thread is part of it, not another training. A child
+process forked meanwhile gets its own, free (:func:`_training_lock_renewed`)."""
+
+
+def _training_lock_renewed() -> None:
+    """A forked child's own :data:`_TRAINING`, free: it inherited the parent's held by a
+    thread not in the child (a ``multiprocessing`` "fork" process, a ProcessPoolExecutor's, as
+    another thread trained), and its every training was refused as one running in another
+    thread, where the refusal advises separate processes."""
+    global _TRAINING
+    _TRAINING = threading.RLock()
+
+
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_training_lock_renewed)
 
 
 @contextmanager
@@ -264,7 +280,8 @@ def _trained_alone(name: str) -> Iterator[None]:
     generators back under the other, so each got other weights than alone, without a word. A
     second one is refused at once rather than queued, since a thread waiting in silence looks
     hung."""
-    if not _TRAINING.acquire(blocking=False):
+    lock = _TRAINING  # the one taken is let go, in a child forked inside the block too
+    if not lock.acquire(blocking=False):
         raise CovsegError(
             f"{name}: another covseg training (train, cross_validate, compare or demo) is "
             "running in another thread of this process, and trainings reseed the process's "
@@ -274,7 +291,7 @@ def _trained_alone(name: str) -> Iterator[None]:
         with callers_generators_kept():
             yield
     finally:
-        _TRAINING.release()
+        lock.release()
 
 
 @overload
@@ -575,7 +592,7 @@ def _refuse_other_file(out: Path) -> None:
     remove_temporaries_of(out)
 
 
-@_public("the training recipe's", RECIPE, draws=True)
+@_public("the training recipe's", RECIPE, trains=True)
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Unpack[Recipe]) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``.
@@ -597,7 +614,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
         return _train(recipe, _load(data, recipe), out, resume=resume, lung_sha256=pin)
 
 
-@_public("the training recipe's", RECIPE, draws=True)
+@_public("the training recipe's", RECIPE, trains=True)
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
                    folds: Int | None = None, resume: bool = False, fold: Int | None = None,
                    ray: str | None = None, cpus_per_fold: Int | None = None,
@@ -684,7 +701,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                                            cv_notes=cv_notes, weights=weights, lung_sha256=pin)
 
 
-@_public("the training recipe's", RECIPE, draws=True)
+@_public("the training recipe's", RECIPE, trains=True)
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
             out: str | os.PathLike[str], folds: Int | None = None, resume: bool = False,
             **config: Unpack[ComparedRecipe]) -> dict[str, Any]:
@@ -1672,7 +1689,7 @@ DEMO_VERB = "run the demo"
 """What a refusal of the demo's own folds tells to do into a new --out (cv says cross-validate)."""
 
 
-@_public(draws=True)
+@_public(trains=True)
 def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
          epochs: Int = DEMO_EPOCHS) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.

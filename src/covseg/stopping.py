@@ -10,6 +10,7 @@ each study, before final metrics, at its end).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -65,7 +66,19 @@ def stop_word(stop: BaseException) -> str:
 
 
 _asked: list[type[BaseException]] = []
-"""The stops received while :func:`stops_recorded` is active, first first."""
+"""The stops received while :func:`stops_recorded` is active, first first; none in a child
+process forked meanwhile (:func:`_none_asked_in_child`)."""
+
+
+def _none_asked_in_child() -> None:
+    """A forked child's record emptied: one forked between a stop Python dropped and the next
+    check (a ``multiprocessing`` "fork" process, whose forking thread is its main thread) raised
+    its parent's stop at its own first check."""
+    _asked.clear()
+
+
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_none_asked_in_child)
 
 
 def _record_and_raise(signum: int, _: FrameType | None) -> None:
