@@ -93,6 +93,8 @@ def shared_splits(runs: tuple[Path, Path], dice: tuple[Mapping[Hashable, float],
               "by fold)")
     if not folds or any(held[0][k] != held[1][k] for k in folds):
         return differ
+    if len(folds) < 2:  # a variance over one fold is none: t = nan, df = 0
+        return f"the runs share only fold {folds[0]} (it needs two or more)"
     records = [run / f"fold_{k}" / "config.json" for run in runs for k in folds]
     missing = next((record for record in records if not record.is_file()), None)
     if missing is not None:

@@ -41,6 +41,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,10 @@ from covseg.errors import CovsegError
 from covseg.infer import TEST_FLIPS, Predictor
 from covseg.io.atomic import write_json
 from covseg.models import build_model
+from covseg.models.pretrained import without_weights_file
 from covseg.models.profile import count_flops, time_forward
 from covseg.models.registry import import_installed
-from covseg.train import UNREADABLE, train
+from covseg.train import UNREADABLE, run_networks, train
 from covseg.transforms import normalize_intensity
 
 SLICE = 512
@@ -177,8 +179,9 @@ def timed_training(config: TrainConfig, slices: int, epochs: int) -> tuple[float
     summed resident memory of this process and every process it starts (an ensemble's members
     train in processes of their own, a fork server and one per member), sampled every 0.5 s
     (:class:`_memory.TreePeak`), or this process's own peak as the kernel records it where that
-    rose during the training. Its own peak alone said 1295 MiB where the processes together
-    held 3.6 GB."""
+    rose during the training. This process still holds what the earlier stages (inference)
+    left resident, so the figure is above a ``timed_train.py`` one of the same recipe. Its own
+    peak alone said 1295 MiB where the processes together held 3.6 GB."""
     before = _own_peak_kib()
     with TreePeak(os.getpid()) as tree:
         seconds = epoch_seconds(config, slices, epochs)
@@ -211,7 +214,7 @@ def convergence(run: Path | None) -> list[dict[str, float | str]]:
         return []
     run = run_folder(run)
     found = []
-    for log in sorted([run / "log.csv", *run.glob("member*/log.csv")]):
+    for log in [network / "log.csv" for network in run_networks(run)]:
         rows = list(csv.DictReader(log.open())) if log.is_file() else []
         if not rows:
             continue
@@ -241,7 +244,9 @@ def run_recipe(run: Path) -> TrainConfig:
     (:meth:`TrainConfig.from_dict`), so that its epochs are timed as it trained (its batch
     size, augmentation, EMA, CutMix, lung guide, epochs): the default recipe was timed with
     the run's network alone. Refused in one line before any timing where the record is
-    missing or damaged, or the lung model it trained with is gone."""
+    missing or damaged, or the lung model it trained with is gone. A weights file it started
+    from is left out (as compare leaves it out): it does not change the speed, and a file
+    since moved, or a download name, failed or downloaded after the inference timings."""
     record = run_folder(run) / "config.json"
     skip = "or --train-slices 0 to time no training"
     if not record.is_file():
@@ -256,7 +261,7 @@ def run_recipe(run: Path) -> TrainConfig:
     if source not in ("none", "threshold") and not Path(source).exists():
         raise CovsegError(f"the run's lung model {source} is gone: its training cannot be timed; "
                           f"put the lung run back, {skip}")
-    return recipe
+    return replace(recipe, model_options=without_weights_file(recipe.model_options))
 
 
 def missing_onnx() -> str | None:

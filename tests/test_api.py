@@ -2130,14 +2130,16 @@ def test_a_ctrl_c_python_drops_in_2d_predict_stops_it_after_the_chunk(
 
 def test_api_calls_in_a_thread_run_with_the_handlers_left_alone(tmp_path: Path) -> None:
     """Signal handlers can be set from the main thread alone: a call from another thread
-    (a notebook's worker) runs, recording no stop, and sets none."""
+    (a notebook's worker) runs, recording no stop, and sets none. A guard: the code before
+    the API recorded stops set no handlers either; this keeps the recording off other threads."""
     synthetic_study(tmp_path / "in", "a")
     before = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
     results: list[object] = []
     thread = threading.Thread(target=lambda: results.append(
-        covseg.quantify(tmp_path / "in" / "masks", tmp_path / "out")))
+        covseg.quantify(tmp_path / "in" / "masks", tmp_path / "out")), daemon=True)
     thread.start()
     thread.join(120)
+    assert not thread.is_alive(), "the call in a thread did not end"
     assert [getattr(result, "done", result) for result in results] == [1]
     assert {stop: signal.getsignal(stop) for stop in before} == before
 
@@ -2184,9 +2186,10 @@ def test_a_ctrl_c_python_drops_in_training_stops_it_at_the_next_check(
     monkeypatch.setattr(api, "_train", lambda *args, **kwargs: {})
     results: list[object] = []  # another thread: an RLock left held would let this one in
     other = threading.Thread(target=lambda: results.append(
-        covseg.train(synthetic_folder, tmp_path / "after", **TINY)))
+        covseg.train(synthetic_folder, tmp_path / "after", **TINY)), daemon=True)
     other.start()
     other.join(60)
+    assert not other.is_alive(), "the training in another thread did not end"
     assert results == [{}]
 
 
@@ -2251,9 +2254,13 @@ def test_a_process_forked_as_another_thread_trains_may_train(
     try:
         assert held.wait(60), "the first training did not start"
         child = multiprocessing.get_context("fork").Process(
-            target=covseg.train, args=(synthetic_folder, tmp_path / "child"), kwargs=TINY)
+            target=covseg.train, args=(synthetic_folder, tmp_path / "child"), kwargs=TINY,
+            daemon=True)
         child.start()
         child.join(120)
+        if child.is_alive():  # hung: fail this test, not the session at exit
+            child.kill()
+            child.join()
     finally:
         done.set()
         first.join(60)

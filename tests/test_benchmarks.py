@@ -820,6 +820,19 @@ def test_paired_runs_says_the_fold_test_needs_the_same_folds(
                           "test is given")]
 
 
+def test_paired_runs_gives_no_fold_test_over_one_fold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs stopped after their first fold share one: the fold test printed t = nan,
+    df = 0, p = nan; a line says it needs two or more."""
+    runs = [_fold_run(tmp_path / name, [{"s0": 0.6, "s1": 0.7}, {"s2": 0.5, "s3": 0.9}], 1)
+            for name in ("a", "b")]
+    assert _script("paired_runs", monkeypatch).main(runs) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        ("fold test: not given, the runs share only fold 0 (it needs two or more); only the "
+         "per-slice test is given")]
+
+
 def test_paired_runs_says_the_fold_test_needs_the_folds_records(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

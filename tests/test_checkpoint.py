@@ -387,7 +387,8 @@ def test_a_comparison_folder_names_its_best_model_with_its_verdict(
         "/data/ct --model miniseg --out RUN`")
 
 
-@pytest.mark.parametrize("models", [["unet"], {"unet": {"dice": {"mean": 0.6}}}, "unet", None])
+@pytest.mark.parametrize("models", [["unet"], {"unet": {"dice": {"mean": 0.6}}}, "unet", None,
+                                    [{"dice": 0.5, "model": "unet"}], [{"model": ["unet"]}]])
 def test_a_comparison_folder_whose_models_record_is_damaged_is_refused_in_one_line(
         tmp_path: Path, models: object) -> None:
     """A comparison.json whose ``models`` is not a list of rows (a list of names, an object)

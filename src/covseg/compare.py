@@ -847,8 +847,10 @@ def spec_parts(spec: str | None) -> tuple[str | None, dict[str, Any]]:
 
 
 def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """The spec of the compared model of the highest mean Dice over folds (None: none has one)."""
-    means = {row["model"]: row.get("dice", {}).get("mean") for row in rows if "model" in row}
+    """The spec of the compared model of the highest mean Dice over folds (None: none has one;
+    a damaged row, its model no name or its dice no object, has none)."""
+    means = {row["model"]: row["dice"].get("mean") for row in rows
+             if isinstance(row.get("model"), str) and isinstance(row.get("dice"), Mapping)}
     scored = {spec: mean for spec, mean in means.items()
               if isinstance(mean, (int, float)) and not math.isnan(mean)}
     return max(scored, key=scored.__getitem__) if scored else None
@@ -865,8 +867,7 @@ def final_step(result: Mapping[str, Any]) -> str:
     best = best_compared(rows)
     config = result.get("config")
     multiclass = isinstance(config, Mapping) and config.get("target") == "multiclass"
-    tests = {row.get("model"): row.get(FOLD_TEST) for row in rows}
-    test = tests.get(best)
+    test = next((row.get(FOLD_TEST) for row in rows if row.get("model") == best), None)
     unshown = (" (no difference from the baseline shown over the folds)"
                if isinstance(test, Mapping) and test.get("verdict", "better") != "better"
                else "")

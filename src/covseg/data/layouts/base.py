@@ -621,7 +621,7 @@ def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, l
         raise CovsegError(f"{where}: {said}; " + "; ".join(unread))
     pairs = pair(images, masks, where, masks_dir=masks_dir)
     for note in unread:
-        warn_in_read(f"unread {note}", note, note)  # heard twice: one folder, not 2 alike
+        warn_in_read(f"unread {note}", note, note)  # its own source: a repeat is one, not 2 alike
     return pairs
 
 
