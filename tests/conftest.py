@@ -12,6 +12,7 @@ import builtins
 import errno
 import functools
 import io
+import multiprocessing
 import os
 import signal
 import struct
@@ -288,6 +289,21 @@ class StopWhenCollected:
 
     def __del__(self) -> None:
         signal.raise_signal(self.stop)
+
+
+def forked_exit_code(target: Callable[..., object], *args: object, seconds: float = 120,
+                     **kwargs: object) -> int | None:
+    """The exit code of ``target(*args, **kwargs)`` run in a process forked (multiprocessing's
+    "fork"), killed where it outlives ``seconds``: a hung child fails its test, not the
+    session at exit."""
+    child = multiprocessing.get_context("fork").Process(target=target, args=args,
+                                                        kwargs=kwargs, daemon=True)
+    child.start()
+    child.join(seconds)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    return child.exitcode
 
 
 @contextmanager

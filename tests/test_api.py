@@ -36,7 +36,13 @@ from covseg.cli import build_parser, main
 from covseg.errors import BatchFailed, CovsegError
 from covseg.infer import Predictor
 from covseg.io.image import read_image
-from tests.conftest import NEEDS_ONNX, StopWhenCollected, held_by_another_thread, shared
+from tests.conftest import (
+    NEEDS_ONNX,
+    StopWhenCollected,
+    forked_exit_code,
+    held_by_another_thread,
+    shared,
+)
 from tests.io.helpers import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
@@ -2253,18 +2259,11 @@ def test_a_process_forked_as_another_thread_trains_may_train(
     first.start()
     try:
         assert held.wait(60), "the first training did not start"
-        child = multiprocessing.get_context("fork").Process(
-            target=covseg.train, args=(synthetic_folder, tmp_path / "child"), kwargs=TINY,
-            daemon=True)
-        child.start()
-        child.join(120)
-        if child.is_alive():  # hung: fail this test, not the session at exit
-            child.kill()
-            child.join()
+        exit_code = forked_exit_code(covseg.train, synthetic_folder, tmp_path / "child", **TINY)
     finally:
         done.set()
         first.join(60)
-    assert child.exitcode == 0
+    assert exit_code == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here (Windows)")

@@ -27,7 +27,7 @@ from covseg.io.atomic import write_json
 from covseg.progress import progress_bar
 from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.studies import Study
-from tests.conftest import StopWhenCollected
+from tests.conftest import StopWhenCollected, forked_exit_code
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o077, 0o600), (0o002, 0o664), (0o022, 0o644)])
@@ -133,15 +133,9 @@ def test_a_process_forked_after_a_stop_was_recorded_inherits_none() -> None:
     the next check inherited the record: its own first check raised its parent's Ctrl-C."""
     with stops_recorded(), pytest.raises(KeyboardInterrupt):
         StopWhenCollected(signal.SIGINT)
-        child = multiprocessing.get_context("fork").Process(target=raise_if_stopped,
-                                                            daemon=True)
-        child.start()
-        child.join(60)
-        if child.is_alive():  # hung: fail this test, not the session at exit
-            child.kill()
-            child.join()
+        exit_code = forked_exit_code(raise_if_stopped, seconds=60)
         raise_if_stopped()
-    assert child.exitcode == 0
+    assert exit_code == 0
 
 
 def _masks(folder: Path, names: list[str], grow: int) -> None:
