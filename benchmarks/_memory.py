@@ -9,6 +9,8 @@ for the benchmarks; it loads no torch (timed_train.py's monitor imports it).
 from __future__ import annotations
 
 import os
+import resource
+import sys
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +18,14 @@ from typing import Self
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 """/proc/PID/statm counts pages; 4 KiB on x86_64, larger on some ARM kernels."""
+
+
+def peak_rss_kib(who: int = resource.RUSAGE_SELF) -> int:
+    """The kernel's record of the peak resident memory of this process (``RUSAGE_SELF``) or
+    of its largest waited-for child (``RUSAGE_CHILDREN``), in KiB: ``getrusage`` gives KiB on
+    Linux and bytes on macOS, which the scripts read as KiB (1024 times too large)."""
+    peak = resource.getrusage(who).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
 
 
 def _processes() -> dict[int, tuple[int, int]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from _cli import at_least, description
+from _memory import peak_rss_kib
 from scipy import ndimage
 
 from covseg.io.atomic import write_json
@@ -71,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return done.returncode
         row = json.loads((Path(tmp) / "ev" / "big.json").read_text())["per_case"][0]
     results = {"slices": args.slices, "size": args.size, "wall_s": round(wall, 1),
-               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                                     / 1024),
+               "peak_rss_mib": round(peak_rss_kib(resource.RUSAGE_CHILDREN) / 1024),
                "metrics": {key: row[key] for key in ("dice", "iou", "hd95")}}
     print(json.dumps(results, indent=2))
     if args.json:

@@ -34,7 +34,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from _cli import at_least, description, json_output
-from _memory import TreePeak
+from _memory import TreePeak, peak_rss_kib
 
 from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint, save_checkpoint
@@ -182,16 +181,11 @@ def timed_training(config: TrainConfig, slices: int, epochs: int) -> tuple[float
     rose during the training. This process still holds what the earlier stages (inference)
     left resident, so the figure is above a ``timed_train.py`` one of the same recipe. Its own
     peak alone said 1295 MiB where the processes together held 3.6 GB."""
-    before = _own_peak_kib()
+    before = peak_rss_kib()
     with TreePeak(os.getpid()) as tree:
         seconds = epoch_seconds(config, slices, epochs)
-    after = _own_peak_kib()
+    after = peak_rss_kib()
     return seconds, max(tree.kib, after if after > before else 0) / 1024
-
-
-def _own_peak_kib() -> int:
-    """This process's peak resident memory so far, in KiB (Linux's unit)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def epoch_wall_seconds(metrics: dict[str, Any]) -> float:
@@ -386,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             results["volume_slices"] = args.volume_slices
             results[f"volume_{args.volume_slices}_slices_seconds"] = seconds
             results["volume_slices_per_second"] = args.volume_slices / seconds
-    results["inference_peak_rss_mib"] = _own_peak_kib() / 1024
+    results["inference_peak_rss_mib"] = peak_rss_kib() / 1024
     if args.train_slices:
         stage(f"training, {args.train_epochs} epoch(s) on {args.train_slices} slices ({recipe})")
         per_epoch, results["train_peak_tree_rss_mib"] = timed_training(

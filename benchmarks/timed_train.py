@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from _cli import description, json_output, run_main
-from _memory import TreePeak
+from _memory import TreePeak, peak_rss_kib
 
 from covseg.io.atomic import write_json
 
@@ -48,7 +48,7 @@ def watch(command: list[str]) -> tuple[int, float, int]:
     with TreePeak(child.pid) as tree:
         child.wait()
     wall = time.perf_counter() - started
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    largest = peak_rss_kib(resource.RUSAGE_CHILDREN)
     return child.returncode, wall, max(tree.kib, largest)
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from _cli import at_least, description
+from _memory import peak_rss_kib
 from tqdm import tqdm
 
 from covseg.checkpoint import load_checkpoint
@@ -106,9 +105,7 @@ def measure(path: str, out_dir: str, model: str | None, batch_size: int,
     result = predict_study(predictor, path, out_dir, batch_size=batch_size,
                            probabilities=probabilities)
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1.0 / 1024.0 if sys.platform != "darwin" else 1.0 / MIB  # KiB on Linux, B on macOS
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak_kib * scale, 1),
+    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak_rss_kib() / 1024, 1),
             "rss_before_predict_mib": baseline and round(baseline, 1),
             "lesion_ml": result["study"]["lesion_ml"], "lung_ml": result["study"]["lung_ml"]}
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, Self
@@ -109,6 +110,20 @@ def test_evaluate_memory_scores_its_pair_in_a_child_process(
     assert json.loads(capsys.readouterr().out) == report
     assert (report["slices"], report["size"]) == (24, 64) and report["peak_rss_mib"] > 0
     assert 0.0 < report["metrics"]["dice"] < 1.0 and report["metrics"]["hd95"] > 0.0
+
+@pytest.mark.parametrize(("platform", "reported", "kib"), [("linux", 2048, 2048),
+                                                            ("darwin", 2048 * 1024, 2048)])
+def test_the_kernels_peak_is_read_in_kib_on_linux_and_macos(
+        monkeypatch: pytest.MonkeyPatch, platform: str, reported: int, kib: int) -> None:
+    """getrusage's ru_maxrss is KiB on Linux and bytes on macOS: speed.py, timed_train.py and
+    evaluate_memory.py read it as KiB everywhere (1024 times too large on a Mac); one helper
+    reads it for every script, as volume_memory.py alone did."""
+    memory = _script("_memory", monkeypatch)
+    monkeypatch.setattr(memory.sys, "platform", platform)
+    monkeypatch.setattr(memory.resource, "getrusage",
+                        lambda who: types.SimpleNamespace(ru_maxrss=reported))
+    assert memory.peak_rss_kib() == kib
+
 
 def test_member_start_times_each_start_method(tmp_path: Path) -> None:
     """benchmarks/member_start.py, one member once each way: both start methods timed, in a
