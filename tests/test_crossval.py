@@ -246,7 +246,7 @@ def test_a_weights_file_gone_is_judged_on_the_folds_started_without_a_fold_count
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{out}: the weights= file {weights} is gone, and fold_0 would start from it (no "
             "last.pt to resume from); restore the file or pick a new out") + "$"):
-        api.cross_validate(synthetic_folder, out, resume=True, size=32, model="fcn",
+        api.cross_validate(synthetic_folder, out, resume=True, size=32, model="unet++",
                            model_options={"weights": str(weights)})
 
 
@@ -260,11 +260,11 @@ def test_a_weights_file_no_fold_started_from_is_no_such_file(
     out.mkdir()
     cv.mkdir()
     with pytest.raises(CovsegError, match="^" + re.escape(f"{typo}: no such weights file") + "$"):
-        api.compare(synthetic_folder, ["unet", f"fcn:weights={typo}"], out, resume=True,
+        api.compare(synthetic_folder, ["unet", f"unet++:weights={typo}"], out, resume=True,
                     folds=2, size=32)
     with pytest.raises(CovsegError, match="^" + re.escape(f"{typo}: no such weights file") + "$"):
         api.cross_validate(synthetic_folder, cv, resume=True, folds=2, size=32,
-                           model="fcn", model_options={"weights": str(typo)})
+                           model="unet++", model_options={"weights": str(typo)})
 
 
 

@@ -981,7 +981,7 @@ def test_a_resume_of_a_lost_model_whose_weights_file_is_gone_is_refused_before_a
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{out}: the weights= file {weights} is gone, and its network would start from it "
             "(no last.pt to resume from); restore the file or pick a new out") + "$"):
-        api.train(synthetic_folder, out, resume=True, model="fcn", size=32,
+        api.train(synthetic_folder, out, resume=True, model="unet++", size=32,
                   model_options={"weights": str(weights)})
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json"]
 
@@ -1390,7 +1390,7 @@ def test_a_resume_whose_weights_file_never_was_is_refused_as_no_such_file(
             {"config": {"model_options": {"weights": str(tmp_path / "r50.pth")}}}))
         (out / "last.pt").write_bytes(b"")
     with pytest.raises(CovsegError, match="^" + re.escape(f"{typo}: no such weights file") + "$"):
-        api.train(synthetic_folder, out, resume=True, model="fcn,fcn", size=32,
+        api.train(synthetic_folder, out, resume=True, model="unet++,unet++", size=32,
                   model_options={"weights": str(typo)})
 
 

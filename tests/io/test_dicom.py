@@ -271,11 +271,14 @@ def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(any(importlib.util.find_spec(name) for name in ("libjpeg", "gdcm")),
                     reason="a JPEG decoder for pydicom is installed")
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"])
 def test_monochrome1_jpeg_lossless_without_a_decoder_names_the_pip_install(
-        tmp_path: Path) -> None:
+        tmp_path: Path, syntax: str) -> None:
     """MONOCHROME1 pixels are read again by pydicom, which decodes JPEG Lossless only with a
     plugin: the one-line error said to convert the study with dcm2niix, where ``pip install
-    pylibjpeg pylibjpeg-libjpeg`` reads it."""
+    pylibjpeg pylibjpeg-libjpeg`` reads it. GDCM writes JPEG Lossless SV1 (.70), a case of
+    Process 14 (.57), which pydicom 2 named JPEGLossless: each transfer syntax gets the advice
+    under any pydicom."""
     for path in synthetic_series(tmp_path / "jpeg", phantom(), photometric="MONOCHROME1"):
         dataset = pydicom.dcmread(path)
         plane = np.frombuffer(dataset.PixelData, np.int16).reshape(dataset.Rows, -1)
@@ -286,7 +289,8 @@ def test_monochrome1_jpeg_lossless_without_a_decoder_names_the_pip_install(
         writer.SetCompressor("JPEG")
         writer.Execute(sitk.GetImageFromArray(plane))
         encoded = pydicom.dcmread(tmp_path / "encoded.dcm")
-        dataset.file_meta.TransferSyntaxUID = encoded.file_meta.TransferSyntaxUID
+        assert encoded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.UID(syntax)
         dataset.PixelData = encoded.PixelData
         dataset["PixelData"].VR, dataset["PixelData"].is_undefined_length = "OB", True
         dataset.save_as(path)

@@ -24,7 +24,7 @@ from covseg.models.ensemble import member_names
 from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel, read_state_dict
-from covseg.models.profile import profile_for_comparison, profile_model
+from covseg.models.profile import count_flops, profile_for_comparison, profile_model
 from covseg.models.registry import check_model, check_options, resolved_options
 from tests.conftest import NEEDS_ZOO
 
@@ -296,7 +296,8 @@ def test_download_requests_are_refused(name: str, options: dict[str, Any]) -> No
 def test_missing_optional_dependency(name: str, options: dict[str, Any], module: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(CovsegError, match=r"pip install 'covseg\[zoo\]'") as info:
+    with pytest.raises(CovsegError, match=re.escape(
+            ": pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch")) as info:
         build_model(name, **options)
     package = "torchvision" if name == "fcn" else "segmentation-models-pytorch"
     assert f"model {name!r}" in str(info.value) and package in str(info.value), "one spelling"
@@ -455,6 +456,21 @@ def test_profile_model_counts_a_multiply_add_as_two_flops() -> None:
     assert result["gflops_per_slice"] * 1e9 == pytest.approx(2 * 4 * 9 * 8 * 8)
 
 
+def test_flops_are_counted_outside_inference_mode() -> None:
+    """torch 2.5's FlopCounterMode counts 0 FLOPs in inference mode (pytorch issue 126268), so
+    a comparison's GFLOPs read 0 there; this torch counts in both, so the mode is what is
+    checked: the forward pass runs without gradients, out of inference mode."""
+    modes: list[tuple[bool, bool]] = []
+
+    class Probe(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return super().forward(x)
+
+    count_flops(Probe(1, 1, 3), torch.rand(1, 1, 8, 8))
+    assert modes == [(False, False)]
+
+
 @NEEDS_ZOO
 def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
@@ -503,8 +519,9 @@ def test_a_model_whose_package_is_missing_fails_before_data_are_read(
         raise PackageNotFoundError(distribution)
 
     monkeypatch.setattr(provenance, "version", absent)  # the one lookup of installed versions
-    needs = r"'deeplabv3' needs torchvision: pip install 'covseg\[zoo\]'"
-    with pytest.raises(CovsegError, match=needs):
+    needs = ("'deeplabv3' needs torchvision: pip install torch==2.14.1 torchvision==0.29.1 "
+             "segmentation-models-pytorch")
+    with pytest.raises(CovsegError, match=re.escape(needs)):
         registry.check_model_names("miniseg,deeplabv3")
     assert registry.check_model_names("miniseg,unet") == ["miniseg", "unet"]
 
@@ -526,7 +543,8 @@ def mismatched_torchvision(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.delitem(sys.modules, module)
     monkeypatch.setattr(sys, "meta_path", [TorchvisionForAnotherTorch(), *sys.meta_path])
     yield (f"does not load with torch {torch.__version__} (operator torchvision::nms does not "
-           "exist); install the matching pair: pip install torch==2.14.1 torchvision==0.29.1")
+           "exist); install the matching pair: pip install torch==2.14.1 torchvision==0.29.1 "
+           "segmentation-models-pytorch")
 
 
 @NEEDS_ZOO
@@ -535,8 +553,8 @@ def test_a_torchvision_that_does_not_load_makes_the_zoo_unavailable(
     """A torchvision for another torch (``pip install 'torchvision<0.29'`` beside torch 2.13
     picks 0.28.0) raised RuntimeError on import: ``covseg models`` and ``train --model fcn``
     ended in a traceback. Now its models are unavailable, with the reason and the command that
-    installs the pair that loads (``pip install 'covseg[zoo]'``, given before, kept 0.28.0:
-    the extra's ``torchvision>=0.19`` is met by it)."""
+    installs the pair that loads, with smp (``pip install 'covseg[zoo]'``, given before, kept
+    0.28.0: the extra's ``torchvision>=0.19`` is met by it)."""
     from importlib.metadata import version
 
     from covseg import cli
@@ -743,7 +761,8 @@ def test_a_missing_extra_skips_with_covsegs_line_alone(
             skip_without("zoo")
     finally:
         missing_extra.cache_clear()
-    assert skipped.value.msg == "covseg[zoo] needs torchvision: pip install 'covseg[zoo]'"
+    assert skipped.value.msg == ("covseg[zoo] needs torchvision: pip install torch==2.14.1 "
+                                 "torchvision==0.29.1 segmentation-models-pytorch")
 
 
 def test_models_json_stays_json_with_a_monai_that_prints_while_building(

@@ -887,15 +887,21 @@ def _stored_frames(path: Path, source: str) -> np.ndarray:
 
 
 PYDICOM_DECODERS: dict[str, str] = {
-    **dict.fromkeys((pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGExtended12Bit,
-                     pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1,
-                     pydicom.uid.JPEGLSLossless, pydicom.uid.JPEGLSNearLossless),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+                     "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 and 4)
+                     "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+                     "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (SV1)
+                     "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+                     "1.2.840.10008.1.2.4.81"),  # JPEG-LS Near-Lossless
                     "pylibjpeg pylibjpeg-libjpeg"),
-    **dict.fromkeys((pydicom.uid.JPEG2000Lossless, pydicom.uid.JPEG2000),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+                     "1.2.840.10008.1.2.4.91"),  # JPEG 2000
                     "pylibjpeg pylibjpeg-openjpeg"),
 }
 """The pip packages that give pydicom a decoder for each compressed transfer syntax it may
-lack one for (pydicom decodes RLE and Deflate itself)."""
+lack one for (pydicom decodes RLE and Deflate itself). The syntaxes are named by their UIDs,
+not by pydicom's names for them: ``pydicom.uid.JPEGLossless`` was .70 before pydicom 3 and is
+.57 since, and reading it warned on every import under pydicom 2."""
 
 
 def _decoding_advice(exc: Exception, dataset: pydicom.Dataset | None) -> str:

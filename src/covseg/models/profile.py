@@ -32,7 +32,9 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     resampling are comparatively cheap and left out.
     """
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # no_grad, not inference_mode: torch 2.5's FlopCounterMode counts nothing under
+    # inference_mode (pytorch issue 126268), so every model cost 0 GFLOPs there.
+    with torch.no_grad(), counter:
         model(x)
     return counter.get_total_flops()
 

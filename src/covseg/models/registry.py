@@ -181,9 +181,12 @@ ZOO_MODULES = {"torchvision": "torchvision",
                "segmentation-models-pytorch": "segmentation_models_pytorch"}
 """The module each ``covseg[zoo]`` distribution is imported as."""
 
-ZOO_PAIR = "torch==2.14.1 torchvision==0.29.1"
-"""The torch and torchvision builds known to load together (README's install line); pip
-installs them in place of a pair that does not load."""
+ZOO_INSTALL = "pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch"
+"""The command that installs the zoo as the README says: the torch and torchvision builds
+known to load together (5.5 GB; pip puts them in place of a pair that does not load) and
+segmentation-models-pytorch in one resolve. ``pip install 'covseg[zoo]'``, said before, kept
+a torchvision that does not load (the extra's ``torchvision>=0.19`` is met by it), and covseg
+is not on PyPI."""
 
 
 class ZooUnavailable(ImportError):
@@ -194,18 +197,22 @@ def unavailable(distribution: str) -> str | None:
     """Why a ``covseg[zoo]`` package cannot be used, as the end of a line naming the model
     (None: it can). Installed is not enough: a torchvision built for another torch fails on
     import (``RuntimeError: operator torchvision::nms does not exist``), which was a traceback
-    from ``covseg models`` and ``train --model fcn``. The command given names the pair: the
-    extra's ``torchvision>=0.19`` is met by the torchvision that does not load, so
-    ``pip install 'covseg[zoo]'`` leaves it as it is."""
+    from ``covseg models`` and ``train --model fcn``. Either way the command given is
+    :data:`ZOO_INSTALL`."""
     module = ZOO_MODULES.get(distribution, distribution)
     installed = installed_version(distribution)
     failure = _load_failure(module) if installed else None
     if installed is None or failure == f"No module named {module!r}":  # or only its metadata
-        return f" needs {distribution}: pip install 'covseg[zoo]'"
+        return _needs(distribution)
     if failure is None:
         return None
     return (f": {distribution} {installed} does not load with torch {torch.__version__} "
-            f"({failure}); install the matching pair: pip install {ZOO_PAIR}")
+            f"({failure}); install the matching pair: {ZOO_INSTALL}")
+
+
+def _needs(distribution: str) -> str:
+    """The end of the line refusing a zoo model whose ``distribution`` is not installed."""
+    return f" needs {distribution}: {ZOO_INSTALL}"
 
 
 def import_installed(module: str) -> ModuleType:
@@ -244,8 +251,7 @@ def _missing(name: str, requirement: str, reason: str | None = None) -> CovsegEr
     """The one-line error for a zoo model whose package is not installed or does not load;
     ``reason``: what :func:`unavailable` said, where the caller asked it already (it imports
     the package, so it is not asked twice)."""
-    reason = (reason or unavailable(requirement)
-              or f" needs {requirement}: pip install 'covseg[zoo]'")
+    reason = reason or unavailable(requirement) or _needs(requirement)
     return CovsegError(f"model {name!r}{reason}")
 
 
