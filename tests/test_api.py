@@ -968,7 +968,8 @@ def test_predict_over_real_palette_masks_is_refused(tmp_path: Path, tiny_run: Pa
         for name in names:
             shutil.copy(real / folder / name, tmp_path / folder / name)
     before = {name: (tmp_path / "masks" / name).read_bytes() for name in names}
-    assert Image.open(tmp_path / "masks" / names[0]).mode == "P"
+    with Image.open(tmp_path / "masks" / names[0]) as mask:
+        assert mask.mode == "P"
     with pytest.raises(CovsegError, match=rf"masks holds 2 PNGs \(first: {names[0]}\) that no "
                                           r"predict\.json there records"):
         covseg.predict(tiny_run, tmp_path / "images", tmp_path / "masks")

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from covseg.burden import ct_category, note_grown_lungs, note_lesion_outside_lungs, quantify
+from covseg.burden import (
+    ct_category,
+    note_grown_lungs,
+    note_lesion_outside_lungs,
+    quantify,
+    threshold_advice,
+)
 from covseg.errors import CovsegError
 from covseg.lungs import Cut
 from covseg.report import write_html
@@ -195,7 +201,7 @@ def test_lungs_grown_by_a_quarter_of_their_aerated_volume_are_warned_of() -> Non
     lesions = ((found == 0) & (lungs > 0)).astype(np.uint8)
     result = quantify(lesions, (1.0, 1.0, 1.0), lungs, found_lungs=found)
     assert result["right_lung"]["lesion_added_to_lungs_ml"] == pytest.approx(0.022)
-    note_grown_lungs(result, Cut(), "study", "--lungs")
+    note_grown_lungs(result, Cut(), "study", threshold_advice("give the lungs with --lungs"))
     assert "(right lung grown by more than 25%)" in result["lung_note"]
 
 
@@ -228,14 +234,15 @@ def test_the_grown_lungs_note_leaves_out_the_cut_outside_the_body() -> None:
     threshold and offering --lung-model, which cuts the same voxels: that cut is no cause, and
     is not told beside a cut a threshold can get wrong. One voxel's 0.0005 mL read "0.00 mL
     ... was cut"."""
+    advice = threshold_advice("give the lungs with --lung-model")
     body_only = _ungrown_result()
-    note_grown_lungs(body_only, Cut((0, 0, 470, 0), 0.001), "study", "--lung-model")
+    note_grown_lungs(body_only, Cut((0, 0, 470, 0), 0.001), "study", advice)
     assert body_only.get("lung_note") is None
     one_voxel = _ungrown_result()
-    note_grown_lungs(one_voxel, Cut((0, 0, 0, 1), 0.00049), "study", "--lung-model")
+    note_grown_lungs(one_voxel, Cut((0, 0, 0, 1), 0.00049), "study", advice)
     assert one_voxel.get("lung_note") is None
     both = _ungrown_result()
-    note_grown_lungs(both, Cut((0, 0, 470, 2000), 0.001), "study", "--lung-model")
+    note_grown_lungs(both, Cut((0, 0, 470, 2000), 0.001), "study", advice)
     assert "; 2.00 mL of lesion reaching the lungs was cut beyond 30 mm from the lungs: the " in (
         both["lung_note"])
     assert "outside the body" not in both["lung_note"]

@@ -1337,13 +1337,13 @@ def test_quantify_of_a_prediction_takes_its_lung_growth_however_the_lungs_are_sp
         ) -> None:
     """The same lungs.nii.gz given by an absolute path gave no lung growth and no note, by a
     relative one predict's; quantify of the folder recorded predict's note without warning.
-    The note is predict's, but for its advice: quantify has no --lung-model, its lungs are
-    given with --lungs."""
+    The note is predict's, but for its advice: quantify has no --lung-model, and the lungs
+    given with --lungs are predict's threshold lungs (:data:`GIVEN_THRESHOLD_ADVICE`)."""
     path = tmp_path / "case.nii.gz"
     overcalled_ct(path)
     predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
     assert predicted["lung_note"].endswith("give the lungs with --lung-model")
-    note = predicted["lung_note"].removesuffix("--lung-model") + "--lungs"
+    note = predicted["lung_note"].split("the lungs were found")[0] + GIVEN_THRESHOLD_ADVICE
     monkeypatch.chdir(tmp_path)
     for index, lungs in enumerate((Path("pred/lungs.nii.gz"), tmp_path / "pred/lungs.nii.gz")):
         caplog.clear()
@@ -1355,6 +1355,43 @@ def test_quantify_of_a_prediction_takes_its_lung_growth_however_the_lungs_are_sp
         assert result["lung_note"] == note
         assert [record.getMessage() for record in caplog.records
                 if "threshold" in record.getMessage()] == [f"pred/infection.nii.gz: {note}"]
+
+
+GIVEN_THRESHOLD_ADVICE = (
+    "the lungs given with --lungs (predict's lungs.nii.gz) were found by HU threshold, which "
+    "cannot tell consolidation from a call running on into the liver, heart or chest wall; check "
+    "the montage, or give a lung model's lungs with --lungs (the lungs.nii.gz predict writes "
+    "with --lung-model)")
+"""The grown-lungs note's advice in quantify, for predict's threshold lungs given as --lungs."""
+
+
+def test_quantify_of_predicts_threshold_lungs_given_as_lungs_advises_a_lung_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``covseg quantify MASK --lungs LUNGS``, LUNGS predict's threshold lungs.nii.gz, warned
+    "the lungs were found by HU threshold ...; give the lungs with --lungs", which the user had
+    done: the note says the lungs given were thresholded and to give a lung model's, for
+    predict's masks as written and edited since (counted again from the CT); without --lungs
+    it still says to give them."""
+    from covseg.cli import main
+
+    path = tmp_path / "case.nii.gz"
+    truth = overcalled_ct(path)
+    predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    infection, lungs = tmp_path / "pred" / INFECTION_NII, str(tmp_path / "pred" / LUNGS_NII)
+    for edited in (False, True):
+        if edited:
+            erase_false_call(tmp_path / "pred", truth)
+        for given in ([], ["--lungs", lungs]):
+            out = tmp_path / f"q{edited}{len(given)}"
+            assert main(["quantify", str(infection), *given, "--out", str(out)]) == 0
+            err = capsys.readouterr().err
+            note = json.loads((out / "pred" / "quantification.json").read_text())["lung_note"]
+            advice = GIVEN_THRESHOLD_ADVICE if given else (
+                "the lungs were found by HU threshold, which cannot tell consolidation from a "
+                "call running on into the liver, heart or chest wall; check the montage, or give "
+                "the lungs with --lungs")
+            assert note.endswith(f": {advice}"), (edited, given, note)
+            assert f"{infection}: {note}" in err, (edited, given, err)
 
 
 def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(

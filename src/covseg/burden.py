@@ -36,9 +36,10 @@ CATEGORY_RULE = (
     "MosMedData category by % of lung volume involved (GGO + consolidation): CT-0 = 0 %, "
     "CT-1 = (0, 25) %, CT-2 = [25, 50) %, CT-3 = [50, 75) %, CT-4 = [75, 100] %"
 )
-LUNGS_REMEDY = "check the montage, or give the lungs with "
-"""The end of the grown-lungs note before the option that gives lungs: predict's note names
-its ``--lung-model``, which quantify, reusing the note, names as its ``--lungs``."""
+_FOUND_BY_THRESHOLD = "were found by HU threshold"
+THRESHOLD_ADVICE = f"the lungs {_FOUND_BY_THRESHOLD}"
+"""Where the grown-lungs note's advice begins (:func:`threshold_advice`): predict's note names
+its ``--lung-model``; quantify, reusing the note, gives its own advice from there."""
 GROWN_LUNG_SHARE = 0.25
 """Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
 warned of (:func:`note_grown_lungs`)."""
@@ -180,14 +181,21 @@ def note_no_lungs(result: dict[str, Any], lung_option: str) -> str | None:
     return result["lung_note"]
 
 
-def note_grown_lungs(result: dict[str, Any], cut: Cut, source: str, lung_option: str) -> None:
+def threshold_advice(remedy: str, lungs: str = "the lungs") -> str:
+    """The grown-lungs note's advice (:func:`note_grown_lungs`): that ``lungs`` were found by HU
+    threshold, why such lungs mislead, and the ``remedy`` (how to give better lungs)."""
+    return (f"{lungs} {_FOUND_BY_THRESHOLD}, which cannot tell consolidation from a call running "
+            f"on into the liver, heart or chest wall; check the montage, or {remedy}")
+
+
+def note_grown_lungs(result: dict[str, Any], cut: Cut, source: str, advice: str) -> None:
     """Warn once, and record as the result's ``lung_note``, when thresholded lungs were grown
     over much lesion (more than :data:`GROWN_LUNG_SHARE` of a lung's aerated volume) or a
     lesion reaching them was cut by their bounds (:class:`covseg.lungs.Cut`: at
     :data:`covseg.lungs.LESION_DEPTH_MM`, or consolidation filling the lung bases below their
     last aerated slice): consolidation and a false call running on from the lungs look alike to
-    a threshold (``lung_option``: the option that gives lungs instead). The cut in the air
-    outside the body is left out: it is never lung, and other lungs cut it too."""
+    a threshold (``advice``: :func:`threshold_advice`, naming what gives lungs instead). The cut
+    in the air outside the body is left out: it is never lung, and other lungs cut it too."""
     grown = [name.replace("_", " ") for name in ("right_lung", "left_lung")
              if _grown_much(result[name])]
     cut = cut.inside_body()
@@ -199,9 +207,7 @@ def note_grown_lungs(result: dict[str, Any], cut: Cut, source: str, lung_option:
                 if grown else "")]
     if cut.noted:
         parts.append(f"{cut.ml:.2f} mL of lesion reaching the lungs was cut {cut.where()}")
-    note = (f"{'; '.join(parts)}: the lungs were found by HU threshold, which cannot tell "
-            "consolidation from a call running on into the liver, heart or chest wall; "
-            f"{LUNGS_REMEDY}{lung_option}")
+    note = f"{'; '.join(parts)}: {advice}"
     log.warning("%s: %s", source, note)
     result["lung_note"] = note
 

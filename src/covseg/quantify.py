@@ -18,8 +18,8 @@ from covseg.batch import BatchResult, done_records, earlier_lung_rule, run_batch
 from covseg.burden import (
     EFFUSION,
     GGO,
-    LUNGS_REMEDY,
     REGIONS,
+    THRESHOLD_ADVICE,
     holds_classes,
     is_multiclass,
     lesion_voxels,
@@ -27,6 +27,7 @@ from covseg.burden import (
     note_lesion_outside_lungs,
     note_no_lungs,
     quantify,
+    threshold_advice,
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
@@ -357,12 +358,14 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if grown is not None and note_no_lungs(result, option_name("lungs")):
         log.warning("%s: %s", mask_path, result["lung_note"])
     elif grown is not None:
-        note_grown_lungs(result, grown.cut, str(mask_path), option_name("lungs"))
+        note_grown_lungs(result, grown.cut, str(mask_path), _threshold_advice(False))
     elif predicted_masks:
-        _recorded_growth(result, predicted, str(mask_path))
+        _recorded_growth(result, predicted, str(mask_path),
+                         _threshold_advice(given.lungs is not None))
     elif predicted_masks is False:
         _regrown(result, found_lungs is not None, own_lungs, str(mask_path),
-                 OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE)
+                 OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE,
+                 _threshold_advice(given.lungs is not None))
     if lung_source == "mask" and not result.get("lung_note"):
         note_lesion_outside_lungs(result, str(mask_path), "lung mask",
                                   "quantify with the CT and no lung mask")
@@ -496,29 +499,46 @@ def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
     return lungs, threshold | ~lesion
 
 
-def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str) -> None:
+def _threshold_advice(lungs_given: bool) -> str:
+    """The grown-lungs note's advice in quantify (:func:`threshold_advice`) for predict's
+    threshold lungs or those it finds itself: without ``--lungs``, to give lungs with it; with
+    predict's threshold lungs given as ``--lungs`` (``lungs_given``), that those given were
+    thresholded, and to give a lung model's instead (predict's with ``--lung-model``): "give the
+    lungs with --lungs" told the user to do what they had done."""
+    option = option_name("lungs")
+    if not lungs_given:
+        return threshold_advice(f"give the lungs with {option}")
+    return threshold_advice(f"give a lung model's lungs with {option} (the {LUNGS_NII} predict "
+                            f"writes with {option_name('lung_model')})",
+                            f"the lungs given with {option} (predict's {LUNGS_NII})")
+
+
+def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str,
+                     advice: str) -> None:
     """Predict's record of the lesion its lungs.nii.gz was grown over (None where it has none)
     and its lung note, warned of once as predict does, for quantify of predict's unchanged
-    masks: the lungs are counted as given, but were grown by predict. The note's advice names
-    quantify's ``--lungs``, not predict's ``--lung-model`` (:data:`LUNGS_REMEDY`)."""
+    masks: the lungs are counted as given, but were grown by predict. The note's ``advice``
+    (from :data:`THRESHOLD_ADVICE` on) is quantify's, not predict's, which names its
+    ``--lung-model``."""
     for region in REGIONS:
         recorded = record.get(region)
         added = recorded.get("lesion_added_to_lungs_ml") if isinstance(recorded, dict) else None
         result[region]["lesion_added_to_lungs_ml"] = added if isinstance(added, float) else None
     note = record.get("lung_note")
-    if isinstance(note, str) and LUNGS_REMEDY in note:
-        note = note[:note.index(LUNGS_REMEDY)] + LUNGS_REMEDY + option_name("lungs")
+    if isinstance(note, str) and THRESHOLD_ADVICE in note:
+        note = note[:note.index(THRESHOLD_ADVICE)] + advice
     result["lung_note"] = note if isinstance(note, str) else None
     if result["lung_note"]:
         log.warning("%s: %s", source, note)
 
 
 def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: str,
-             note: str) -> None:
+             note: str, advice: str) -> None:
     """The lung growth of predict's masks edited since: as counted again from the CT
     (``recounted``), with a note while the lungs are still predict's threshold lungs
-    (``own_lungs``); else unknown (None), with ``note`` (why not counted) for predict's
-    threshold lungs, which may still hold lesion erased since."""
+    (``own_lungs``, its ``advice`` as :func:`_threshold_advice` gives it); else unknown (None),
+    with ``note`` (why not counted) for predict's threshold lungs, which may still hold lesion
+    erased since."""
     if not recounted:
         for region in REGIONS:
             result[region]["lesion_added_to_lungs_ml"] = None
@@ -526,7 +546,7 @@ def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: s
             log.warning("%s: %s", source, note)
             result["lung_note"] = note
     elif own_lungs:
-        note_grown_lungs(result, Cut(), source, option_name("lungs"))
+        note_grown_lungs(result, Cut(), source, advice)
 
 
 def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]

@@ -43,6 +43,7 @@ from covseg.burden import (
     note_lesion_outside_lungs,
     note_no_lungs,
     quantify,
+    threshold_advice,
 )
 from covseg.cascade import THRESHOLD
 from covseg.checkpoint import checkpoint_file
@@ -491,7 +492,8 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     if masks.lung_source == "threshold" and not lungs_found:  # warned of: masks_in_lungs
         note_no_lungs(result, _lung_option(predictor))
     elif masks.lung_source == "threshold":
-        note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
+        note_grown_lungs(result, masks.cut, volume.source,
+                         threshold_advice(f"give the lungs with {_lung_option(predictor)}"))
     elif masks.lung_source == "model":
         note_lesion_outside_lungs(result, volume.source)
     if masks.effusion_note:  # warned of: masks_in_lungs

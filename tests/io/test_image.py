@@ -214,8 +214,9 @@ def test_real_masks_read_as_before(tmp_path: Path) -> None:
             np.testing.assert_array_equal(read_oriented_mask(tmp_path / "scaled.png").array, labels)
     medseg = sorted(shared("medseg-covid19-100", "masks").glob("*.png"))
     for path in medseg:
-        assert Image.open(path).mode == "P"
-        indices = np.asarray(Image.open(path))
+        with Image.open(path) as image:
+            assert image.mode == "P"
+            indices = np.asarray(image)
         np.testing.assert_array_equal(read_array(path, as_mask=True), indices)
         np.testing.assert_array_equal(read_oriented_mask(path).array, indices)
 
@@ -301,7 +302,8 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     and reordered picture, in training and predict; only a mask's indices are its labels."""
     ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (16, 1))
     Image.fromarray(ramp).convert("RGB").quantize(colors=64).save(tmp_path / "grey.png")
-    assert Image.open(tmp_path / "grey.png").mode == "P"
+    with Image.open(tmp_path / "grey.png") as quantized:
+        assert quantized.mode == "P"
     image = read_array(tmp_path / "grey.png")  # as training and predict read an image
     assert np.abs(image.astype(int) - ramp).max() <= 4
     indices = np.asarray(Image.open(tmp_path / "grey.png"))
