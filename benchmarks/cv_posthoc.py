@@ -73,7 +73,8 @@ from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
 from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
-from covseg.train import canvas_items
+from covseg.records import read_record
+from covseg.train import FOLDS, canvas_items
 
 T = TypeVar("T")
 GAMMAS = (0.8, 1.25)
@@ -222,11 +223,20 @@ def finished_folds(run: Path) -> list[list[str]]:
     """:func:`fold_cases`, or refused in one line where ``run`` holds no finished fold (a plain
     ``covseg train`` run scored nan, or failed in a traceback) or not folds 0..n-1: the scripts
     load ``fold_{k}`` for the k-th list, so a gap (fold_0 unfinished, fold_1 done) paired one
-    fold's held-out slices with another fold's model."""
+    fold's held-out slices with another fold's model. A run of ``--repeats`` (more folds than
+    its folds record as a repeat's) is refused: it holds each slice out once per repeat, and
+    the scripts key Dice by slice."""
     splits = fold_cases(run)
     if not splits:
         raise CovsegError(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` "
                           "folder")
+    folds = (read_record(run / "fold_0" / "config.json") or {}).get(FOLDS)
+    if isinstance(folds, int) and 0 < folds < len(splits):
+        raise CovsegError(f"{run}: a repeated cross-validation (--repeats: {len(splits)} folds, "
+                          f"{folds} a repeat), which holds each slice out once per repeat, and "
+                          "these scripts key Dice by slice; give a run without --repeats (its "
+                          f"repeat 0, fold_0 .. fold_{folds - 1} copied to a folder of their "
+                          "own, is one)")
     unfinished = [f"fold_{k}" for k in range(len(splits))
                   if not fold_recorded(run / f"fold_{k}")]
     if unfinished:

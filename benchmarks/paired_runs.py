@@ -3,18 +3,19 @@
     python benchmarks/paired_runs.py CANDIDATE_RUN BASELINE_RUN
 
 Each RUN is a ``covseg cv`` output folder. Unlike ``cv_posthoc.py``, the runs may have different
-folds (10-fold against 5-fold, say): every slice is held out exactly once in each, so the two
-``per_case.csv`` files pair up by case id. A run stopped part-way (``--fold K``) contributes the
-``test_per_case.csv`` of each fold it finished. Prints the mean Dice of each and the two tests
-of ``covseg compare``: the two-sided Wilcoxon signed-rank test on the per-slice Dice (slices
-better / worse, p), which takes these trained networks as given, and, where the folds both
-runs finished held out and trained on the same slices fold by fold, Nadeau and Bengio's
-corrected resampled t-test on the per-fold mean differences (mean, t, df, p), which includes
-training variation (one recipe trained with two seeds differed at p = 1e-5 by the first and
-0.47 by the second); where the folds differ, or a fold keeps no config.json (which holds its
-training slices), a line says why only the per-slice test is given. Runs are named by their
-folder, or for runs of one name (``a/cv b/cv``) by as many trailing parts of their paths as
-tell them apart; one run given twice is refused.
+folds (10-fold against 5-fold, say): every slice is held out exactly once in each (once per repeat
+in a run of ``--repeats``, where its Dice is its mean over its repeats: one pair per slice), so the
+two ``per_case.csv`` files pair up by case id. A run stopped part-way (``--fold K``) contributes
+the ``test_per_case.csv`` of each fold it finished. Prints the mean Dice of each and the two tests
+of ``covseg compare``: the two-sided Wilcoxon signed-rank test on the per-slice Dice (slices better
+/ worse, p), which takes these trained networks as given, and, where the folds both runs finished
+held out and trained on the same slices fold by fold, Nadeau and Bengio's corrected resampled
+t-test on the per-fold mean differences (mean, t, df, p), which includes training variation (one
+recipe trained with two seeds differed at p = 1e-5 by the first and 0.47 by the second); where the
+folds differ, or a fold keeps no config.json (which holds its training slices), a line says why
+only the per-slice test is given. Runs are named by their folder, or for runs of one name (``a/cv
+b/cv``) by as many trailing parts of their paths as tell them apart; one run given twice is
+refused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from _cli import description, run_labels
 
 from covseg.checkpoint import fold_folders, fold_index
-from covseg.compare import fold_t_test, paired_wilcoxon, per_case_dice
+from covseg.compare import case_means, fold_t_test, paired_wilcoxon, per_case_dice
 from covseg.crossval import fold_training
 from covseg.errors import CovsegError
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     labels = run_labels([args.candidate, args.baseline])
     by_fold = held_out_dice(args.candidate), held_out_dice(args.baseline)
-    candidate, baseline = (_by_case(dice) for dice in by_fold)
+    candidate, baseline = (case_means(dice) for dice in by_fold)
     shared = sorted(set(candidate) & set(baseline), key=str)
     if not shared:  # the means were nan, and the status 0
         raise CovsegError(f"{args.candidate} and {args.baseline} held out no slice in common; "
@@ -103,12 +104,6 @@ def shared_splits(runs: tuple[Path, Path], dice: tuple[Mapping[Hashable, float],
     if trained[0] != trained[1]:
         return differ
     return [(sorted(train), sorted(held[0][k])) for k, train in zip(folds, trained[0])]
-
-
-def _by_case(dice: Mapping[Hashable, float]) -> dict[Hashable, float]:
-    """Dice keyed (fold, case id) keyed by case id alone: a slice is held out once per run, so
-    runs of other folds pair up by it."""
-    return {cast(tuple[int, str], key)[1]: value for key, value in dice.items()}
 
 
 def _held_out_by_fold(dice: Mapping[Hashable, float]) -> dict[int, set[str]]:

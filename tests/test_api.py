@@ -339,6 +339,14 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got array("),
     (lambda g: covseg.demo(g.tmp / "d", epochs=0), "epochs must be at least 1, got 0"),
     (lambda g: covseg.demo(g.tmp / "d", folds=1), "folds must be at least 2, got 1"),
+    (lambda g: covseg.cross_validate(g.data, g.tmp / "p", repeats=0, **TINY),
+     "repeats must be at least 1 (1: the folds once, unrepeated), got 0"),
+    (lambda g: covseg.cross_validate(g.data, g.tmp / "p", repeats=2.0, **TINY),
+     "repeats must be a whole number, got 2.0"),
+    (lambda g: covseg.cross_validate(g.data, g.tmp / "p", folds=2, repeats=3, fold=6, **TINY),
+     "fold must lie in 0..5 for 2 folds repeated 3 times (6 folds), got 6"),
+    (lambda g: covseg.compare(g.data, ["unet", "miniseg"], g.tmp / "p", repeats=0),
+     "repeats must be at least 1"),
     (lambda g: covseg.demo(g.tmp / "d", folds=13),
      "folds must be at most 12, the demo's synthetic patients, got 13"),
     (lambda g: covseg.demo(g.file), "file.py: a file is in the way (the output is a folder)"),
@@ -347,9 +355,10 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
       "model_options, target, epochs")),
     (lambda g: covseg.cross_validate(g.data, g.tmp / "p", folds=2, bogus=1, lrate=1.0),
      ("unknown option(s) bogus, lrate; cross_validate takes data, out, folds, resume, fold, ray, "
-      "cpus_per_fold and the training recipe's model, ")),
+      "cpus_per_fold, repeats and the training recipe's model, ")),
     (lambda g: covseg.compare(g.data, ["unet", "fcn"], g.tmp / "p", bogus=1),
-     "unknown option(s) bogus; compare takes data, models, out, folds, resume and the training "),
+     ("unknown option(s) bogus; compare takes data, models, out, folds, resume, repeats and the "
+     "training ")),
     (lambda g: covseg.train(g.data, g.tmp / "p", weight_decay=-1.0, **TINY),
      "weight_decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
 ]

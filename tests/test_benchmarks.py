@@ -991,3 +991,31 @@ def test_multiscale_reads_each_folds_threshold_as_training_reads_it(
                                           r"\(None\)"):
         multiscale.run_thresholds(run("multi", {"target": "multiclass", "threshold": 0.4}), 1)
     assert multiscale.run_thresholds(run("unrecorded", {}), 1) == [0.4, 0.5]
+
+
+def test_paired_runs_pairs_a_repeated_runs_slice_once_by_its_mean_over_the_repeats(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of --repeats holds each slice out once per repeat: keyed by case id, its last
+    repeat's Dice replaced the others' (0.6500 here, not the 0.7000 of the repeats' means)."""
+    repeated = [{"s0": 0.9, "s1": 0.7}, {"s2": 0.6, "s3": 0.8},
+                {"s0": 0.7, "s1": 0.5}, {"s2": 0.8, "s3": 0.6}]
+    runs = [_fold_run(tmp_path / "a", repeated),
+            _fold_run(tmp_path / "b", [{"s0": 0.6, "s1": 0.6}, {"s2": 0.6, "s3": 0.6}])]
+    assert _script("paired_runs", monkeypatch).main(runs) == 0
+    assert capsys.readouterr().out.startswith("4 slices in both: a 0.7000, b 0.6000, ")
+
+
+def test_cv_posthoc_refuses_a_repeated_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """cv_posthoc keys Dice by slice, which a run of --repeats holds out once per repeat: its
+    repeats' Dice overwrote each other. Such a run is refused in one line."""
+    run = tmp_path / "cv"
+    for k, case in enumerate(("s0", "s1", "s0", "s1")):
+        (run / f"fold_{k}").mkdir(parents=True)
+        (run / f"fold_{k}" / "fold_metrics.json").write_text(
+            json.dumps({"per_case": [{"case_id": case}]}))
+        (run / f"fold_{k}" / "config.json").write_text(json.dumps({"folds": 2}))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{run}: a repeated cross-validation (--repeats: 4 folds, 2 a repeat)")):
+        _script("cv_posthoc", monkeypatch).finished_folds(run)

@@ -909,6 +909,15 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
      "--seed must be at most 4294967295 (2**32 - 1), got"),  # its room once folds are read
     (("compare", "--models", "unet", "miniseg,unet", "--folds", "2", "--seed", "4294967294"),
      "--seed must be at most 4294967293 (2**32 - 1 less 2"),
+    (("cv", "--repeats", "0"), ("--repeats must be at least 1 (1: the folds once, unrepeated), "
+     "got 0")),
+    (("compare", "--models", "unet", "miniseg", "--repeats", "-1"), "--repeats must be at least"),
+    (("cv", "--folds", "3", "--repeats", "2", "--model", "unet", "--seed", "4294967291"),
+     "--seed must be at most 4294967290 (2**32 - 1 less 5"),  # room for 3 x 2 folds
+    (("compare", "--models", "unet", "miniseg", "--folds", "2", "--repeats", "3", "--seed",
+      "4294967291"), "--seed must be at most 4294967290 (2**32 - 1 less 5"),
+    (("cv", "--folds", "2", "--repeats", "2", "--fold", "4"),
+     "--fold must lie in 0..3 for 2 folds repeated 2 times (4 folds), got 4"),
     (("train", "--val-fraction", "1"), "--val-fraction must lie in [0, 1), got 1.0"),
     (("cv", "--val-fraction", "1.5"), "--val-fraction must lie in [0, 1), got 1.5"),
     (("compare", "--models", "unet", "miniseg", "--val-fraction", "2"), "--val-fraction must"),

@@ -741,7 +741,7 @@ class _StoppedRay:
         class Task:
             def remote(self, _command: str, _config: Any, _data: Any, out: str, _folds: Any,
                        fold: int, _resume: bool, weights: Any, notes: Any,
-                       lung_sha256: Any) -> int:
+                       lung_sha256: Any, *_: object) -> int:
                 ray.started.append(fold)
                 ray.weights.append(weights)
                 ray.notes.append(notes)

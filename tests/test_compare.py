@@ -544,7 +544,7 @@ def test_the_next_step_says_where_the_best_model_showed_no_difference_over_the_f
     (2, 1.5, ("- Few folds: over 2 folds the t has 1 degree of freedom, so p over folds falls "
               "below 0.05 only where |t| > 12.7: where the fold differences' mean is over 15.6 "
               "times their sample std; \"no difference shown\" is then no evidence of no "
-              "difference (more folds test it)")),
+              "difference (more folds, or --repeats, test it)")),
     (3, 1 / 3 + 1 / 2, ("- Few folds: over 3 folds the t has 2 degrees of freedom, so p over "
                         "folds falls below 0.05 only where |t| > 4.3: where the fold "
                         "differences' mean is over 3.93 times their sample std;")),
@@ -1462,3 +1462,33 @@ def test_a_seed_is_checked_once_against_the_compared_models_not_the_default(
     assert "a file is in the way" in capsys.readouterr().err
     with pytest.raises(CovsegError, match=rf"at most {MAX_SEED - 3} \(2\*\*32 - 1 less 3,"):
         check_spec_seeds(TrainConfig(seed=MAX_SEED), ["miniseg", "miniseg,unet"], 3)
+
+
+@pytest.mark.parametrize("by_patient", [False, True])
+def test_a_repeated_comparison_pairs_each_case_once_and_tests_over_all_folds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by_patient: bool) -> None:
+    """repeats=2: the fold test runs over the 2 x 2 flattened folds (Bouckaert and Frank's
+    corrected repeated k-fold t-test: factor 1/4 + n_test/n_train, 3 df), while the Wilcoxon
+    pairs each slice (patient) once, its mean Dice over its repeats: counted once per repeat,
+    its pairs were r times too many and p too small. The records and report say the repeats."""
+    data = load_dataset("synthetic")
+    splits = make_folds(data, 2, 0, repeats=2)[0]
+    dice = {"unet": [dict.fromkeys(test, 0.5) for _, test in splits],
+            "miniseg": [dict.fromkeys(test, 0.6 + 0.01 * j) for j, (_, test) in enumerate(splits)]}
+    patients = {s.case_id: s.patient_id for s in data.samples} if by_patient else None
+    _fake_runs(monkeypatch, dice, patients=patients)
+    result = compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path, folds=2,
+                                    repeats=2)
+    assert (result["folds"], result["repeats"]) == (2, 2)
+    test = result["models"][1]["wilcoxon_vs_baseline"]
+    units = data.patients if by_patient else data.samples
+    assert (test["pairs"], test["unit"]) == (len(units), "patient" if by_patient else "slice")
+    assert test["mean_difference"] == pytest.approx(0.115)
+    folds = result["models"][1]["corrected_t_vs_baseline"]
+    assert (folds["folds"], folds["df"]) == (4, 3)
+    assert folds["variance_factor"] == pytest.approx(1 / 4 + 24 / 24)
+    report = (tmp_path / "comparison.md").read_text()
+    assert "\n- 2-fold cross-validation repeated 2 times (4 folds), identical folds" in report
+    assert "Bouckaert and Frank's (2004) corrected repeated k-fold t-test" in report
+    assert ("over its 2 repeats" if not by_patient else "over its slices and its 2 repeats"
+            ) in report

@@ -1806,3 +1806,61 @@ def test_a_resume_in_the_second_its_fold_started_continues_that_command(
     summary = api.cross_validate(synthetic_folder, out, resume=True, **TINY_FOLDS)
     assert summary["started_utc"] == started
     assert len(summary["resumed_by"]) == 1
+
+
+def test_repeat_r_is_the_plain_split_seeded_seed_plus_r_k_and_split_files_take_none() -> None:
+    """Repeated k-fold (--repeats R): repeat r's folds are exactly the plain cross-validation's
+    seeded seed + r*k, flattened after the folds of the repeats before it, so repeat 0 is the
+    unrepeated run. Data with their own split files make one split: repeats are refused."""
+    data = load_dataset("synthetic")
+    repeated, how = make_folds(data, 3, 5, repeats=2)
+    assert repeated == make_folds(data, 3, 5)[0] + make_folds(data, 3, 8)[0]
+    assert make_folds(data, 3, 5)[0] != make_folds(data, 3, 8)[0], "the repeats differ"
+    assert "(repeated 2 times: 6 folds, repeat r seeded 5 + 3·r)" in how
+    cases = [s.case_id for s in data.samples]
+    data.folds = [(cases[4:], cases[:4]), (cases[:4], cases[4:])]
+    with pytest.raises(CovsegError, match=r"ships its own 2 folds .* leave --repeats out, or"):
+        make_folds(data, None, 0, repeats=2)
+
+
+def test_a_repeated_cv_extends_a_finished_one_training_only_the_new_folds(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished 2-fold run resumed with repeats=2 reuses its folds as repeat 0 and trains
+    fold_2 and fold_3 alone, fold j seeded seed + j on the split seeded seed + 2; its summary
+    records the folds of a repeat and the repeats, pools each slice once, and its report says
+    over what the means run. A resume with fewer repeats than the folds there is refused: it
+    wrote the summary of fewer folds over theirs."""
+    tiny = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}, "seed": 3}
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, **tiny)
+    trained: list[tuple[str, int]] = []
+    train = crossval.train
+
+    def counted(config: TrainConfig, data: LoadedData, out: Path, **kwargs: object) -> object:
+        trained.append((out.name, config.seed))
+        return train(config, data, out, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(crossval, "train", counted)
+    summary = api.cross_validate(data, out, resume=True, repeats=2, **tiny)
+    assert trained == [("fold_2", 5), ("fold_3", 6)]
+    splits = make_folds(data, 2, 3, repeats=2)[0]
+    assert splits[2:] == make_folds(data, 2, 5)[0]
+    for j, (_, test_cases) in enumerate(splits):
+        record = json.loads((out / f"fold_{j}" / "config.json").read_text())
+        assert (record["folds"], record["config"]["seed"]) == (2, 3 + j)
+        tested = json.loads((out / f"fold_{j}" / "fold_metrics.json").read_text())["per_case"]
+        assert sorted(row["case_id"] for row in tested) == sorted(test_cases)
+    assert (summary["config"]["folds"], summary["config"]["repeats"]) == (2, 2)
+    assert len(summary["per_fold"]) == 4
+    pooled = summary["pooled_per_case"]["dice"]
+    assert pooled["n"] + pooled["undefined"] == len(data.samples), "each slice pooled once"
+    report = (out / "report.md").read_text()
+    assert ("\n- 2-fold cross-validation repeated 2 times (4 folds): every mean ± std over "
+            "folds is over all 4 folds;") in report
+    assert "each trained on 1/2 of it" in report
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{out}: holds the folds of a 2-fold cross-validation repeated 2 times (4 folds) "
+            "(fold_2, fold_3 past the 2 of repeats=1); resume with repeats=2, or delete")):
+        api.cross_validate(data, out, resume=True, **tiny)

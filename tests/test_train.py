@@ -2225,3 +2225,7 @@ def test_curves_titles_name_the_data_folder_and_a_folds_place(tmp_path: Path) ->
     assert train_module._curves_title(tmp_path / "cv" / "fold_3", config, data,
                                       {"folds": 5}) == (
         "unet on scans (generic (images/ + masks/) data), fold 3 of 5")
+    # a later repeat's fold of --repeats (its record counts a repeat's folds): "fold 7 of 5"
+    assert train_module._curves_title(tmp_path / "cv" / "fold_7", config, data,
+                                      {"folds": 5}) == (
+        "unet on scans (generic (images/ + masks/) data), fold 7 (repeat 1, fold 2 of 5)")

@@ -80,7 +80,7 @@ from covseg.data.layouts import (
     label_names,
     load_dataset,
 )
-from covseg.data.splits import check_fold_count
+from covseg.data.splits import check_fold_count, check_repeat_count
 from covseg.errors import (
     BatchFailed,
     CovsegError,
@@ -364,15 +364,15 @@ DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset re
 
 
 def _recipe(config: Mapping[str, Any], resume: bool, data: object, folds: int | None = None,
-            seed_room: bool = True) -> TrainConfig:
-    """The training config, its models, options and fold count checked before data are read
-    (the seed's room for the folds too: without a count, once the folds are read; without
-    ``seed_room``, by the caller, whose models are not the config's); with data already read,
-    the recipe reads them as they were read (see :func:`_reading`)."""
+            seed_room: bool = True, repeats: int = 1) -> TrainConfig:
+    """The training config, its models, options and fold count (and ``repeats``) checked
+    before data are read (the seed's room for the k·r folds too: without a count, once the
+    folds are read; without ``seed_room``, by the caller, whose models are not the config's);
+    with data already read, the recipe reads them as they were read (see :func:`_reading`)."""
     check_kind("resume", resume, [bool])
     recipe = TrainConfig(**_reading(data, config))
-    _check_folds(folds)
-    check_recipe(recipe, (folds or 1) if seed_room else None, resume)
+    _check_folds(folds, repeats)
+    check_recipe(recipe, _fold_total(folds, repeats) or 1 if seed_room else None, resume)
     if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
         never = (option_given("target", "lung") if recipe.target == "lung"
                  else option_name("lung_guide"))
@@ -382,12 +382,20 @@ def _recipe(config: Mapping[str, Any], resume: bool, data: object, folds: int | 
     return recipe
 
 
-def _check_folds(folds: int | None) -> None:
-    """A fold count given (None: the default, or the data's split files) is a whole number
-    covseg takes."""
+def _check_folds(folds: int | None, repeats: int = 1) -> None:
+    """A fold count given (None: the default, or the data's split files) and the count of
+    ``repeats`` are whole numbers covseg takes."""
     if folds is not None:
         check_kind("folds", folds, [int])
         check_fold_count(folds)
+    check_kind("repeats", repeats, [int])
+    check_repeat_count(repeats)
+
+
+def _fold_total(folds: int | None, repeats: int) -> int | None:
+    """The folds of a cross-validation before its data are read: ``folds`` ``repeats`` times
+    (:func:`~covseg.crossval.make_folds`); None where ``folds`` is (the data count them)."""
+    return None if folds is None else folds * repeats
 
 
 def _reading(data: object, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -618,11 +626,15 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
                    folds: Int | None = None, resume: bool = False, fold: Int | None = None,
                    ray: str | None = None, cpus_per_fold: Int | None = None,
-                   **config: Unpack[Recipe]) -> dict[str, Any]:
+                   repeats: Int = 1, **config: Unpack[Recipe]) -> dict[str, Any]:
     """k-fold cross-validation grouped by patient (or the data set's split files).
 
     ``folds`` None: the data set's own split files where it ships them, else 5 folds; a count
-    that differs from the split files' is refused.
+    that differs from the split files' is refused. ``repeats`` > 1: repeated k-fold
+    (scikit-learn's RepeatedKFold), k·r folds ``fold_0`` .. ``fold_{k·r-1}``, repeat r's folds
+    exactly those of the plain cross-validation seeded ``seed + r*k`` (so ``repeats=1`` is the
+    plain run, and a finished one is extended with ``resume=True``); refused for data that ship
+    split files. ``fold`` then counts all k·r folds.
 
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
     finished folds (``resume=True``) and writes the cross-validation summary. Without
@@ -643,12 +655,14 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     :class:`~covseg.train.AlreadyTrained`.
     """
     folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)
-    recipe = _recipe(config, resume, data, folds)
+    repeats = _as_python(repeats)
+    recipe = _recipe(config, resume, data, folds, repeats=repeats)
+    total = _fold_total(folds, repeats)
     out = _resumable(checked_out(out, data, CV_OUT), resume)
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
-        check_fold_index(fold, folds)  # before the data are read
+        check_fold_index(fold, folds, repeats=repeats)  # before the data are read
         if ray is not None:
             raise CovsegError(f"{option_name('fold')} runs one fold here and "
                               f"{option_name('ray')} runs every fold on Ray; give one of them")
@@ -656,17 +670,17 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         raise CovsegError(f"{option_name('cpus_per_fold')} sizes the Ray tasks of "
                           f"{option_name('ray')}; give {option_name('ray')} too")
     check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
-    refuse_gone_fold_weights(recipe, out, folds, None if fold is None else [fold])
+    refuse_gone_fold_weights(recipe, out, total, None if fold is None else [fold])
     # before Ray starts or anything in out changes; None: worked out again once the data count
     # the folds (or nothing trains)
-    pin = pinned_lungs(recipe, out, folds, None if fold is None else [fold])
+    pin = pinned_lungs(recipe, out, total, None if fold is None else [fold])
     with resume_advised(out):
         if fold is not None:
             return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume,
-                                       lung_sha256=pin)
+                                       lung_sha256=pin, repeats=repeats)
         if ray is None:
             return _cross_validate(recipe, _load(data, recipe), out, folds, resume,
-                                   lung_sha256=pin)
+                                   lung_sha256=pin, repeats=repeats)
         check_cluster_options(ray, cpus_per_fold)
         started, started_utc = time.perf_counter(), utc_now()
         cpus = cpus_per_fold or default_cpus_per_fold(recipe)
@@ -674,9 +688,10 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
             # a finished run's resume runs nothing on Ray and starts none, judged before the
             # lock as a run here judges it (where the data's split files make it unfinished
             # after all, its folds join Ray as they start)
-            finished = resume and reads_finished(out, folds)
+            finished = resume and reads_finished(out, folds, repeats)
             loaded = _load(data, recipe) if finished else None
-            done = None if loaded is None else finished_resume(recipe, loaded, out, folds)
+            done = (None if loaded is None else
+                    finished_resume(recipe, loaded, out, folds, repeats=repeats))
             if done is not None:
                 return done
             # held from the folds to the summary, as a run here holds it
@@ -686,9 +701,10 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                     if loaded is None:
                         loaded = _load(data, recipe)
                     # before fold 0 trains (its seed, not at fold 1): a refusal is no stopped run
-                    (splits, _), weights = checked_cv_folder(recipe, loaded, out, folds, resume)
+                    (splits, _), weights = checked_cv_folder(recipe, loaded, out, folds, resume,
+                                                             repeats=repeats)
                     # timed as a run here: whether it trains is known before its folds run on Ray
-                    begun = begin(out, len(splits), resume, started, started_utc)
+                    begun = begin(out, len(splits), resume, started, started_utc, repeats)
                     cv_notes = None
                     if pin is None:  # as a run here pins it
                         pin = pinned_lungs(recipe, out, len(splits))
@@ -696,15 +712,16 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                         cv_notes = warned_cv_notes(recipe, loaded, splits)  # once, for every fold
                         with stop_recorded(recipe, loaded, out, begun):
                             run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus,
-                                             weights, cv_notes.recipe, pin)
+                                             weights, cv_notes.recipe, pin, repeats)
                 return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun,
-                                           cv_notes=cv_notes, weights=weights, lung_sha256=pin)
+                                           cv_notes=cv_notes, weights=weights, lung_sha256=pin,
+                                           repeats=repeats)
 
 
 @_public("the training recipe's", RECIPE, trains=True)
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
             out: str | os.PathLike[str], folds: Int | None = None, resume: bool = False,
-            **config: Unpack[ComparedRecipe]) -> dict[str, Any]:
+            repeats: Int = 1, **config: Unpack[ComparedRecipe]) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
     name given alone is a list of one (and refused: a comparison needs two). ``data`` as in
     :func:`train`.
@@ -722,28 +739,33 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     left as it was returns its comparison.json as an :class:`~covseg.train.AlreadyTrained`.
     Each model's options go in its spec (``"unet:width=8"``): ``model=`` and ``model_options=``
     are refused, as the CLI's compare has no ``--model`` or ``--model-option`` (they were
-    dropped, or checked against a model never trained).
+    dropped, or checked against a model never trained). ``repeats``: repeated k-fold, as
+    :func:`cross_validate` takes it; the fold test then runs over all k·r folds (Bouckaert and
+    Frank's corrected repeated k-fold t-test) and the Wilcoxon pairs each case's (patient's)
+    mean Dice over its repeats, once.
     """
     for key in ("model", "model_options"):
         if key in config:
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, seed_room=False)  # its model is none compared
-    folds = _as_python(folds)
-    _check_folds(folds)
+    folds, repeats = _as_python(folds), _as_python(repeats)
+    _check_folds(folds, repeats)
+    total = _fold_total(folds, repeats)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
     check_specs(specs, recipe.size, resume)
-    if folds is not None:  # else once the folds are read
-        check_spec_seeds(recipe, specs, folds)
+    if total is not None:  # else once the folds are read
+        check_spec_seeds(recipe, specs, total)
     out = _resumable(checked_out(out, data, COMPARE_OUT), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
-    refuse_gone_spec_weights(recipe, specs, out, folds)
-    pins = spec_pins(recipe, specs, out, folds)
+    refuse_gone_spec_weights(recipe, specs, out, total)
+    pins = spec_pins(recipe, specs, out, total)
     with resume_advised(out):
-        return compare_models(recipe, _load(data, recipe), specs, out, folds, resume, pins)
+        return compare_models(recipe, _load(data, recipe), specs, out, folds, resume, pins,
+                              repeats)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]],

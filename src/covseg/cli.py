@@ -28,6 +28,7 @@ from covseg.compare import (
     known_spec,
     left_out_note,
     paired_difference_text,
+    total_folds,
 )
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.console import STDERR, StdoutFailed, flush_stdout, say, tell, write_stdout
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 DEFAULTS = TrainConfig()
 FOLDS_HELP = (f"number of folds (default {DEFAULT_FOLDS}; data that ship their own split files, "
               "MosMed's train_new*.txt, use those, and another count is refused)")
+REPEATS_HELP = ("repeated k-fold: draw the K folds R times (default 1), K·R folds in all; repeat r "
+                "is exactly the plain run with --seed SEED+r·K, so --resume with more repeats "
+                "extends a finished run (refused for data with their own split files)")
 
 
 def _model_option(text: str) -> tuple[str, Any]:
@@ -264,7 +268,7 @@ def _nothing_to_do(out: str, done: str, what: str, record: Mapping[str, Any]) ->
 
 def cmd_cv(args: argparse.Namespace) -> int:
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
-                                 fold=args.fold, ray=args.ray,
+                                 fold=args.fold, ray=args.ray, repeats=args.repeats,
                                  cpus_per_fold=args.cpus_per_fold, **_config(args))
     if isinstance(summary, AlreadyTrained):
         return _nothing_to_do(args.out, "cross-validated",
@@ -273,7 +277,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
         dice = shown(summary["summary"].get("dice", {}).get("mean"))
         # a finished cross-validation's summary is written already (and holds this fold)
         then = (f"every fold is done and the summary written ({Path(args.out) / 'summary.json'})"
-                if reads_finished(Path(args.out), args.folds) else
+                if reads_finished(Path(args.out), args.folds, args.repeats) else
                 "once every fold is done, the same command without --fold (and with --resume) "
                 "writes the summary")
         say(f"fold {args.fold}: {any_lesion('Dice', args.target == 'multiclass')} {dice} on "
@@ -291,10 +295,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config.pop("model")
     config.pop("model_options")
     result = api.compare(args.data, args.models, args.out, folds=args.folds, resume=args.resume,
-                         **config)
+                         repeats=args.repeats, **config)
     if isinstance(result, AlreadyTrained):
         return _nothing_to_do(args.out, "compared", f"{counted(len(result['models']), 'model')} "
-                              f"over {counted(result['folds'], 'fold')}", result)
+                              f"over {counted(total_folds(result), 'fold')}", result)
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
         p_value = (f", paired Δ (95 % CI) {paired_difference_text(test)}"
@@ -308,7 +312,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    f"variation included) p = {fold_test_text(row[FOLD_TEST])}" if test
                    else " (baseline)")
         say(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
-              f"{mean_over_folds(row['dice'], result['folds'])}{p_value}")
+              f"{mean_over_folds(row['dice'], total_folds(result))}{p_value}")
     if result["left_out"]:  # again after hours of training, beside evaluate's notes
         log.warning("%s", left_out_note(result["left_out"]))
     say(f"report in {args.out}/comparison.md")
@@ -676,10 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
     _add_train_options(p, "cv")
     p.add_argument("--folds", type=int, metavar="K", help=FOLDS_HELP)
+    p.add_argument("--repeats", type=int, default=1, metavar="R", help=REPEATS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
-                   help="run only fold K (0-based; with split files the K-th pair in number "
-                        "order: fold 0 is train_new1.txt), e.g. one per core with "
-                        "OMP_NUM_THREADS=1")
+                   help="run only fold K (0-based, of all K·R folds with --repeats; with split "
+                        "files the K-th pair in number order: fold 0 is train_new1.txt), e.g. "
+                        "one per core with OMP_NUM_THREADS=1")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run the folds as Ray tasks: 'local' starts Ray on this machine, else a "
                         "cluster's address (auto, HOST:PORT); --out must be on a disk every "
@@ -698,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--models (or end the list with -- DATA, every option before "
                         "--models: all after -- is read as DATA)")
     p.add_argument("--folds", type=int, metavar="K", help=FOLDS_HELP)
+    p.add_argument("--repeats", type=int, default=1, metavar="R", help=REPEATS_HELP)
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")

@@ -192,8 +192,9 @@ def _why(exc: Exception) -> str:
 def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
                      resume: bool, address: str, cpus_per_fold: int,
                      weights: Mapping[str, str | None], notes: Sequence[str],
-                     lung_sha256: str | None) -> None:
-    """Run every fold as a Ray task of ``cpus_per_fold`` CPUs and wait for all of them.
+                     lung_sha256: str | None, repeats: int = 1) -> None:
+    """Run every fold (the k·r of ``repeats``: :func:`~covseg.crossval.make_folds`) as a Ray
+    task of ``cpus_per_fold`` CPUs and wait for all of them.
 
     A failed fold stops the others (they resume where they stopped) and is one line naming the
     fold; a fold stopped before its first epoch leaves no folder, as when it runs here. A fold
@@ -210,7 +211,7 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     ``notes``, the recipe's on the data (:func:`~covseg.train.recipe_notes`), and
     ``lung_sha256``, its lung model as the caller pinned it (:func:`~covseg.train.pin_lungs`).
     """
-    count = len(make_folds(data, folds, config.seed)[0])
+    count = len(make_folds(data, folds, config.seed, repeats)[0])
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
     with joined(address, cpus_per_fold) as ray:
@@ -219,7 +220,7 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
         shared = ray.put(data)
         # a fold's records name the command that runs it, as those of folds run here do
         pending = {task.remote(current_command(), config, shared, str(out), folds, k, resume,
-                               weights, notes, lung_sha256): k
+                               weights, notes, lung_sha256, repeats): k
                    for k in range(count)}
         try:
             left = _wait_for_folds(ray, pending)
@@ -261,14 +262,14 @@ def _unless_held(fold: Callable[..., Any]) -> Callable[..., str | None]:
     reused)."""
     def task(config: TrainConfig, data: LoadedData, out: str, folds: int | None, k: int,
              resume: bool, weights: Mapping[str, str | None], notes: Sequence[str],
-             lung_sha256: str | None) -> str | None:
+             lung_sha256: str | None, repeats: int = 1) -> str | None:
         fold_dir = Path(out) / f"fold_{k}"
         held = _held_by_another(fold_dir)
         if held is not None:
             return held
         try:
             fold(config, data, out, folds, k, resume, node=this_node(), weights=weights,
-                 notes=notes, lung_sha256=lung_sha256)
+                 notes=notes, lung_sha256=lung_sha256, repeats=repeats)
         except CovsegError:
             held = _held_by_another(fold_dir)
             if held is None:

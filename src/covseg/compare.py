@@ -28,6 +28,7 @@ import numpy as np
 from covseg.checkpoint import final_model_step, fold_folders
 from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
+    REPEATS,
     UNDEFINED,
     checked_fold_weights,
     class_dice,
@@ -45,9 +46,13 @@ from covseg.crossval import (
     hd95_units_line,
     make_folds,
     mean_over_folds,
+    per_repeat,
     pinned_lungs,
     refuse_gone_fold_weights,
     refuse_midway_folds,
+    repeated_line,
+    repeats_record,
+    repeats_text,
     stale_folds_error,
     warned_cv_notes,
 )
@@ -199,7 +204,10 @@ def fold_t_test(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable,
     of per-case Dice keyed (fold, case id), as :func:`per_case_dice` keys them by fold: each
     fold trains its own networks, so the k fold means vary with training as well as with the
     test cases, and their variance is scaled by 1/k + n_test/n_train (the folds' training sets
-    overlap) for a two-sided t with k - 1 degrees of freedom. Unlike :func:`paired_wilcoxon`,
+    overlap) for a two-sided t with k - 1 degrees of freedom. Over the k·r folds of repeated
+    k-fold (``--repeats``, flattened as :func:`~covseg.crossval.make_folds` makes them) this is
+    Bouckaert and Frank's (2004) corrected repeated k-fold t-test: variance times
+    1/(k·r) + n_test/n_train, k·r - 1 degrees of freedom. Unlike :func:`paired_wilcoxon`,
     which takes the trained networks as given, it includes training variation: one recipe
     trained with seeds 0 and 20 gave a Wilcoxon p of 1e-5 over 52 MedSeg slices. p is NaN
     below two folds; where every fold's difference is the same, p is 1 for none, else 0."""
@@ -264,19 +272,37 @@ def bootstrap_ci(diffs: np.ndarray, seed: int = 0) -> list[float]:
     return [float(low), float(high)]
 
 
-def patient_dice(cv_dir: Path) -> tuple[dict[Hashable, float], str]:
+def patient_dice(cv_dir: Path, repeats: int = 1) -> tuple[dict[Hashable, float], str]:
     """The paired test's units from a finished cv folder's per_case.csv, and their name:
     each patient's mean Dice over its slices where a patient holds several (its slices are not
     independent pairs, taken as pairs they make p far too small), else
-    each slice, keyed by (fold, case id) as :func:`per_case_dice` keys it."""
+    each slice (:func:`case_dice`). With ``repeats`` > 1 each slice is tested once per repeat
+    and a unit's mean is over its tests too: one pair per patient (slice), not r."""
     rows = read_rows(cv_dir / "per_case.csv")
     groups: dict[Hashable, list[float]] = {}
     for row in rows:
-        key = row.get("patient_id") or (int(row["fold"]), row["case_id"])
-        groups.setdefault(key, []).append(float(row["dice"]))
-    if all(len(values) == 1 for values in groups.values()):
-        return per_case_dice(cv_dir, by_fold=True), "slice"
+        case = (int(row["fold"]), row["case_id"]) if repeats == 1 else row["case_id"]
+        groups.setdefault(row.get("patient_id") or case, []).append(float(row["dice"]))
+    if all(len(values) == repeats for values in groups.values()):
+        return case_dice(cv_dir, repeats), "slice"
     return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
+
+
+def case_dice(cv_dir: Path, repeats: int = 1) -> dict[Hashable, float]:
+    """Each tested slice's Dice in a finished cv folder, once: keyed (fold, case id) as
+    :func:`per_case_dice` keys it, or with ``repeats`` > 1 (each slice tested once per repeat)
+    its mean over its repeats keyed by case id (:func:`case_means`)."""
+    dice = per_case_dice(cv_dir, by_fold=True)
+    return dice if repeats == 1 else case_means(dice)
+
+
+def case_means(dice: Mapping[Hashable, float]) -> dict[Hashable, float]:
+    """Dice keyed (fold, case id) as each case id's mean over the folds that test it (a
+    repeated run's repeats): one value per slice, as a test pairs slices."""
+    tests: dict[Hashable, list[float]] = {}
+    for key, value in dice.items():
+        tests.setdefault(cast(tuple[int, str], key)[1], []).append(value)
+    return {case: float(np.mean(values)) for case, values in tests.items()}
 
 
 def check_specs(specs: Sequence[str], size: int, resume: bool = False) -> None:
@@ -351,7 +377,8 @@ def _resolved_spec(spec: str) -> tuple[str, dict[str, Any]]:
 @fingerprints_kept()
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
                    out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
-                   pins: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+                   pins: Mapping[str, str | None] | None = None, repeats: int = 1
+                   ) -> dict[str, Any]:
     """Cross-validate every model on identical folds; write comparison.json, .md and box plot.
 
     The first spec is the baseline that every other model is tested against. Finished folds
@@ -360,18 +387,19 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     warned of and listed as ``left_out``. ``specs`` are checked by the caller, before data are
     read (:func:`check_specs`, as :func:`covseg.api.compare` does). ``pins``: each model's
     :func:`spec_pins`, where the caller worked them out before the data were read (one None
-    is worked out again here).
+    is worked out again here). ``repeats``: repeated k-fold for every model
+    (:func:`~covseg.crossval.make_folds`).
     """
     out = Path(out)
     refuse_other_output(out, COMPARISON)
     with writing_to(out):  # a second comparison into ``out`` is refused, naming this one
         check_compare_folder(out, specs, resume)
-        return _compare_held(config, data, specs, out, folds, resume, pins or {})
+        return _compare_held(config, data, specs, out, folds, resume, pins or {}, repeats)
 
 
 def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: Path,
-                  folds: int | None, resume: bool, given: Mapping[str, str | None]
-                  ) -> dict[str, Any]:
+                  folds: int | None, resume: bool, given: Mapping[str, str | None],
+                  repeats: int = 1) -> dict[str, Any]:
     """:func:`compare_models` inside ``out``'s lock (each model's cross-validation holds its own
     folder's, each fold its fold's); comparison.json keeps the command that started the
     comparison and its start, each ``resume`` listed under ``resumed_by`` (:func:`continued`)."""
@@ -379,19 +407,20 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     left_out = models_left_out(out, specs)
     if left_out:
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
-    splits = make_folds(data, folds, config.seed)[0]
+    splits = make_folds(data, folds, config.seed, repeats)[0]
     check_spec_seeds(config, specs, len(splits))
     # every model's finished folds and weights=, before any model trains; the stale folds of
     # all models in one refusal (it named one model's, the next model's after their deletion)
     recipes = {spec: _spec_recipe(config, spec) for spec in specs}
-    checks = {spec: finished_fold_check(recipe, data, out / model_folder(spec), splits, "compare")
+    checks = {spec: finished_fold_check(recipe, data, out / model_folder(spec), splits, "compare",
+                                        repeats)
               for spec, recipe in recipes.items()}
     stale = [check for check, _ in checks.values() if check]
     if stale:
         raise stale_folds_error(stale, "compare")
     weights = {}  # hashed once: each model's cross-validation is handed it
     for spec, (_, midway) in checks.items():
-        refuse_midway_folds(midway, len(splits), "compare")
+        refuse_midway_folds(midway, per_repeat(splits, repeats), "compare")
         weights[spec] = checked_fold_weights(recipes[spec], out / model_folder(spec), len(splits))
     finished = finished_comparison(out, specs, len(splits), left_out) if resume else None
     if finished is not None:  # nothing left to do: every file left as it was
@@ -407,7 +436,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", cv_notes=cv_notes, weights=weights[spec],
-                                 lung_sha256=pins[spec])
+                                 lung_sha256=pins[spec], repeats=repeats)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_for_comparison(
@@ -415,7 +444,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
                         **without_weights_file(model_config.model_options)),
             model_config.size, channels)
         dice_by_model[spec] = per_case
-        units_by_model[spec] = patient_dice(out / model_folder(spec))
+        units_by_model[spec] = patient_dice(out / model_folder(spec), repeats)
         rows.append({"model": spec, "folder": model_folder(spec),
                      "train_seconds": summary["train_seconds"], **cost,
                      **{m: summary["mean_std_over_folds"][m] for m in compared_metrics(summary)},
@@ -439,15 +468,20 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     result = {**continued(out / "comparison.json", now, resume),  # a resume keeps the start
               "data": data.describe(), "classes": class_labels(data.target, data.num_classes),
               "synthetic": data.synthetic, "baseline": baseline,
-              "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
+              "folds": per_repeat(summary["per_fold"], repeats), **repeats_record(repeats),
+              "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
               "hd95_slices_by_unit": hd95_slices_by_unit(data), **metric_notes(),
               "cases_without_patient_id": len(data.unidentified),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(dict.fromkeys([*data.notes, *cv_notes.all]))}
     png = out / "comparison_boxplot.png"
-    plotted = drawn(lambda: _comparison_plot(config, data, dice_by_model, units_by_model, png,
-                                             result["folds"]),
+    cases = {spec: case_means(dice) if repeats > 1 else dice
+             for spec, dice in dice_by_model.items()}  # a box of each slice once
+    folds_text = (counted(result["folds"], "fold") if repeats == 1 else
+                  repeats_text(result["folds"], repeats))
+    plotted = drawn(lambda: _comparison_plot(config, data, cases, units_by_model, png,
+                                             folds_text),
                     png, out / "comparison.json")
     write_text(out / "comparison.md", comparison_markdown(result, plotted))
     # Last, so that a comparison.json means the rest is written (finished_comparison), as cv's
@@ -459,8 +493,9 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
 def _comparison_plot(config: TrainConfig, data: LoadedData,
                      dice_by_model: Mapping[str, Mapping[Hashable, float]],
                      units_by_model: Mapping[str, tuple[dict[Hashable, float], str]], png: Path,
-                     folds: int) -> Path:
-    """comparison_boxplot.png: each model's per-case Dice beside each candidate's paired
+                     folds: str) -> Path:
+    """comparison_boxplot.png: each model's per-case Dice (each slice once: ``dice_by_model``,
+    a repeated run's slices each its mean over the repeats) beside each candidate's paired
     differences from the baseline (the first model) in the units its test pairs
     (:func:`patient_dice`): boxes that overlap hid a difference the pairs show. Its Dice is
     named as evaluate's and cv's boxes name it (:func:`~covseg.evaluate.drawn_name`), what it
@@ -476,7 +511,7 @@ def _comparison_plot(config: TrainConfig, data: LoadedData,
     return paired_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
                        differences, png, ylabel=f"{dice} per case",
                        difference_label=f"paired {difference} per {unit}",
-                       title=f"{dice} by model on {data.named}, {counted(folds, 'fold')}")
+                       title=f"{dice} by model on {data.named}, {folds}")
 
 
 def finished_comparison(out: Path, specs: Sequence[str], folds: int,
@@ -622,8 +657,16 @@ def _class_dice_table(result: dict[str, Any]) -> list[str]:
              "| model | " + " | ".join(key.removesuffix("_dice") for key in keys) + " |",
              "|---|" + "---|" * len(keys)]
     return lines + [f"| {row['model']} | " + " | ".join(
-        mean_over_folds(row[key], result["folds"]) if key in row else UNDEFINED for key in keys)
+        mean_over_folds(row[key], total_folds(result)) if key in row else UNDEFINED
+        for key in keys)
         + " |" for row in rows]
+
+
+def total_folds(result: Mapping[str, Any]) -> int:
+    """The folds of a comparison (its comparison.json ``result``): its ``folds`` (one repeat's)
+    times its :data:`~covseg.crossval.REPEATS` (1 in records before them), as its means over
+    folds run over them all."""
+    return int(result["folds"]) * int(result.get(REPEATS, 1))
 
 
 def cost_text(value: float) -> str:
@@ -634,19 +677,26 @@ def cost_text(value: float) -> str:
 
 def _pairing_text(result: dict[str, Any]) -> str:
     """What the paired columns of comparison.md pair: patients (a patient's mean Dice over its
-    slices) where the data name patients of several slices, else slices."""
+    slices) where the data name patients of several slices, else slices; of a repeated
+    comparison, each its mean over its repeats too (one pair each)."""
     tests = [row["wilcoxon_vs_baseline"] for row in result["models"]
              if "wilcoxon_vs_baseline" in row]
     unit = tests[0].get("unit", "slice") if tests else "slice"
     alone = result.get("cases_without_patient_id", 0)
+    repeats = result.get(REPEATS, 1)
     ungrouped = (f", {alone} of them slices that carry no patient id, each counted alone;"
                  if alone else ",")
+    over = f" and its {repeats} repeats" if repeats > 1 else ""
     pairs = (f"per-patient pairs ({counted(tests[0]['pairs'], 'patient')}{ungrouped} each its "
-             "mean Dice over its slices, as slices of one patient are not independent)"
+             f"mean Dice over its slices{over}, as slices of one patient are not independent)"
              if unit == "patient" and tests else
-             "per-slice pairs (the same fold's same slice, each counted alone: where the data "
-             "name no patients, slices of one patient among them are not independent and make "
-             "p too small)")
+             ("per-slice pairs (the same fold's same slice, each counted alone: where the data "
+              "name no patients, slices of one patient among them are not independent and make "
+              "p too small)" if repeats == 1 else
+              f"per-slice pairs (each slice's mean Dice over its {repeats} repeats, one pair per "
+              "slice: a slice counted once per repeat would make p too small; where the data "
+              "name no patients, slices of one patient among them are not independent and make "
+              "p too small)"))
     adjusted = (f"; p is unadjusted for the {len(tests)} comparisons against the baseline, "
                 "p (Holm) adjusts it for them (Holm's step-down)"
                 if any("p_holm" in test for test in tests) else "")
@@ -656,13 +706,21 @@ def _pairing_text(result: dict[str, Any]) -> str:
             f"left out of the test){_method_text(result)}{adjusted}. That p takes these trained "
             "networks as given (training variation is not included: one recipe trained with two "
             "seeds differed at p = 1e-5 over 52 MedSeg slices), so it says whether these networks "
-            "differ on these cases, not whether the models do; p over folds: Nadeau and "
-            "Bengio's corrected resampled t-test on the per-fold mean differences (variance "
-            "times 1/k + n_test/n_train, t with k − 1 degrees of freedom), which includes "
-            "training variation" + (", Holm-adjusted where several candidates meet the baseline"
-                                    if adjusted else "")
+            "differ on these cases, not whether the models do; p over folds: "
+            + _fold_test_name(repeats) + ", which includes training variation"
+            + (", Holm-adjusted where several candidates meet the baseline" if adjusted else "")
             + f", and the verdict (better, worse or no difference shown at {SIGNIFICANCE}) "
             "rests on it alone")
+
+
+def _fold_test_name(repeats: int) -> str:
+    """comparison.md's words for :func:`fold_t_test` over the folds of ``repeats`` repeats."""
+    if repeats == 1:
+        return ("Nadeau and Bengio's corrected resampled t-test on the per-fold mean differences "
+                "(variance times 1/k + n_test/n_train, t with k − 1 degrees of freedom)")
+    return ("Bouckaert and Frank's (2004) corrected repeated k-fold t-test on the per-fold mean "
+            "differences over all k·r folds (Nadeau and Bengio's correction: variance times "
+            "1/(k·r) + n_test/n_train, t with k·r − 1 degrees of freedom)")
 
 
 METHOD_TEXT = {"exact": "from its exact distribution",
@@ -718,7 +776,7 @@ def _few_folds_note(result: dict[str, Any]) -> list[str]:
              f"so p over folds falls below {SIGNIFICANCE} only where |t| > {critical:.3g}: "
              f"where the fold differences' mean is over {critical * math.sqrt(factor):.3g} "
              "times their sample std; \"no difference shown\" is then no evidence of no "
-             "difference (more folds test it)")]
+             f"difference (more folds, or {option_name('repeats')}, test it)")]
 
 
 def _hd95_coverage(result: dict[str, Any]) -> list[str]:
@@ -791,8 +849,9 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
         *(["**SYNTHETIC data**: figures say nothing about real CT.", ""]
           if result["synthetic"] else []),
         f"- Data: {result['data']}",
-        (f"- {result['folds']}-fold cross-validation, identical folds and seed for every "
-         f"model; folds: {result['fold_source']}"),
+        (f"- {repeats_text(result['folds'], result.get(REPEATS, 1))}, identical folds and seed "
+         f"for every model; folds: {result['fold_source']}"),
+        *repeated_line(result, total_folds(result)),
         f"- Baseline: `{result['baseline']}`; {_pairing_text(result)}",
         ("- Metrics: mean ± sample std over folds, a fold's value being the mean over its "
          "slices"),
@@ -821,7 +880,7 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
         if holm_column:
             p_value += f" | {test['p_holm']:.3g}" if test else " | "
         paired = paired_difference_text(test) if test else ""
-        cells = [mean_over_folds(row[m], result["folds"])
+        cells = [mean_over_folds(row[m], total_folds(result))
                  for m in ("dice", "iou", "sensitivity", "precision", *hd95)]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{paired} | {p_value} | {fold_test_text(row.get(FOLD_TEST))} | "

@@ -103,27 +103,42 @@ T = TypeVar("T")
 REPORT_METRICS = METRICS
 DEFAULT_FOLDS = 5
 """Folds of a data set that ships no split files of its own, unless ``folds`` is given."""
+REPEATS = "repeats"
+"""Key of a cross-validation's count of repeats in its summary's recipe (``config``), beside
+:data:`~covseg.train.FOLDS`, the folds of one repeat, and in a comparison.json; kept where over
+1 (:func:`repeats_record`)."""
 CV_VERB = "cross-validate"
 """What a refusal tells a ``covseg cv`` user to do into a new --out (compare says compare)."""
 
 
-def make_folds(data: LoadedData, folds: int | None, seed: int
+def make_folds(data: LoadedData, folds: int | None, seed: int, repeats: int = 1
                ) -> tuple[list[tuple[list[str], list[str]]], str]:
     """The data set's own split files when it has them, else patient-grouped k-fold
     (``folds`` None: :data:`DEFAULT_FOLDS`). A fold count that contradicts the split files is
-    refused rather than silently replaced by theirs."""
+    refused rather than silently replaced by theirs. ``repeats`` > 1: repeated k-fold, the k·r
+    folds flattened, repeat r's folds those of the plain cross-validation seeded
+    ``seed + r*k`` (:func:`repeat_seed`), so that repeat 0 is the unrepeated run and a repeated
+    run extends a finished one; refused for split files, which make one split only."""
     if data.folds:
         if folds is not None and folds != len(data.folds):
             raise CovsegError(f"{data.root} ships its own {len(data.folds)} folds (split files "
                               f"train_new*.txt / valid_new*.txt), which cv uses; pass "
                               f"{option_given('folds', len(data.folds))} or leave "
                               f"{option_name('folds')} out")
+        if repeats > 1:
+            raise CovsegError(f"{data.root} ships its own {len(data.folds)} folds (split files "
+                              f"train_new*.txt / valid_new*.txt), one split that repeats "
+                              f"cannot redraw; leave {option_name('repeats')} out, or "
+                              "cross-validate a copy of the data without the split files")
         how = f"the data set's own {len(data.folds)} split files"
         note = split_files_note(data)
         return data.folds, f"{how} ({note})" if note else how
     folds = DEFAULT_FOLDS if folds is None else folds
+    seeds = (f"seed {seed}" if repeats == 1 else
+             f"repeated {repeats} times: {folds * repeats} folds, repeat r seeded {seed} + "
+             f"{folds}·r")
     if len(data.patients) < len(data.samples):
-        how = f"{folds}-fold, grouped by patient (seed {seed})"
+        how = f"{folds}-fold, grouped by patient ({seeds})"
         alone = len(data.unidentified)
         if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
             carry = ("carries no patient id and is counted alone" if alone == 1 else
@@ -133,10 +148,32 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
                     "both sides; a patients.csv (case_id,patient_id) in the data folder groups "
                     "them")
     else:
-        how = (f"{folds}-fold over slices (seed {seed}): every slice is counted alone (the data "
+        how = (f"{folds}-fold over slices ({seeds}): every slice is counted alone (the data "
                "name no patient), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
-    return grouped_kfold(data.samples, folds, seed), how
+    return [split for r in range(repeats)
+            for split in grouped_kfold(data.samples, folds, repeat_seed(seed, folds, r))], how
+
+
+def repeat_seed(seed: int, folds: int, repeat: int) -> int:
+    """The seed of repeat ``repeat`` (0-based) of a repeated k-fold run seeded ``seed``: the
+    plain cross-validation seeded ``seed + repeat*k`` is that repeat (its fold i the run's fold
+    repeat*k + i, seeded alike: :func:`_fold_config`), so no two folds share a seed and a user
+    reproduces a repeat with ``--seed``."""
+    return seed + repeat * folds
+
+
+def repeats_record(repeats: int) -> dict[str, int]:
+    """A record's :data:`REPEATS`, kept where the folds are repeated: an unrepeated run's records
+    stay as they were (read without it: 1)."""
+    return {REPEATS: repeats} if repeats > 1 else {}
+
+
+def repeats_text(folds: int, repeats: int) -> str:
+    """A repeated cross-validation in words, "5-fold cross-validation repeated 3 times (15
+    folds)"; "5-fold cross-validation" unrepeated."""
+    text = f"{folds}-fold cross-validation"
+    return text if repeats == 1 else f"{text} repeated {repeats} times ({folds * repeats} folds)"
 
 
 def fold_done(fold_dir: Path) -> bool:
@@ -209,13 +246,18 @@ def pinned_lungs(config: TrainConfig, out: Path, folds: int | None,
     return pin_lungs(config, left[0]) if left else None
 
 
-def reads_finished(out: Path, folds: int | None) -> bool:
+def reads_finished(out: Path, folds: int | None, repeats: int = 1) -> bool:
     """Whether the cross-validation in ``out`` reads as finished before its data are read
-    (:func:`finished_summary`): of ``folds`` folds, or where None, of as many as its
-    summary.json holds (the data's split files, once read, may make another count). A --resume
-    on Ray starts no Ray for it: nothing would run there."""
-    per_fold = (read_record(out / "summary.json") or {}).get("per_fold")
-    count = folds if folds is not None else len(per_fold) if isinstance(per_fold, list) else 0
+    (:func:`finished_summary`): of ``folds`` folds ``repeats`` times, or where ``folds`` is
+    None, of as many as its summary.json holds where it records these ``repeats`` (the data's
+    split files, once read, may make another count). A --resume on Ray starts no Ray for it:
+    nothing would run there."""
+    summary = read_record(out / "summary.json") or {}
+    per_fold = summary.get("per_fold")
+    recorded = summary.get("config")
+    same = (recorded.get(REPEATS, 1) if isinstance(recorded, dict) else 1) == repeats
+    count = (folds * repeats if folds is not None else
+             len(per_fold) if isinstance(per_fold, list) and same else 0)
     return count > 0 and finished_summary(out, count) is not None
 
 
@@ -282,15 +324,18 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
 
 
-def check_fold_index(fold: int, folds: int | None, note: str = "") -> None:
+def check_fold_index(fold: int, folds: int | None, note: str = "", repeats: int = 1) -> None:
     """``fold`` as far as it can be checked before the data are read (a volume data set takes
-    minutes): never negative, and below ``folds`` where given; the count of a data set's own
-    split files bounds it otherwise, checked once they are read (``note``: which they are).
-    Named as the command spells it: ``--fold`` on the command line, ``fold`` from the API."""
+    minutes): never negative, and below the ``folds`` times ``repeats`` folds where ``folds``
+    is given; the count of a data set's own split files bounds it otherwise, checked once they
+    are read (``note``: which they are). Named as the command spells it: ``--fold`` on the
+    command line, ``fold`` from the API."""
     option = option_name("fold")
-    if folds is not None and not 0 <= fold < folds:
-        raise CovsegError(f"{option} must lie in 0..{folds - 1} for {folds} folds{note}, "
-                          f"got {fold}")
+    if folds is not None and not 0 <= fold < folds * repeats:
+        counted_folds = (f"{folds} folds" if repeats == 1 else
+                         f"{folds} folds repeated {repeats} times ({folds * repeats} folds)")
+        raise CovsegError(f"{option} must lie in 0..{folds * repeats - 1} for "
+                          f"{counted_folds}{note}, got {fold}")
     if fold < 0:
         raise CovsegError(f"{option} must be 0 or more (the folds count from 0), got {fold}")
 
@@ -414,17 +459,22 @@ def _folds_named(by_folder: Mapping[Path, list[Path]]) -> str:
 
 
 def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
-                        splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB
+                        splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB,
+                        repeats: int = 1
                         ) -> tuple[StaleFolds | None, list[tuple[Path, list[str], int]]]:
     """The finished folds of the cross-validation ``out`` that another recipe or data made
     (see :func:`_fold_changes`, which refuses one finished on another split in ``verb``'s
     words; None: none), and its other folds with their training slices and seeds, for
     :func:`refuse_midway_folds`. A folder holding folds of several splits is refused first
     (:func:`_mixed_splits_error`): a fold past this run's count (``--fold 2 --folds 3`` beside
-    a 2-fold run) went unlooked at, the summary leaving it out without a word."""
-    mixed = _mixed_splits_error(out, verb, len(splits), config.seed)
-    if mixed:
-        raise mixed
+    a 2-fold run) went unlooked at, the summary leaving it out without a word; so is one
+    holding more repeats of this split than ``repeats`` (:func:`_more_repeats_error`). Fold
+    records count the folds of one repeat (:func:`per_repeat`)."""
+    folds = per_repeat(splits, repeats)
+    refusal = (_mixed_splits_error(out, verb, folds, config.seed)
+               or _more_repeats_error(out, verb, folds, repeats, config.seed))
+    if refusal:
+        raise refusal
     stale, finished_folds = [], 0
     midway: list[tuple[Path, list[str], int]] = []
     for k, (train_cases, test_cases) in enumerate(splits):
@@ -433,7 +483,7 @@ def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
             finished_folds += 1
             finished = finished_fold(fold_dir)
             changed = _fold_changes(fold_dir, _fold_config(config, k), finished, data,
-                                    train_cases, test_cases, len(splits), verb)
+                                    train_cases, test_cases, folds, verb)
             if changed:
                 stale.append((fold_dir, changed))
         else:
@@ -443,21 +493,23 @@ def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
 
 def refuse_midway_folds(midway: list[tuple[Path, list[str], int]], folds: int, verb: str
                         ) -> None:
-    """Refuse a fold of :func:`finished_fold_check`'s ``midway`` stopped on another split."""
+    """Refuse a fold of :func:`finished_fold_check`'s ``midway`` stopped on another split
+    (``folds``: of one repeat, :func:`per_repeat`)."""
     for fold_dir, train_cases, seed in midway:
         _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, seed, verb)
 
 
 def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
-                         splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB) -> None:
+                         splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB,
+                         repeats: int = 1) -> None:
     """Refuse, before any fold trains, a cross-validation ``out`` whose finished folds another
     recipe or data made (see :func:`_fold_changes`), or with a fold stopped midway on another
     split: checked fold by fold, the first stale fold stopped the run only after the folds
     before it were retrained (on Ray, inside a fold's task, as "fold 1 failed on Ray")."""
-    stale, midway = finished_fold_check(config, data, out, splits, verb)
+    stale, midway = finished_fold_check(config, data, out, splits, verb, repeats)
     if stale:
         raise stale_folds_error([stale], verb)
-    refuse_midway_folds(midway, len(splits), verb)
+    refuse_midway_folds(midway, per_repeat(splits, repeats), verb)
 
 
 def checked_fold_weights(config: TrainConfig, out: Path, folds: int,
@@ -719,27 +771,50 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
                        f"a new {option_name('out')} than {_given_out(out, verb)}")
 
 
+def _more_repeats_error(out: Path, verb: str, folds: int, repeats: int,
+                        seed: int) -> CovsegError | None:
+    """The refusal of a cross-validation ``out`` holding folds of this split (``folds`` a
+    repeat, seeded ``seed``: :func:`_record_split`) past its ``repeats`` (:func:`make_folds`),
+    naming the repeats they make; None where it holds none. Left unlooked at, a resume with
+    fewer repeats wrote the summary of fewer folds over that of the folds there."""
+    total = folds * repeats
+    past = [fold for fold in fold_folders(out) if fold_index(fold) >= total
+            and (fold_done(fold) or holds_saved_run(fold))
+            and _record_split(read_record(fold / "config.json") or {})
+            == (folds, seed + fold_index(fold))]
+    if not past:
+        return None
+    held = max(map(fold_index, past)) // folds + 1
+    return CovsegError(f"{out}: holds the folds of a {repeats_text(folds, held)} "
+                       f"({', '.join(fold.name for fold in past)} past the {total} of "
+                       f"{option_given('repeats', repeats)}); resume with "
+                       f"{option_given('repeats', held)}, or delete "
+                       f"{' and '.join(str(fold) for fold in past)} to keep {repeats}, or "
+                       f"{verb} into a new {option_name('out')} than {_given_out(out, verb)}")
+
+
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                         folds: int | None, fold: int, resume: bool = False,
-                        lung_sha256: str | None = None) -> dict[str, Any]:
+                        lung_sha256: str | None = None, repeats: int = 1) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
     split and seed), so that folds can run side by side; return its summary, with the
     ``best_sha256`` its fold_metrics.json records (as the whole run's ``per_fold`` has it: it
     was missing; null in a record before 7 Dec). Without ``resume`` a ``fold_k`` already there
     is refused; of the other folds' folders only the weights= file their records name is looked
     at (:func:`checked_fold_weights`). ``lung_sha256``: the lung model the caller pinned
-    (:func:`pinned_lungs`), as :func:`run_fold` takes it."""
+    (:func:`pinned_lungs`), as :func:`run_fold` takes it; ``repeats``: fold ``fold`` of the
+    k·r folds of repeated k-fold (:func:`make_folds`)."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
-    splits, _ = make_folds(data, folds, config.seed)
+    splits, _ = make_folds(data, folds, config.seed, repeats)
     check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
     named = split_files_note(data)
-    check_fold_index(fold, len(splits), f" ({named})" if named else "")
+    check_fold_index(fold, per_repeat(splits, repeats), f" ({named})" if named else "", repeats)
     check_cv_folder(Path(out), resume, fold)
     weights = checked_fold_weights(config, Path(out), len(splits), [fold])
     notes = recipe_notes(config, data)
     warn_notes(notes, data)  # a whole run warns them once for its folds
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights,
-                       notes=notes, lung_sha256=lung_sha256)
+                       notes=notes, lung_sha256=lung_sha256, repeats=repeats)
     best = read_fold_record(Path(out) / f"fold_{fold}" / "fold_metrics.json",
                             lambda record: record.get(BEST_SHA256))
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows),
@@ -834,13 +909,22 @@ def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
                 splits: list[tuple[list[str], list[str]]], k: int, resume: bool,
                 verb: str = CV_VERB, node: Mapping[str, str] | None = None,
                 weights: Mapping[str, str | None] | None = None,
-                notes: Sequence[str] | None = None, lung_sha256: str | None = None
-                ) -> list[dict[str, Any]]:
-    """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone);
-    ``weights``, ``notes``, ``lung_sha256``: as :func:`run_fold` takes them."""
+                notes: Sequence[str] | None = None, lung_sha256: str | None = None,
+                repeats: int = 1) -> list[dict[str, Any]]:
+    """Fold ``k`` of ``splits`` (``repeats`` times k folds) into ``out/fold_k``, seeded
+    ``seed + k`` (whole run or alone), its record counting the folds of one repeat
+    (:func:`per_repeat`), as the plain run it repeats records them; ``weights``, ``notes``,
+    ``lung_sha256``: as :func:`run_fold` takes them."""
     train_cases, test_cases = splits[k]
     return run_fold(_fold_config(config, k), data, out / f"fold_{k}", train_cases, test_cases,
-                    resume, verb, len(splits), node, weights, notes, lung_sha256)
+                    resume, verb, per_repeat(splits, repeats), node, weights, notes,
+                    lung_sha256)
+
+
+def per_repeat(splits: Sequence[object], repeats: int) -> int:
+    """The folds of one repeat of ``splits``, the k·r folds of :func:`make_folds`: what a fold
+    records as its count and a split is told by (:func:`_split_told`)."""
+    return len(splits) // repeats
 
 
 def _fold_config(config: TrainConfig, k: int) -> TrainConfig:
@@ -853,7 +937,8 @@ def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike
                    folds: int | None, fold: int, resume: bool,
                    node: Mapping[str, str] | None = None,
                    weights: Mapping[str, str | None] | None = None,
-                   notes: Sequence[str] | None = None, lung_sha256: str | None = None) -> None:
+                   notes: Sequence[str] | None = None, lung_sha256: str | None = None,
+                   repeats: int = 1) -> None:
     """Fold ``fold`` as a whole run (:func:`cross_validate_held`) trains it, for a fold of a
     whole run on Ray: the whole run's ``out`` was checked before its folds started, so a fold
     another run (``--fold K`` beside it) finished since is reused, as here, not refused as that
@@ -861,8 +946,9 @@ def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     ``node``, ``weights``, ``notes``, ``lung_sha256``: see :func:`run_fold` (the driver worked
     them out once for every fold: the weights= file checked and hashed by
     :func:`checked_fold_weights`)."""
-    _split_fold(config, data, Path(out), make_folds(data, folds, config.seed)[0], fold, resume,
-                node=node, weights=weights, notes=notes, lung_sha256=lung_sha256)
+    _split_fold(config, data, Path(out), make_folds(data, folds, config.seed, repeats)[0], fold,
+                resume, node=node, weights=weights, notes=notes, lung_sha256=lung_sha256,
+                repeats=repeats)
 
 
 @fingerprints_kept()
@@ -871,8 +957,9 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
                    begun: Begun | None = None, verb: str = CV_VERB,
                    cv_notes: CvNotes | None = None,
                    weights: Mapping[str, str | None] | None = None,
-                   lung_sha256: str | None = None) -> dict[str, Any]:
-    """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
+                   lung_sha256: str | None = None, repeats: int = 1) -> dict[str, Any]:
+    """Run every fold into ``out/fold_k`` (``repeats``: repeated k-fold's k·r folds,
+    :func:`make_folds`); write per_case.csv, dice_boxplot.png, report.md and
     summary.json, the last written: a run stopped before it leaves no summary. A --resume that
     finds the run finished (:func:`finished_summary`) returns its summary as an
     :class:`~covseg.train.AlreadyTrained` and leaves every file as it was; one that finds every
@@ -898,31 +985,31 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
     if resume and begun is None:
-        finished = finished_resume(config, data, out, folds, verb, weights)
+        finished = finished_resume(config, data, out, folds, verb, weights, repeats)
         if finished is not None:
             return finished
     with writing_to(out):
         return cross_validate_held(config, data, out, folds, resume, begun, verb, cv_notes,
-                                   weights, lung_sha256)
+                                   weights, lung_sha256, repeats)
 
 
 def finished_resume(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
-                    verb: str = CV_VERB, weights: Mapping[str, str | None] | None = None
-                    ) -> AlreadyTrained | None:
+                    verb: str = CV_VERB, weights: Mapping[str, str | None] | None = None,
+                    repeats: int = 1) -> AlreadyTrained | None:
     """The summary of the finished cross-validation in ``out`` that a --resume returns, its
     folds checked as a run's are (:func:`checked_cv_folder`), None where it is not finished.
     Judged before ``out``'s lock is taken, which would replace a stale lock file (a run killed
     outright left it) and remove it: a finished or refused resume leaves every file as it was."""
-    if not reads_finished(out, folds):
+    if not reads_finished(out, folds, repeats):
         return None
-    (splits, _), _ = checked_cv_folder(config, data, out, folds, True, verb, weights)
+    (splits, _), _ = checked_cv_folder(config, data, out, folds, True, verb, weights, repeats)
     finished = finished_summary(out, len(splits))
     return None if finished is None else AlreadyTrained(finished)
 
 
 def checked_cv_folder(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
                       resume: bool, verb: str = CV_VERB,
-                      weights: Mapping[str, str | None] | None = None
+                      weights: Mapping[str, str | None] | None = None, repeats: int = 1
                       ) -> tuple[tuple[list[tuple[list[str], list[str]]], str],
                                  Mapping[str, str | None]]:
     """The folds of ``data`` and how they were made (:func:`make_folds`), and the ``weights=``
@@ -930,10 +1017,10 @@ def checked_cv_folder(config: TrainConfig, data: LoadedData, out: Path, folds: i
     folds passed every check a fold trained into them would fail (:func:`check_cv_folder`,
     :func:`check_finished_folds`)."""
     check_cv_folder(out, resume)
-    made = make_folds(data, folds, config.seed)
+    made = make_folds(data, folds, config.seed, repeats)
     splits = made[0]
     check_run_seed(config, len(splits))
-    check_finished_folds(config, data, out, splits, verb)
+    check_finished_folds(config, data, out, splits, verb, repeats)
     return made, checked_fold_weights(config, out, len(splits)) if weights is None else weights
 
 
@@ -941,10 +1028,11 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                         resume: bool, begun: Begun | None = None, verb: str = CV_VERB,
                         cv_notes: CvNotes | None = None,
                         weights: Mapping[str, str | None] | None = None,
-                        lung_sha256: str | None = None) -> dict[str, Any]:
+                        lung_sha256: str | None = None, repeats: int = 1) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
-    (splits, how), weights = checked_cv_folder(config, data, out, folds, resume, verb, weights)
+    (splits, how), weights = checked_cv_folder(config, data, out, folds, resume, verb, weights,
+                                               repeats)
     # Finished only where the command began with no fold to train: on Ray its folds ran first.
     nothing_to_train = resume and (begun is None or not begun.trains)
     finished = finished_summary(out, len(splits)) if nothing_to_train else None
@@ -955,14 +1043,14 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     if cv_notes is None:
         cv_notes = warned_cv_notes(config, data, splits)
-    begun = begin(out, len(splits), resume) if begun is None else begun
+    begun = begin(out, len(splits), resume, repeats=repeats) if begun is None else begun
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
         all_rows: list[dict[str, Any]] = []
         train_seconds = 0.0
         for k, (train_cases, test_cases) in enumerate(splits):
             rows = _split_fold(config, data, out, splits, k, resume, verb, weights=weights,
-                               notes=cv_notes.recipe, lung_sha256=lung_sha256)
+                               notes=cv_notes.recipe, lung_sha256=lung_sha256, repeats=repeats)
             seconds, epochs, best = _fold_training(out / f"fold_{k}")
             train_seconds += seconds
             stats = summarize(rows)
@@ -977,7 +1065,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              begun.trains, out)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         png = out / "dice_boxplot.png"
-        plotted = drawn(lambda: box_plot(_dice_groups(config, all_rows, per_fold), png,
+        plotted = drawn(lambda: box_plot(_dice_groups(config, all_rows, per_fold, repeats), png,
                                          ylabel="Dice per case", title=_title(config, data)),
                         png, out / "per_case.csv")
         write_text(out / "report.md", report_markdown(summary, plotted))
@@ -1000,13 +1088,15 @@ class Begun:
     that trains none adds no time to the run's); ``resume``: it continues earlier commands;
     ``saved``: what its folds held then (a command that changed nothing trained nothing);
     ``writes``: when each file in ``out`` was last written then, on a resume
-    (:func:`_killed_commands`)."""
+    (:func:`_killed_commands`); ``repeats``: the run's repeats of its folds (:func:`make_folds`:
+    ``saved`` holds all k·r)."""
 
     clock: float
     utc: str
     resume: bool
     saved: tuple[FoldState, ...]
     writes: tuple[float, ...] = ()
+    repeats: int = 1
 
     @property
     def trains(self) -> bool:
@@ -1015,13 +1105,15 @@ class Begun:
 
 
 def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
-          utc: str | None = None) -> Begun:
-    """The command running the ``folds`` folds of ``out`` (a whole run), begun now, or at
-    ``clock`` and ``utc`` (before its folds ran on Ray), with what its folds held then."""
+          utc: str | None = None, repeats: int = 1) -> Begun:
+    """The command running the ``folds`` folds of ``out`` (a whole run; all k·r of its
+    ``repeats``), begun now, or at ``clock`` and ``utc`` (before its folds ran on Ray), with
+    what its folds held then."""
     return Begun(clock=time.perf_counter() if clock is None else clock,
                  utc=utc_now() if utc is None else utc,
                  resume=resume, saved=_folds_state(out, folds),
-                 writes=_writes(out) if resume else ())  # read by a resume alone
+                 writes=_writes(out) if resume else (),  # read by a resume alone
+                 repeats=repeats)
 
 
 def _writes(out: Path) -> tuple[float, ...]:
@@ -1264,20 +1356,47 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 
 
 def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
-                 per_fold: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together; for a
+                 per_fold: list[dict[str, Any]], repeats: int = 1) -> dict[str, list[float]]:
+    """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together (each slice
+    once: :func:`case_means`); for a
     multi-class target those named as any lesion's, then each lesion class's over all folds
     (per_case.csv holds them: the plot showed any lesion's alone), as evaluate's boxes name
     them (:func:`~covseg.evaluate.drawn_name`: "Dice, any lesion, fold 0", "Dice, ground-glass,
     all")."""
+    cases = case_means(rows, repeats)
     dice = {f"fold {fold['fold']}": [row["dice"] for row in rows if row["fold"] == fold["fold"]]
-            for fold in per_fold} | {"all": [row["dice"] for row in rows]}
+            for fold in per_fold} | {"all": [row["dice"] for row in cases]}
     if config.target != "multiclass":
         return dice
     merged = drawn_name("Dice", ANY_LESION_SCORE)
     return ({f"{merged}, {name}": values for name, values in dice.items()}
             | {f"{drawn_name('Dice', name)}, all": values
-               for name, values in lesion_class_dice(rows).items()})
+               for name, values in lesion_class_dice(cases).items()})
+
+
+def case_means(rows: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
+    """Per-case ``rows`` of every fold, each slice once: as they are unrepeated; with
+    ``repeats`` > 1, where each slice is tested once per repeat, its mean of every metric over
+    its tests where defined (NaN where defined in none), without their ``fold``: counted r
+    times, a slice's figures were pooled as r slices'."""
+    if repeats == 1:
+        return rows
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_case.setdefault(row["case_id"], []).append(row)
+    return [_mean_row(tests) for tests in by_case.values()]
+
+
+def _mean_row(tests: list[dict[str, Any]]) -> dict[str, Any]:
+    """One slice's per-case ``tests`` (one per repeat) as one row: each number its mean over
+    the tests that define it, the rest (its case id) as the first test has it."""
+    row = {key: value for key, value in tests[0].items() if key != "fold"}
+    for key, value in row.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = np.array([test[key] for test in tests], dtype=float)
+            defined = values[~np.isnan(values)]
+            row[key] = float(defined.mean()) if defined.size else math.nan
+    return row
 
 
 def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Path
@@ -1285,13 +1404,14 @@ def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Pa
     """What a cross-validation's records (summary.json, :data:`STOPPED_FILE`) say of the
     command writing them (``begun``): its start and provenance (as a run's config.json has
     them), the folds' thread count (:func:`_folds_threads`), end, wall-clock ``seconds`` and
-    recipe, holding the count of folds as ``cross_validate``'s ``folds`` takes it, so that the
-    recipe given back to it (``**record["config"]``) runs these folds, not the default count
-    (a stopped run's record lacked it)."""
+    recipe, holding the count of folds and repeats as ``cross_validate``'s ``folds`` and
+    ``repeats`` take them, so that the recipe given back to it (``**record["config"]``) runs
+    these folds, not the default count (a stopped run's record lacked it)."""
     folds = len(begun.saved)
     return {"started_utc": begun.utc, **provenance(data_path=data.root),
             THREADS: _folds_threads(out, folds), "finished_utc": utc_now(),
-            "config": {**config.record(data.windowed), FOLDS: folds},
+            "config": {**config.record(data.windowed), FOLDS: folds // begun.repeats,
+                       **repeats_record(begun.repeats)},
             "seconds": time.perf_counter() - begun.clock}
 
 
@@ -1317,10 +1437,12 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
              ) -> dict[str, Any]:
     """The summary; ``cv_notes``: the recipe's and folds' warnings (:func:`warned_cv_notes`),
     after the data's own; ``fingerprint``: the folds' slices' (:func:`_whole_set`). Its recipe
-    holds the count of folds (:func:`_command_record`)."""
+    holds the count of folds and repeats (:func:`_command_record`); its pooled figures are over
+    the slices, each once (:func:`case_means`: repeated, its mean over its tests)."""
     command = _command_record(config, data, begun, out)
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
+    rows = case_means(rows, begun.repeats)
     pooled = summarize(rows)
     across = {}
     for key in metric_keys:
@@ -1439,6 +1561,8 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
     multiclass = summary["config"].get("target") == "multiclass"
+    folds = len(summary["per_fold"])
+    one = folds // summary["config"].get(REPEATS, 1)  # a repeat's folds: a fold model's share
     lines = [
         f"# Cross-validation: {summary['config']['model']}",
         "",
@@ -1446,6 +1570,7 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
             "CT."), ""] if summary["synthetic"] else []),
         f"- Data: {summary['data']}",
         f"- Folds: {summary['folds']}",
+        *repeated_line(summary["config"], folds),
         _run_time_line(summary),
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
@@ -1459,7 +1584,7 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     for fold in summary["per_fold"]:
         lines.append(f"| {fold['fold']} | {fold['test_cases']} | "
                      + " | ".join(_fold_cell(fold, k) for k in keys) + " |")
-    across, folds = summary["mean_std_over_folds"], len(summary["per_fold"])
+    across = summary["mean_std_over_folds"]
     lines.append("| **mean ± std** | | "
                  + " | ".join(f"**{mean_over_folds(across[k], folds)}**" for k in keys) + " |")
     if extra:
@@ -1470,5 +1595,17 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
               f"Empty masks: {summary['empty_mask_rules']}", "",
               *(figure_link("per-case Dice" + (" of any lesion and of each class" if multiclass
                                                else ""), "dice_boxplot.png", plotted) or [""]),
-              f"Next step: {final_model_step(*recipe_model(summary['config']), summary, folds)}"]
+              f"Next step: {final_model_step(*recipe_model(summary['config']), summary, one)}"]
     return "\n".join(lines)
+
+
+def repeated_line(record: Mapping[str, Any], folds: int) -> list[str]:
+    """The report line of a repeated cross-validation (``record``: its recipe, or a comparison,
+    holding :data:`REPEATS`; ``folds``: all k·r): what the means and stds run over, and how the
+    pooled figures count a slice; none unrepeated."""
+    repeats = record.get(REPEATS, 1)
+    if repeats == 1:
+        return []
+    return [(f"- {repeats_text(folds // repeats, repeats)}: every mean ± std over folds is over "
+             f"all {folds} folds; each slice is tested once per repeat, and the figures pooled "
+             f"over slices (and the box of all folds) take its mean over its {repeats} tests")]

@@ -35,6 +35,14 @@ def check_fold_count(folds: int) -> None:
         raise CovsegError(f"{_spelled('folds')} must be at least 2, got {folds}")
 
 
+def check_repeat_count(repeats: int) -> None:
+    """Repeated k-fold cross-validation repeats the k folds at least once (1: plain k-fold);
+    checked before data are read."""
+    if repeats < 1:
+        raise CovsegError(f"{_spelled('repeats')} must be at least 1 (1: the folds once, "
+                          f"unrepeated), got {repeats}")
+
+
 def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
                   ) -> list[tuple[list[str], list[str]]]:
     """(train case ids, held-out case ids) per fold, patients shuffled by ``seed``.
