@@ -261,7 +261,7 @@ def run_recipe(run: Path) -> TrainConfig:
 def missing_onnx() -> str | None:
     """Why the ONNX Runtime rows cannot be measured (the ``onnx`` extra is not installed), or
     None: asked before the first stage, so that a run without it still gives its table."""
-    for module in ("onnx", "onnxruntime"):
+    for module in ("onnx", "onnxruntime", "onnxscript"):
         try:
             import_installed(module)
         except ImportError:

@@ -58,7 +58,7 @@ def missing_extra(extra: str) -> str | None:
         if extra == "onnx":
             from covseg.export import _onnx_module
 
-            for module in ("onnx", "onnxruntime"):
+            for module in ("onnx", "onnxruntime", "onnxscript"):
                 _onnx_module(module)
         elif extra == "cluster":
             from covseg.cluster import import_ray

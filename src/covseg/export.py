@@ -36,16 +36,23 @@ EXPORT_KEY = "export"
 """The metadata entry that says where the graph came from: ``covseg_version``, ``command``,
 ``source`` (the run or checkpoint exported) and ``checkpoint_sha256``, the SHA-256 that
 ``covseg predict --model`` records for that source, tying an ONNX prediction to the run."""
-OPSET = 17
+TORCH_PYTREE_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+"""The FutureWarning torch 2.13's own torch.export gives as it copies its pytree specs (its own
+LeafSpec class deprecated): nothing a covseg user can act on; torch 2.14 gives none. The only
+warning an export silences."""
+OPSET = 18
+"""The opset of new exports: torch's torch.export-based exporter writes 18 and up. Files
+exported with opset 17 by covseg's earlier TorchScript-based exporter still load and predict
+(ONNX Runtime runs either; nothing reads the opset)."""
 
 
-def _onnx_module(name: str) -> Any:
-    """``onnx`` or ``onnxruntime``, which only the optional ``onnx`` extra installs."""
+def _onnx_module(name: str, needed_by: str = "ONNX export and prediction need") -> Any:
+    """``onnx``, ``onnxruntime`` or ``onnxscript``, which only the optional ``onnx`` extra
+    installs."""
     try:
         return import_installed(name)
     except ImportError:
-        raise CovsegError(f"ONNX export and prediction need {name}: "
-                          "pip install 'covseg[onnx]'") from None
+        raise CovsegError(f"{needed_by} {name}: pip install 'covseg[onnx]'") from None
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
@@ -56,6 +63,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     out = output_file(out, ".onnx", "ONNX model")
     payload = load_checkpoint(checkpoint)
     onnx = _onnx_module("onnx")
+    _onnx_module("onnxscript", "ONNX export needs")  # torch's exporter imports it
     _refuse_other_file(out, checkpoint, onnx)
     meta = payload["meta"]
     guide = LungGuide.from_meta(meta.get("lung_guide"))
@@ -63,14 +71,19 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
         guide = guide.seen_from(checkpoint_file(checkpoint))
         meta = {**meta, "lung_guide": guide.exported_to(out.parent).to_meta()}
     model = model_from_checkpoint(payload)
-    example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
+    # A batch of 2: torch.export fixes a dynamic axis that its example gives as 1.
+    example = torch.rand(2, meta["in_channels"], meta["size"], meta["size"],
                          generator=torch.Generator())  # the caller's global one left alone
     remove_temporaries(out.parent, ".onnx")  # killed exports' (any name); running ones' stay
-    with atomic_path(out) as tmp, quiet_warnings():
-        # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
+    # quiet_warnings' lock also makes exports in threads take turns, as torch.export needs: it
+    # turns oneDNN off for the whole process while it traces (two at once failed in torch.export).
+    with atomic_path(out) as tmp, quiet_warnings(FutureWarning, TORCH_PYTREE_WARNING):
+        # torch's torch.export-based exporter (its TorchScript one is deprecated); the weights
+        # inside the file, as predict and a copied export expect, and no progress lines printed.
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
-                          output_names=["logits"], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+                          output_names=["logits"], opset_version=OPSET, dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},),
+                          external_data=False, verbose=False)
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()
         record = {**provenance(source=checkpoint), "checkpoint_sha256": model_hash(str(checkpoint))}
@@ -185,8 +198,8 @@ def check_graph_fits(session: Any, meta: dict[str, Any], path: Path) -> None:
     """The graph's static input (channels, height, width) and its output channels are those
     its covseg metadata names: metadata of another export (3 classes on a binary graph) ran
     without a word and wrote all-background masks. Dynamic input dimensions are not compared;
-    output channels the graph leaves dynamic (most models' exports) are counted on one blank
-    slice run through it."""
+    output channels the graph leaves dynamic (most models' exports by the TorchScript-based
+    exporter, before opset 18) are counted on one blank slice run through it."""
     image, logits = session.get_inputs()[0].shape, session.get_outputs()[0].shape
     size, classes = meta["size"], meta["num_classes"]
     expected = (("input channels", image, 1, meta["in_channels"]), ("input height", image, 2, size),

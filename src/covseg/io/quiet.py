@@ -113,14 +113,15 @@ _WARNINGS_LOCK = ForkSafeLock()
 
 
 @contextmanager
-def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
-    """Python warnings of ``category`` ignored for the block. ``warnings.catch_warnings`` saves
+def quiet_warnings(category: type[Warning] = Warning, message: str = "") -> Iterator[None]:
+    """Python warnings of ``category`` ignored for the block, those whose text starts with the
+    regular expression ``message`` where one is given. ``warnings.catch_warnings`` saves
     the process's whole filter list and puts it back at the block's end, so two threads' blocks
     that overlapped put back each other's (an "ignore" filter was left for good); covseg's own
     blocks take turns under one lock. A filter another thread adds during a block is still
     dropped at its end (the standard library's catch_warnings is not thread-safe)."""
     with _WARNINGS_LOCK.held(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("ignore", message, category)
         yield
 
 
