@@ -237,7 +237,9 @@ def test_a_weights_file_gone_is_judged_on_the_folds_started_without_a_fold_count
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no --folds (the data's split files or the default count, known once the data are
     read), the weights= file gone is judged, before the data are read, on the fold folders
-    there: fold_0 started from the file, with no last.pt, would start from it again."""
+    there: fold_0 started from the file, with no last.pt, would start from it again. unet++ with
+    weights= and no encoder= is refused by its builder ("weights= needs encoder="), never
+    reached: the file is checked first, and no model takes weights= without the zoo."""
     weights, out = tmp_path / "gone.pth", tmp_path / "cv"
     (out / "fold_0").mkdir(parents=True)
     (out / "fold_0" / "config.json").write_text(json.dumps(  # the fold started from the file
@@ -254,7 +256,9 @@ def test_a_weights_file_no_fold_started_from_is_no_such_file(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A model added to a compare --resume (or a cv --resume) whose weights= file never was (a
     typo): it was called gone ("restore the file or pick a new out"), once the data were read;
-    no such file, before."""
+    no such file, before. unet++ with weights= and no encoder= is refused by its builder
+    ("weights= needs encoder="), never reached: the file is checked first, and no model takes
+    weights= without the zoo."""
     monkeypatch.setattr(api, "_load", data_unread)
     typo, out, cv = tmp_path / "typo.pth", tmp_path / "cmp", tmp_path / "cv"
     out.mkdir()

@@ -969,7 +969,9 @@ def test_a_resume_of_a_lost_model_whose_weights_file_is_gone_is_refused_before_a
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished run's best.pt deleted and its weights= file gone: a resume deleted the run's
     records (to train it again) and was then refused for the file, its metrics.json lost. It is
-    refused first, naming the file, every file left as it was."""
+    refused first, naming the file, every file left as it was. The recipe, unet++ with weights=
+    and no encoder=, is one its builder refuses ("weights= needs encoder="), never reached: the
+    file is checked first, and no model takes weights= without the zoo."""
     from covseg import api
 
     weights, out = tmp_path / "gone.pth", tmp_path / "run"
@@ -1379,7 +1381,9 @@ def test_a_resume_whose_weights_file_never_was_is_refused_as_no_such_file(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A weights= file no saved run in --out started from (a typo; --resume into an empty
     folder): it was called gone ("restore the file"), which cannot be; no such file, as a new
-    run says it, before the data are read."""
+    run says it, before the data are read. unet++ with weights= and no encoder= is refused by
+    its builder ("weights= needs encoder="), never reached: the file is checked first, and no
+    model takes weights= without the zoo."""
     from covseg import api
 
     monkeypatch.setattr(api, "_load", data_unread)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from covseg import cli_volumes, progress
 from covseg import volumes as volumes_module
 from covseg.api import VOLUMES, input_kind, segment
+from covseg.burden import no_lungs_note, threshold_advice
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
 from covseg.data.layouts import base as layouts_base
@@ -1393,6 +1394,72 @@ def test_quantify_of_predicts_threshold_lungs_given_as_lungs_advises_a_lung_mode
             assert note.endswith(f": {advice}"), (edited, given, note)
             assert f"{infection}: {note}" in err, (edited, given, err)
 
+
+
+def test_quantify_of_a_prediction_keeps_predicts_effusion_cut_note(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Predict's lung_note held the grown-lungs note and then "; N mL of effusion reaching the
+    lungs was cut ...": quantify of its masks as written replaced everything from the grown-lungs
+    advice on with its own, and the effusion cut was lost (with or without --lungs). Only the
+    advice is quantify's; the effusion note follows it as predict wrote it."""
+    from covseg.cli import main
+
+    ct = np.full((128, 128, 14), -1000.0, dtype=np.float32)
+    ct[4:124, 4:124, :] = 40.0
+    ct[8:40, 10:50, 1:9] = -850.0      # right lung
+    ct[88:120, 10:50, 1:9] = -850.0    # left lung
+    ct[8:40, 50:80, 1:14] = 10.0       # effusion running on below the lung bases
+    ct[8:40, 10:30, 1:9] = -150.0      # consolidation filling half the right lung
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    predicted = predict_study(BandPredictor([(-400, -200), (-200, -100), (0, 20)]),
+                              tmp_path / "ct.nii.gz", tmp_path / "pred")
+    grown, effusion = predicted["lung_note"].split("; check the montage, or give the lungs with "
+                                                   "--lung-model; ")
+    assert "mL of effusion reaching the lungs was cut" in effusion
+    lungs = str(tmp_path / "pred" / LUNGS_NII)
+    for given in ([], ["--lungs", lungs]):
+        out = tmp_path / f"q{len(given)}"
+        assert main(["quantify", str(tmp_path / "pred" / INFECTION_NII), *given,
+                     "--out", str(out)]) == 0
+        note = json.loads((out / "pred" / "quantification.json").read_text())["lung_note"]
+        head = grown.split("the lungs were found by")[0]
+        advice = (GIVEN_THRESHOLD_ADVICE if given
+                  else threshold_advice("give the lungs with --lungs"))
+        assert note == f"{head}{advice}; {effusion}", given
+        assert note in capsys.readouterr().err
+
+
+def test_quantify_of_a_prediction_without_lungs_gives_quantifys_advice(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Quantify of predict's masks for a CT where no lungs were found kept predict's "if the CT
+    holds lungs, give them with --lung-model", an option quantify lacks; once the mask was
+    edited it said "check the montage, or quantify with the CT and no lung mask", whose threshold
+    finds no lungs either. Both now say to give them with --lungs (a lung model's, where
+    predict's empty lungs.nii.gz was given with it)."""
+    from covseg.cli import main
+
+    ct = np.full((64, 64, 10), -1000.0, dtype=np.float32)
+    ct[4:60, 4:60, :] = 40.0          # an abdomen: body, no lungs
+    ct[20:30, 20:30, 3:6] = -300.0    # a call
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    predicted = predict_study(BandPredictor([(-400, -200)]), tmp_path / "ct.nii.gz",
+                              tmp_path / "pred")
+    assert predicted["lung_note"].endswith("give them with --lung-model")
+    infection = tmp_path / "pred" / INFECTION_NII
+    for edited in (False, True):
+        if edited:
+            written = nib.load(str(infection))
+            mask = np.asarray(written.dataobj).copy()
+            mask[25, 25, 4] = 0
+            nib.save(nib.Nifti1Image(mask, written.affine, written.header), str(infection))
+        for given in ([], ["--lungs", str(tmp_path / "pred" / LUNGS_NII)]):
+            out = tmp_path / f"q{edited}{len(given)}"
+            assert main(["quantify", str(infection), *given, "--out", str(out)]) == 0
+            note = json.loads((out / "pred" / "quantification.json").read_text())["lung_note"]
+            remedy = "--lungs" + (" (a lung model's lungs: the lungs.nii.gz predict writes with "
+                                  "--lung-model)" if given else "")
+            assert note == no_lungs_note(remedy), (edited, given)
+            assert note in capsys.readouterr().err
 
 def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

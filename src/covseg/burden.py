@@ -40,6 +40,10 @@ _FOUND_BY_THRESHOLD = "were found by HU threshold"
 THRESHOLD_ADVICE = f"the lungs {_FOUND_BY_THRESHOLD}"
 """Where the grown-lungs note's advice begins (:func:`threshold_advice`): predict's note names
 its ``--lung-model``; quantify, reusing the note, gives its own advice from there."""
+EFFUSION_CUT = "mL of effusion reaching the lungs was cut"
+"""What predict's note of a cut effusion (:func:`covseg.volumes.effusion_cut_note`) says after
+its mL: in a ``lung_note`` it follows the grown-lungs note's advice, after "; ", and quantify,
+giving its own advice, keeps it."""
 GROWN_LUNG_SHARE = 0.25
 """Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
 warned of (:func:`note_grown_lungs`)."""

@@ -17,6 +17,7 @@ import numpy as np
 from covseg.batch import BatchResult, done_records, earlier_lung_rule, run_batch
 from covseg.burden import (
     EFFUSION,
+    EFFUSION_CUT,
     GGO,
     REGIONS,
     THRESHOLD_ADVICE,
@@ -359,9 +360,10 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         log.warning("%s: %s", mask_path, result["lung_note"])
     elif grown is not None:
         note_grown_lungs(result, grown.cut, str(mask_path), _threshold_advice(False))
+    elif own_lungs and note_no_lungs(result, _lungs_remedy(given.lungs is not None)):
+        log.warning("%s: %s", mask_path, result["lung_note"])
     elif predicted_masks:
-        _recorded_growth(result, predicted, str(mask_path),
-                         _threshold_advice(given.lungs is not None))
+        _recorded_growth(result, predicted, str(mask_path), given.lungs is not None)
     elif predicted_masks is False:
         _regrown(result, found_lungs is not None, own_lungs, str(mask_path),
                  OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE,
@@ -499,6 +501,16 @@ def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
     return lungs, threshold | ~lesion
 
 
+def _lungs_remedy(lungs_given: bool) -> str:
+    """What gives quantify lungs instead of predict's threshold lungs: ``--lungs``; where those
+    were given with it (``lungs_given``), a lung model's lungs given with it."""
+    option = option_name("lungs")
+    if not lungs_given:
+        return option
+    return (f"{option} (a lung model's lungs: the {LUNGS_NII} predict writes with "
+            f"{option_name('lung_model')})")
+
+
 def _threshold_advice(lungs_given: bool) -> str:
     """The grown-lungs note's advice in quantify (:func:`threshold_advice`) for predict's
     threshold lungs or those it finds itself: without ``--lungs``, to give lungs with it; with
@@ -513,23 +525,34 @@ def _threshold_advice(lungs_given: bool) -> str:
                             f"the lungs given with {option} (predict's {LUNGS_NII})")
 
 
+def _with_quantify_advice(note: str, lungs_given: bool) -> str:
+    """Predict's grown-lungs ``note`` with quantify's advice (:func:`_threshold_advice`) in place
+    of predict's, which names its ``--lung-model`` (from :data:`THRESHOLD_ADVICE` to the note
+    of a cut effusion, :data:`EFFUSION_CUT`, that may follow it, kept: it was cut by predict)."""
+    start = note.find(THRESHOLD_ADVICE)
+    if start < 0:
+        return note
+    effusion = note.find(f" {EFFUSION_CUT} ", start)
+    tail = note[note.rfind("; ", start, effusion):] if effusion >= 0 else ""
+    return note[:start] + _threshold_advice(lungs_given) + tail
+
+
 def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str,
-                     advice: str) -> None:
+                     lungs_given: bool) -> None:
     """Predict's record of the lesion its lungs.nii.gz was grown over (None where it has none)
     and its lung note, warned of once as predict does, for quantify of predict's unchanged
-    masks: the lungs are counted as given, but were grown by predict. The note's ``advice``
-    (from :data:`THRESHOLD_ADVICE` on) is quantify's, not predict's, which names its
-    ``--lung-model``."""
+    masks: the lungs are counted as given, but were grown by predict. The note's advice is
+    quantify's (:func:`_with_quantify_advice`; ``lungs_given``: predict's lungs given as
+    ``--lungs``)."""
     for region in REGIONS:
         recorded = record.get(region)
         added = recorded.get("lesion_added_to_lungs_ml") if isinstance(recorded, dict) else None
         result[region]["lesion_added_to_lungs_ml"] = added if isinstance(added, float) else None
     note = record.get("lung_note")
-    if isinstance(note, str) and THRESHOLD_ADVICE in note:
-        note = note[:note.index(THRESHOLD_ADVICE)] + advice
-    result["lung_note"] = note if isinstance(note, str) else None
+    result["lung_note"] = (_with_quantify_advice(note, lungs_given) if isinstance(note, str)
+                           else None)
     if result["lung_note"]:
-        log.warning("%s: %s", source, note)
+        log.warning("%s: %s", source, result["lung_note"])
 
 
 def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: str,

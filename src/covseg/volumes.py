@@ -37,6 +37,7 @@ import numpy as np
 from covseg.batch import BatchResult, run_batch, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
+    EFFUSION_CUT,
     lesion_voxels,
     no_lungs_note,
     note_grown_lungs,
@@ -337,7 +338,7 @@ def effusion_cut_note(cut: Cut) -> str | None:
         return None
     remedy = (f", or predict with {option_name('keep_outside_lungs')} to keep it"
               if cut.inside_body().noted else "")
-    return (f"{cut.ml:.2f} mL of effusion reaching the lungs was cut {cut.where()} and is not "
+    return (f"{cut.ml:.2f} {EFFUSION_CUT} {cut.where()} and is not "
             f"in effusion_ml; check the montage{remedy}")
 
 

@@ -269,6 +269,35 @@ def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
         assert np.array_equal(read_volume(given).array, expected)
 
 
+def recoded_series(folder: Path, compressor: str, syntax: str) -> str:
+    """A MONOCHROME1 synthetic series in ``folder`` whose slices hold the codestream GDCM's
+    ``compressor`` writes, under transfer syntax ``syntax``; the syntax GDCM wrote it as."""
+    for path in synthetic_series(folder, phantom(), photometric="MONOCHROME1"):
+        dataset = pydicom.dcmread(path)
+        plane = np.frombuffer(dataset.PixelData, np.int16).reshape(dataset.Rows, -1)
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(folder.parent / "encoded.dcm"))
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetUseCompression(True)
+        writer.SetCompressor(compressor)
+        writer.Execute(sitk.GetImageFromArray(plane))
+        encoded = pydicom.dcmread(folder.parent / "encoded.dcm")
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.UID(syntax)
+        dataset.PixelData = encoded.PixelData
+        dataset["PixelData"].VR, dataset["PixelData"].is_undefined_length = "OB", True
+        dataset.save_as(path)
+    return str(encoded.file_meta.TransferSyntaxUID)
+
+
+def decoder_advice(folder: str, packages: str) -> str:
+    """The pattern of the one-line error for a series pydicom has no decoder for, naming the
+    ``packages`` to pip install."""
+    return (f"{folder}: cannot read the stored pixels of IM0000\\.dcm, needed to put them in HU "
+            r"\(RuntimeError: .*\); install a decoder for it "
+            rf"\(pip install {packages}\) and run again, or convert "
+            r"the study to NIfTI, e\.g\. with dcm2niix$")
+
+
 @pytest.mark.skipif(any(importlib.util.find_spec(name) for name in ("libjpeg", "gdcm")),
                     reason="a JPEG decoder for pydicom is installed")
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"])
@@ -279,26 +308,24 @@ def test_monochrome1_jpeg_lossless_without_a_decoder_names_the_pip_install(
     pylibjpeg pylibjpeg-libjpeg`` reads it. GDCM writes JPEG Lossless SV1 (.70), a case of
     Process 14 (.57), which pydicom 2 named JPEGLossless: each transfer syntax gets the advice
     under any pydicom."""
-    for path in synthetic_series(tmp_path / "jpeg", phantom(), photometric="MONOCHROME1"):
-        dataset = pydicom.dcmread(path)
-        plane = np.frombuffer(dataset.PixelData, np.int16).reshape(dataset.Rows, -1)
-        writer = sitk.ImageFileWriter()
-        writer.SetFileName(str(tmp_path / "encoded.dcm"))
-        writer.SetImageIO("GDCMImageIO")
-        writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG")
-        writer.Execute(sitk.GetImageFromArray(plane))
-        encoded = pydicom.dcmread(tmp_path / "encoded.dcm")
-        assert encoded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
-        dataset.file_meta.TransferSyntaxUID = pydicom.uid.UID(syntax)
-        dataset.PixelData = encoded.PixelData
-        dataset["PixelData"].VR, dataset["PixelData"].is_undefined_length = "OB", True
-        dataset.save_as(path)
-    with pytest.raises(CovsegError, match=r"jpeg: cannot read the stored pixels of IM0000\.dcm, "
-                       r"needed to put them in HU \(RuntimeError: .*\); install a decoder for it "
-                       r"\(pip install pylibjpeg pylibjpeg-libjpeg\) and run again, or convert "
-                       r"the study to NIfTI, e\.g\. with dcm2niix$"):
+    assert recoded_series(tmp_path / "jpeg", "JPEG", syntax) == "1.2.840.10008.1.2.4.70"
+    with pytest.raises(CovsegError, match=decoder_advice("jpeg", "pylibjpeg pylibjpeg-libjpeg")):
         read_volume(tmp_path / "jpeg")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openjpeg") is not None,
+                    reason="pylibjpeg-openjpeg, pydicom's HTJ2K decoder, is installed")
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                                    "1.2.840.10008.1.2.4.203"])
+def test_monochrome1_htj2k_without_a_decoder_names_the_pip_install(
+        tmp_path: Path, syntax: str) -> None:
+    """pydicom 3 decodes High-Throughput JPEG 2000 with pylibjpeg and pylibjpeg-openjpeg
+    only: the one-line error for a MONOCHROME1 HTJ2K series said to convert the study, where
+    that pip install reads it. The slices hold GDCM's JPEG 2000 codestream under an HTJ2K
+    transfer syntax: SimpleITK reads them, pydicom finds no decoder."""
+    assert recoded_series(tmp_path / "htj2k", "JPEG2000", syntax) == "1.2.840.10008.1.2.4.90"
+    with pytest.raises(CovsegError, match=decoder_advice("htj2k", "pylibjpeg pylibjpeg-openjpeg")):
+        read_volume(tmp_path / "htj2k")
 
 
 def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Path) -> None:

@@ -286,21 +286,38 @@ def test_download_requests_are_refused(name: str, options: dict[str, Any]) -> No
 
 
 @pytest.mark.parametrize(
-    ("name", "options", "module"),
+    ("name", "options", "modules"),
     [
-        ("fcn", {}, "torchvision.models"),
-        ("deeplabv3+", {}, "segmentation_models_pytorch"),
-        ("unet++", {"encoder": "resnet18"}, "segmentation_models_pytorch"),
+        ("fcn", {}, ("torchvision.models",)),
+        ("deeplabv3+", {}, ("segmentation_models_pytorch", "torchvision")),
+        ("unet++", {"encoder": "resnet18"}, ("segmentation_models_pytorch", "torchvision")),
     ],
 )
-def test_missing_optional_dependency(name: str, options: dict[str, Any], module: str,
+def test_missing_optional_dependency(name: str, options: dict[str, Any], modules: tuple[str, ...],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(CovsegError, match=re.escape(
-            ": pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch")) as info:
+    """A zoo model refused for a missing package, torchvision with it: the pair that loads and
+    segmentation-models-pytorch, in one command (:data:`registry.ZOO_INSTALL`)."""
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(CovsegError, match=re.escape(f": {registry.ZOO_INSTALL}")) as info:
         build_model(name, **options)
     package = "torchvision" if name == "fcn" else "segmentation-models-pytorch"
     assert f"model {name!r}" in str(info.value) and package in str(info.value), "one spelling"
+
+
+@NEEDS_ZOO
+@pytest.mark.parametrize(("name", "options"),
+                         [("deeplabv3+", {}), ("unet++", {"encoder": "resnet18"})])
+def test_a_missing_smp_beside_a_torchvision_that_loads_asks_for_smp_alone(
+        name: str, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With torchvision loading and only segmentation-models-pytorch missing, the refusal said
+    ``pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch``, telling a user
+    on another torch to replace a working pair (5.5 GB): it asks for smp alone."""
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
+    with pytest.raises(CovsegError) as info:
+        build_model(name, **options)
+    assert str(info.value).endswith(
+        f"model {name!r} needs segmentation-models-pytorch: {registry.SMP_INSTALL}")
 
 
 @NEEDS_ZOO
@@ -519,8 +536,7 @@ def test_a_model_whose_package_is_missing_fails_before_data_are_read(
         raise PackageNotFoundError(distribution)
 
     monkeypatch.setattr(provenance, "version", absent)  # the one lookup of installed versions
-    needs = ("'deeplabv3' needs torchvision: pip install torch==2.14.1 torchvision==0.29.1 "
-             "segmentation-models-pytorch")
+    needs = f"'deeplabv3' needs torchvision: {registry.ZOO_INSTALL}"
     with pytest.raises(CovsegError, match=re.escape(needs)):
         registry.check_model_names("miniseg,deeplabv3")
     assert registry.check_model_names("miniseg,unet") == ["miniseg", "unet"]
@@ -543,8 +559,8 @@ def mismatched_torchvision(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.delitem(sys.modules, module)
     monkeypatch.setattr(sys, "meta_path", [TorchvisionForAnotherTorch(), *sys.meta_path])
     yield (f"does not load with torch {torch.__version__} (operator torchvision::nms does not "
-           "exist); install the matching pair: pip install torch==2.14.1 torchvision==0.29.1 "
-           "segmentation-models-pytorch")
+           "exist); install a torch and torchvision that load together, with "
+           f"segmentation-models-pytorch: {registry.ZOO_INSTALL}")
 
 
 @NEEDS_ZOO
@@ -761,8 +777,7 @@ def test_a_missing_extra_skips_with_covsegs_line_alone(
             skip_without("zoo")
     finally:
         missing_extra.cache_clear()
-    assert skipped.value.msg == ("covseg[zoo] needs torchvision: pip install torch==2.14.1 "
-                                 "torchvision==0.29.1 segmentation-models-pytorch")
+    assert skipped.value.msg == f"covseg[zoo] needs torchvision: {registry.ZOO_INSTALL}"
 
 
 def test_models_json_stays_json_with_a_monai_that_prints_while_building(

@@ -895,7 +895,10 @@ PYDICOM_DECODERS: dict[str, str] = {
                      "1.2.840.10008.1.2.4.81"),  # JPEG-LS Near-Lossless
                     "pylibjpeg pylibjpeg-libjpeg"),
     **dict.fromkeys(("1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
-                     "1.2.840.10008.1.2.4.91"),  # JPEG 2000
+                     "1.2.840.10008.1.2.4.91",  # JPEG 2000
+                     "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+                     "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+                     "1.2.840.10008.1.2.4.203"),  # HTJ2K
                     "pylibjpeg pylibjpeg-openjpeg"),
 }
 """The pip packages that give pydicom a decoder for each compressed transfer syntax it may

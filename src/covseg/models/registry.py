@@ -182,11 +182,14 @@ ZOO_MODULES = {"torchvision": "torchvision",
 """The module each ``covseg[zoo]`` distribution is imported as."""
 
 ZOO_INSTALL = "pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch"
-"""The command that installs the zoo as the README says: the torch and torchvision builds
-known to load together (5.5 GB; pip puts them in place of a pair that does not load) and
-segmentation-models-pytorch in one resolve. ``pip install 'covseg[zoo]'``, said before, kept
-a torchvision that does not load (the extra's ``torchvision>=0.19`` is met by it), and covseg
-is not on PyPI."""
+"""The command that installs the zoo as the README says, for a torchvision missing or not
+loading: the torch and torchvision builds known to load together (5.5 GB; pip puts them in
+place of a pair that does not load) and segmentation-models-pytorch in one resolve.
+``pip install 'covseg[zoo]'``, said before, kept a torchvision that does not load (the extra's
+``torchvision>=0.19`` is met by it), and covseg is not on PyPI."""
+SMP_INSTALL = "pip install segmentation-models-pytorch"
+"""The command for a missing segmentation-models-pytorch beside a torchvision that loads:
+:data:`ZOO_INSTALL` told a user on another torch to replace a working pair with 5.5 GB."""
 
 
 class ZooUnavailable(ImportError):
@@ -197,8 +200,8 @@ def unavailable(distribution: str) -> str | None:
     """Why a ``covseg[zoo]`` package cannot be used, as the end of a line naming the model
     (None: it can). Installed is not enough: a torchvision built for another torch fails on
     import (``RuntimeError: operator torchvision::nms does not exist``), which was a traceback
-    from ``covseg models`` and ``train --model fcn``. Either way the command given is
-    :data:`ZOO_INSTALL`."""
+    from ``covseg models`` and ``train --model fcn``. The command given is :func:`_needs`'s
+    for a package missing, :data:`ZOO_INSTALL` for one that does not load."""
     module = ZOO_MODULES.get(distribution, distribution)
     installed = installed_version(distribution)
     failure = _load_failure(module) if installed else None
@@ -207,12 +210,16 @@ def unavailable(distribution: str) -> str | None:
     if failure is None:
         return None
     return (f": {distribution} {installed} does not load with torch {torch.__version__} "
-            f"({failure}); install the matching pair: {ZOO_INSTALL}")
+            f"({failure}); install a torch and torchvision that load together, with "
+            f"segmentation-models-pytorch: {ZOO_INSTALL}")
 
 
 def _needs(distribution: str) -> str:
-    """The end of the line refusing a zoo model whose ``distribution`` is not installed."""
-    return f" needs {distribution}: {ZOO_INSTALL}"
+    """The end of the line refusing a zoo model whose ``distribution`` is not installed: beside a
+    torchvision that loads, segmentation-models-pytorch alone (:data:`SMP_INSTALL`); else the
+    pair that loads with it (:data:`ZOO_INSTALL`)."""
+    alone = distribution != "torchvision" and unavailable("torchvision") is None
+    return f" needs {distribution}: {SMP_INSTALL if alone else ZOO_INSTALL}"
 
 
 def import_installed(module: str) -> ModuleType:
