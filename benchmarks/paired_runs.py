@@ -29,7 +29,7 @@ import numpy as np
 from _cli import description, run_labels
 
 from covseg.checkpoint import fold_folders, fold_index
-from covseg.compare import case_means, fold_t_test, paired_wilcoxon, per_case_dice
+from covseg.compare import fold_t_test, mean_dice_over_repeats, paired_wilcoxon, per_case_dice
 from covseg.crossval import fold_training
 from covseg.errors import CovsegError
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     labels = run_labels([args.candidate, args.baseline])
     by_fold = held_out_dice(args.candidate), held_out_dice(args.baseline)
-    candidate, baseline = (case_means(dice) for dice in by_fold)
+    candidate, baseline = (mean_dice_over_repeats(dice) for dice in by_fold)
     shared = sorted(set(candidate) & set(baseline), key=str)
     if not shared:  # the means were nan, and the status 0
         raise CovsegError(f"{args.candidate} and {args.baseline} held out no slice in common; "

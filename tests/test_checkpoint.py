@@ -332,6 +332,23 @@ def test_a_cross_validation_or_comparison_folder_says_where_its_models_are(
         "trained on (k-1)/k of it): `covseg train DATA --model MODEL --out RUN`")
 
 
+def test_a_repeated_cross_validation_folder_says_each_fold_trained_on_k_minus_1_of_k(
+        tmp_path: Path) -> None:
+    """A 5-fold cross-validation repeated 3 times (15 fold folders) given as the model said
+    each fold model trained on 14/15 of the data, counting its folders: each trained on 4/5,
+    as its summary's recipe (or, before the summary, a fold's record) counts a repeat's."""
+    cv = tmp_path / "cv"
+    for k in range(15):
+        (cv / f"fold_{k}").mkdir(parents=True)
+    (cv / "fold_0" / "config.json").write_text(json.dumps({"folds": 5}))
+    for summary in (None, {"config": {"model": "unet", "folds": 5, "repeats": 3}}):
+        if summary is not None:
+            (cv / "summary.json").write_text(json.dumps(summary))
+        with pytest.raises(CovsegError, match=re.escape(
+                "(the fold models are no ensemble, each trained on 4/5 of it)")):
+            load_checkpoint(cv)
+
+
 def test_a_finished_cross_validation_or_comparison_folder_says_how_to_train_the_final_model(
         tmp_path: Path) -> None:
     """An nnU-Net user given a cv folder to predict with was told only to give one fold: its

@@ -727,31 +727,40 @@ def test_folds_already_ended_are_not_cancelled() -> None:
 
 class _StoppedRay:
     """Ray as far as :func:`cluster.run_folds_on_ray` uses it, stopped (``kill``) while it waits
-    for its folds; a task started writes its fold's record, as a fold starting does."""
+    for its folds; a task started writes its fold's record, as a fold starting does, or where
+    ``runs``, runs the fold's task here (its training stood in for by the caller)."""
 
-    def __init__(self) -> None:
+    def __init__(self, runs: bool = False) -> None:
         self.started: list[int] = []
         self.weights: list[Any] = []
         self.notes: list[Any] = []
         self.pins: list[Any] = []
+        self.repeats: list[Any] = []
+        self.runs = runs
 
     def remote(self, **_: object) -> Any:
         ray = self
 
         class Task:
-            def remote(self, _command: str, _config: Any, _data: Any, out: str, _folds: Any,
-                       fold: int, _resume: bool, weights: Any, notes: Any,
-                       lung_sha256: Any, *_: object) -> int:
+            def __init__(self, fold_task: Callable[..., Any]) -> None:
+                self.fold_task = fold_task
+
+            def remote(self, *args: Any) -> int:
+                _command, _config, _data, out, _folds, fold, _resume, weights, notes, \
+                    lung_sha256, repeats = args
                 ray.started.append(fold)
                 ray.weights.append(weights)
                 ray.notes.append(notes)
                 ray.pins.append(lung_sha256)
-                if fold == 0:
+                ray.repeats.append(repeats)
+                if ray.runs:
+                    self.fold_task(*args)
+                elif fold == 0:
                     (Path(out) / "fold_0").mkdir()
                     (Path(out) / "fold_0" / "config.json").write_text("{}")
                 return fold
 
-        return lambda _: Task()
+        return Task
 
     def put(self, data: Any) -> Any:
         return data
@@ -763,10 +772,10 @@ class _StoppedRay:
         return refs, []  # every fold has ended
 
 
-def _on_stopped_ray(monkeypatch: pytest.MonkeyPatch) -> _StoppedRay:
-    """A :class:`_StoppedRay` joined wherever covseg joins Ray (the API, then the folds), and
-    taken for the installed Ray, so that no Ray is needed."""
-    ray = _StoppedRay()
+def _on_stopped_ray(monkeypatch: pytest.MonkeyPatch, runs: bool = False) -> _StoppedRay:
+    """A :class:`_StoppedRay` (``runs``: its tasks run here) joined wherever covseg joins Ray
+    (the API, then the folds), and taken for the installed Ray, so that no Ray is needed."""
+    ray = _StoppedRay(runs)
 
     @contextmanager
     def joined(*_: object) -> Iterator[_StoppedRay]:
@@ -776,6 +785,33 @@ def _on_stopped_ray(monkeypatch: pytest.MonkeyPatch) -> _StoppedRay:
     monkeypatch.setattr(api, "joined", joined)
     monkeypatch.setattr(cluster, "import_ray", lambda: ray)
     return ray
+
+
+def test_rays_folds_are_the_k_times_r_folds_of_the_repeats_each_seeded_seed_plus_k(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray stand-in threw ``repeats`` away, so nothing checked that the Ray path runs
+    repeated k-fold: each of the 2 x 2 folds is handed repeats=2 and trains fold k of the
+    flattened split (repeat r seeded seed + r*2) seeded seed + k, recording 2 folds (a
+    repeat's), as a run here trains them."""
+    ray = _on_stopped_ray(monkeypatch, runs=True)
+    monkeypatch.setattr(cluster, "this_node", dict)
+    trained: list[tuple[str, int, list[str], int]] = []
+
+    def run_fold(config: TrainConfig, _data: Any, out: Path, _train: list[str],
+                 test: list[str], _resume: bool, _verb: str, folds: int, *_: object,
+                 **__: object) -> list[dict[str, Any]]:
+        trained.append((out.name, config.seed, sorted(test), folds))
+        return []
+
+    monkeypatch.setattr(crossval, "run_fold", run_fold)
+    with pytest.raises(_Stopped):
+        api.cross_validate("synthetic:1", tmp_path / "cv", **ONE_NETWORK, seed=7, repeats=2,
+                           ray="local", cpus_per_fold=1)
+    assert (ray.started, ray.repeats) == ([0, 1, 2, 3], [2] * 4)
+    splits = crossval.make_folds(load_dataset("synthetic:1"), 2, 7, repeats=2)[0]
+    assert splits[2:] == crossval.make_folds(load_dataset("synthetic:1"), 2, 9)[0]
+    assert trained == [(f"fold_{k}", 7 + k, sorted(test), 2)
+                       for k, (_, test) in enumerate(splits)]
 
 
 def test_a_stopped_ray_run_leaves_a_fold_another_run_holds_as_it_is(

@@ -649,6 +649,18 @@ def test_hd95_means_over_different_slices_and_missed_lesions_are_said() -> None:
                                                           plotted=True)
 
 
+def test_a_repeated_comparisons_hd95_counts_say_they_count_tests() -> None:
+    """Repeated (3 times over 16 slices), HD95's cover and the lesions missed count every test
+    (48), as the summaries count them now: the report says tests of 16 slices × 3, in the line
+    and in each mean, not slices."""
+    report = comparison_markdown({**_hd95_result([31, 27], [11, 21]), "repeats": 3},
+                                 plotted=True)
+    assert ("so they cover different tests of 16 slices × 3: unet 31 of 48, miniseg 27 of 48; "
+            "lesions missed (tests with a lesion on which the model predicted nothing, no HD95 "
+            "penalty): unet 11 of 42, miniseg 21 of 42\n") in report
+    assert "; 27 of 48 tests of 16 slices × 3) | +0.000 |" in report
+
+
 def test_slices_without_a_patient_id_among_the_pairs_are_counted() -> None:
     """MedSeg's tr_im slices beside its rp_im volumes read as 13 per-patient pairs, 10 of
     them slices that carry no patient id."""
@@ -1488,7 +1500,29 @@ def test_a_repeated_comparison_pairs_each_case_once_and_tests_over_all_folds(
     assert (folds["folds"], folds["df"]) == (4, 3)
     assert folds["variance_factor"] == pytest.approx(1 / 4 + 24 / 24)
     report = (tmp_path / "comparison.md").read_text()
-    assert "\n- 2-fold cross-validation repeated 2 times (4 folds), identical folds" in report
+    # the repeats said once, by the fold source (the stand-in's summary says none)
+    assert ("\n- 2-fold cross-validation, identical folds and seed for every model; folds: "
+            in report)
+    assert "\n- Repeats: every mean ± std over folds is over all 4 folds;" in report
+    assert "repeated 2 times" not in report
     assert "Bouckaert and Frank's (2004) corrected repeated k-fold t-test" in report
     assert ("over its 2 repeats" if not by_patient else "over its slices and its 2 repeats"
             ) in report
+
+
+def test_a_repeated_slice_without_a_patient_id_never_joins_the_patient_of_its_name(
+        tmp_path: Path) -> None:
+    """Repeated, a slice carrying no patient id was keyed by its bare case id, so slice "A"
+    joined patient "A"'s slices as one unit (mean 0.5 over both); keyed ("case", "A") it is a
+    unit of its own. Unrepeated it stays keyed (fold, case id), as before."""
+    rows = [(0, "a1", 0.2, "A"), (0, "a2", 0.4, "A"), (1, "A", 1.0, ""),
+            (2, "a1", 0.2, "A"), (3, "a2", 0.4, "A"), (2, "A", 0.8, "")]
+    with (tmp_path / "per_case.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("fold", "case_id", "dice", "patient_id"), *rows])
+    units, unit = compare.patient_dice(tmp_path, repeats=2)
+    assert unit == "patient"
+    assert units == pytest.approx({"A": 0.3, ("case", "A"): 0.9})
+    with (tmp_path / "per_case.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("fold", "case_id", "dice", "patient_id"), *rows[:3]])
+    assert compare.patient_dice(tmp_path) == (pytest.approx({"A": 0.3, (1, "A"): 1.0}),
+                                              "patient")

@@ -1861,10 +1861,76 @@ def test_a_repeated_cv_extends_a_finished_one_training_only_the_new_folds(
     pooled = summary["pooled_per_case"]["dice"]
     assert pooled["n"] + pooled["undefined"] == len(data.samples), "each slice pooled once"
     report = (out / "report.md").read_text()
-    assert ("\n- 2-fold cross-validation repeated 2 times (4 folds): every mean ± std over "
-            "folds is over all 4 folds;") in report
+    assert ("\n- Repeats: every mean ± std over folds is over all 4 folds;") in report
+    assert report.count("repeated 2 times") == 1, "said once, in the fold source"
     assert "each trained on 1/2 of it" in report
     with pytest.raises(CovsegError, match=re.escape(
             f"{out}: holds the folds of a 2-fold cross-validation repeated 2 times (4 folds) "
             "(fold_2, fold_3 past the 2 of repeats=1); resume with repeats=2, or delete")):
         api.cross_validate(data, out, resume=True, **tiny)
+
+
+def _repeated_rows() -> list[dict[str, object]]:
+    """Per-case rows of a 2-fold run repeated twice over slices a, b (each with a lesion) and c
+    (none): a's lesion missed in repeat 0 (precision and HD95 undefined there), found in
+    repeat 1; b's found both times; c left empty both times."""
+    nan = math.nan
+    tests = {"a": [(0.0, 0.0, nan, nan), (0.8, 0.8, 0.9, 2.0)],
+             "b": [(0.7, 0.7, 0.7, 3.0), (0.9, 0.9, 0.9, 1.0)],
+             "c": [(1.0, nan, nan, 0.0), (1.0, nan, nan, 0.0)]}
+    folds = {0: ["a", "b"], 1: ["c"], 2: ["a"], 3: ["b", "c"]}
+    return [{"fold": k, "case_id": case, **dict(zip(("dice", "sensitivity", "precision", "hd95"),
+                                                    tests[case][k // 2], strict=True))}
+            for k, cases in folds.items() for case in cases]
+
+
+def test_a_repeated_run_counts_missed_lesions_and_what_hd95_covers_over_every_test(
+        tmp_path: Path) -> None:
+    """Under repeats each slice's rows were pooled as its mean over its repeats where defined:
+    a lesion missed in one of two repeats counted as neither missed nor HD95-undefined (0 of 2
+    lesion slices missed, HD95 on 3 of 3 slices), and the report's counts no longer added up.
+    The cover of each metric and the empty masks count every test now, and the report says so
+    ("of 6 tests of 3 slices × 2"); the pooled figures keep each slice once."""
+    rows = _repeated_rows()
+    per_fold = [{"fold": k, "test_cases": sum(row["fold"] == k for row in rows), "epochs": 1,
+                 "hd95": 1.0, "dice": 0.5} for k in range(4)]
+    begun = crossval.begin(tmp_path, 4, False, repeats=2)
+    summary = crossval._summary(TrainConfig(model="unet"), load_dataset("synthetic"), tmp_path,
+                                "f", per_fold, rows, begun, 1.0, fingerprint="0" * 64)
+    assert summary["empty_mask_counts"] == {"lesion_slices": 4,
+                                            "lesion_slices_predicted_empty": 1,
+                                            "empty_slices_predicted_lesion": 0}
+    hd95 = summary["mean_std_over_folds"]["hd95"]
+    assert (hd95["cases"], hd95["cases_undefined"]) == (5, 1)
+    pooled = summary["pooled_per_case"]
+    assert (pooled["hd95"]["n"], pooled["dice"]["n"]) == (3, 3), "each slice pooled once"
+    assert pooled["dice"]["mean"] == pytest.approx((0.4 + 0.8 + 1.0) / 3)
+    report = report_markdown({**summary, "seconds": 1.0}, plotted=False)
+    assert ("\n- HD95 is undefined, and left out of its means, on 1 of 6 tests of 3 slices × 2: "
+            "1 of the 4 tests with a lesion, on which the model predicted nothing (missed "
+            "lesions, no HD95 penalty), and 0 without a lesion") in report
+    assert "**1.000 ± 0.000 (5 of 6 tests of 3 slices × 2)** |" in report
+    assert ("\n- Repeats: every mean ± std over folds is over all 4 folds; each slice is tested "
+            "once per repeat: the figures pooled over slices (and the box of all folds) take its "
+            "mean over its 2 tests, while the slices a mean covers and the empty masks are "
+            "counted over every test\n") in report
+
+
+def test_a_fold_of_a_later_repeat_given_without_its_repeats_says_to_give_them(
+        tmp_path: Path) -> None:
+    """``fold=7`` of a 5-fold run repeated 3 times, its repeats left out, was refused "must lie
+    in 0..4 for 5 folds" alone; where ``out`` holds that fold, of a repeat's 5 folds, the
+    refusal says to give the run's repeats (its summary's count, where written)."""
+    out = tmp_path / "cv"
+    (out / "fold_7").mkdir(parents=True)
+    (out / "fold_7" / "config.json").write_text(json.dumps({"folds": 5}))
+    refused = "fold must lie in 0..4 for 5 folds, got 7"
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{refused} (fold_7 of a repeated run: give its repeats)")):
+        api.cross_validate("synthetic", out, folds=5, fold=7, resume=True)
+    (out / "summary.json").write_text(json.dumps({"config": {"folds": 5, "repeats": 3}}))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{refused} (fold_7 of a repeated run: give its repeats=3)")):
+        api.cross_validate("synthetic", out, folds=5, fold=7, resume=True)
+    with pytest.raises(CovsegError, match=re.escape(refused) + "$"):
+        api.cross_validate("synthetic", tmp_path / "other", folds=5, fold=7)

@@ -630,8 +630,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     """k-fold cross-validation grouped by patient (or the data set's split files).
 
     ``folds`` None: the data set's own split files where it ships them, else 5 folds; a count
-    that differs from the split files' is refused. ``repeats`` > 1: repeated k-fold
-    (scikit-learn's RepeatedKFold), k·r folds ``fold_0`` .. ``fold_{k·r-1}``, repeat r's folds
+    that differs from the split files' is refused. ``repeats`` > 1: patient-grouped repeated
+    k-fold, k·r folds ``fold_0`` .. ``fold_{k·r-1}``, repeat r's folds
     exactly those of the plain cross-validation seeded ``seed + r*k`` (so ``repeats=1`` is the
     plain run, and a finished one is extended with ``resume=True``); refused for data that ship
     split files. ``fold`` then counts all k·r folds.
@@ -662,7 +662,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
-        check_fold_index(fold, folds, repeats=repeats)  # before the data are read
+        check_fold_index(fold, folds, repeats=repeats, out=out)  # before the data are read
         if ray is not None:
             raise CovsegError(f"{option_name('fold')} runs one fold here and "
                               f"{option_name('ray')} runs every fold on Ray; give one of them")

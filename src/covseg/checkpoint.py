@@ -149,7 +149,8 @@ def _refuse_folds_holder(folder: Path) -> None:
     if (folder / "summary.json").is_file() or folds:
         example = folds[0] if folds else folder / "fold_0"
         summary = read_record(folder / "summary.json") or {}
-        step = final_model_step(*recipe_model(summary.get("config", {})), summary, len(folds))
+        step = final_model_step(*recipe_model(summary.get("config", {})), summary,
+                                _repeat_folds(summary, folds))
         raise CovsegError(f"{folder}: a cross-validation, whose models are in its fold "
                           f"folders; give one of them ({example}) as the model, or {step}")
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
@@ -160,6 +161,22 @@ def _refuse_folds_holder(folder: Path) -> None:
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
                           f"models are in their fold folders; give one of them ({example}) "
                           f"as the model; {step}")
+
+
+def _repeat_folds(summary: Mapping[str, Any], folds: list[Path]) -> int:
+    """The folds of one repeat of a cross-validation (``summary``: its summary.json, or none;
+    ``folds``: its fold folders), whose fold models each trained on (k-1)/k of the data: its
+    recipe's count, else its first fold's record's (each fold records its repeat's), else its
+    fold folders'. Counted by its folders, a 5-fold run repeated 3 times said each fold model
+    trained on 14/15 of the data, where each trained on 4/5."""
+    from covseg.train import FOLDS  # train reads checkpoints
+
+    first = read_record(folds[0] / "config.json") if folds else None
+    for record in (summary.get("config"), first):
+        count = record.get(FOLDS) if isinstance(record, Mapping) else None
+        if isinstance(count, int) and _whole(count, 2):
+            return count
+    return len(folds)
 
 
 def recipe_model(config: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:

@@ -24,6 +24,7 @@ from covseg._mplconfig import settle_matplotlib_config
 from covseg.checkpoint import resume_advice
 from covseg.compare import (
     FOLD_TEST,
+    compared_mean,
     fold_test_text,
     known_spec,
     left_out_note,
@@ -312,7 +313,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    f"variation included) p = {fold_test_text(row[FOLD_TEST])}" if test
                    else " (baseline)")
         say(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
-              f"{mean_over_folds(row['dice'], total_folds(result))}{p_value}")
+              f"{compared_mean(row['dice'], result)}{p_value}")
     if result["left_out"]:  # again after hours of training, beside evaluate's notes
         log.warning("%s", left_out_note(result["left_out"]))
     say(f"report in {args.out}/comparison.md")

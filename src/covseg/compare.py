@@ -54,6 +54,8 @@ from covseg.crossval import (
     repeats_record,
     repeats_text,
     stale_folds_error,
+    tested,
+    tested_unit,
     warned_cv_notes,
 )
 from covseg.data.layouts import LoadedData, class_labels, fingerprints_kept
@@ -276,27 +278,28 @@ def patient_dice(cv_dir: Path, repeats: int = 1) -> tuple[dict[Hashable, float],
     """The paired test's units from a finished cv folder's per_case.csv, and their name:
     each patient's mean Dice over its slices where a patient holds several (its slices are not
     independent pairs, taken as pairs they make p far too small), else
-    each slice (:func:`case_dice`). With ``repeats`` > 1 each slice is tested once per repeat
-    and a unit's mean is over its tests too: one pair per patient (slice), not r."""
+    each slice (:func:`slice_dice`). With ``repeats`` > 1 each slice is tested once per repeat
+    and a unit's mean is over its tests too: one pair per patient (slice), not r; a slice
+    without a patient id is keyed ("case", case id) then, which no patient id can equal (its
+    bare case id merged it with the patient of that name)."""
     rows = read_rows(cv_dir / "per_case.csv")
     groups: dict[Hashable, list[float]] = {}
     for row in rows:
-        case = (int(row["fold"]), row["case_id"]) if repeats == 1 else row["case_id"]
+        case = ((int(row["fold"]) if repeats == 1 else "case"), row["case_id"])
         groups.setdefault(row.get("patient_id") or case, []).append(float(row["dice"]))
     if all(len(values) == repeats for values in groups.values()):
-        return case_dice(cv_dir, repeats), "slice"
+        return slice_dice(per_case_dice(cv_dir, by_fold=True), repeats), "slice"
     return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
 
 
-def case_dice(cv_dir: Path, repeats: int = 1) -> dict[Hashable, float]:
-    """Each tested slice's Dice in a finished cv folder, once: keyed (fold, case id) as
-    :func:`per_case_dice` keys it, or with ``repeats`` > 1 (each slice tested once per repeat)
-    its mean over its repeats keyed by case id (:func:`case_means`)."""
-    dice = per_case_dice(cv_dir, by_fold=True)
-    return dice if repeats == 1 else case_means(dice)
+def slice_dice(dice: Mapping[Hashable, float], repeats: int) -> dict[Hashable, float]:
+    """Dice keyed (fold, case id) as :func:`per_case_dice` keys it by fold, each tested slice
+    once: as it is unrepeated; with ``repeats`` > 1 (each slice tested once per repeat) its
+    mean over its repeats keyed by case id (:func:`mean_dice_over_repeats`)."""
+    return dict(dice) if repeats == 1 else mean_dice_over_repeats(dice)
 
 
-def case_means(dice: Mapping[Hashable, float]) -> dict[Hashable, float]:
+def mean_dice_over_repeats(dice: Mapping[Hashable, float]) -> dict[Hashable, float]:
     """Dice keyed (fold, case id) as each case id's mean over the folds that test it (a
     repeated run's repeats): one value per slice, as a test pairs slices."""
     tests: dict[Hashable, list[float]] = {}
@@ -476,7 +479,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(dict.fromkeys([*data.notes, *cv_notes.all]))}
     png = out / "comparison_boxplot.png"
-    cases = {spec: case_means(dice) if repeats > 1 else dice
+    cases = {spec: slice_dice(dice, repeats)
              for spec, dice in dice_by_model.items()}  # a box of each slice once
     folds_text = (counted(result["folds"], "fold") if repeats == 1 else
                   repeats_text(result["folds"], repeats))
@@ -657,7 +660,7 @@ def _class_dice_table(result: dict[str, Any]) -> list[str]:
              "| model | " + " | ".join(key.removesuffix("_dice") for key in keys) + " |",
              "|---|" + "---|" * len(keys)]
     return lines + [f"| {row['model']} | " + " | ".join(
-        mean_over_folds(row[key], total_folds(result)) if key in row else UNDEFINED
+        compared_mean(row[key], result) if key in row else UNDEFINED
         for key in keys)
         + " |" for row in rows]
 
@@ -667,6 +670,12 @@ def total_folds(result: Mapping[str, Any]) -> int:
     times its :data:`~covseg.crossval.REPEATS` (1 in records before them), as its means over
     folds run over them all."""
     return int(result["folds"]) * int(result.get(REPEATS, 1))
+
+
+def compared_mean(stats: dict[str, float], result: Mapping[str, Any]) -> str:
+    """A model's metric over the folds of a comparison (``result``: its comparison.json), as
+    :func:`~covseg.crossval.mean_over_folds` says it over all its folds and repeats."""
+    return mean_over_folds(stats, total_folds(result), result.get(REPEATS, 1))
 
 
 def cost_text(value: float) -> str:
@@ -791,13 +800,14 @@ def _hd95_coverage(result: dict[str, Any]) -> list[str]:
         missed = {}
     if len(set(covered.values())) < 2 and not missed:
         return []
-    total = hd95_cover(rows[0])[1]
+    total, repeats = hd95_cover(rows[0])[1], result.get(REPEATS, 1)
     text = ("- HD95 is undefined where exactly one mask is empty and left out of the means, so "
-            "they cover " + ("different " if len(set(covered.values())) > 1 else "") + "slices: "
+            "they cover " + ("different " if len(set(covered.values())) > 1 else "")
+            + f"{tested(total, repeats)}: "
             + ", ".join(f"{model} {count} of {total}" for model, count in covered.items()))
     if missed:
-        text += ("; lesions missed (slices with a lesion on which the model predicted nothing, "
-                 "no HD95 penalty): " + ", ".join(
+        text += (f"; lesions missed ({tested_unit(repeats)} with a lesion on "
+                 "which the model predicted nothing, no HD95 penalty): " + ", ".join(
                      f"{model} {counts['lesion_slices_predicted_empty']} of "
                      f"{counts['lesion_slices']}" for model, counts in missed.items()))
     return [text]
@@ -849,8 +859,8 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
         *(["**SYNTHETIC data**: figures say nothing about real CT.", ""]
           if result["synthetic"] else []),
         f"- Data: {result['data']}",
-        (f"- {repeats_text(result['folds'], result.get(REPEATS, 1))}, identical folds and seed "
-         f"for every model; folds: {result['fold_source']}"),
+        (f"- {result['folds']}-fold cross-validation, identical folds and seed for every "
+         f"model; folds: {result['fold_source']}"),  # which says any repeats
         *repeated_line(result, total_folds(result)),
         f"- Baseline: `{result['baseline']}`; {_pairing_text(result)}",
         ("- Metrics: mean ± sample std over folds, a fold's value being the mean over its "
@@ -880,8 +890,8 @@ def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
         if holm_column:
             p_value += f" | {test['p_holm']:.3g}" if test else " | "
         paired = paired_difference_text(test) if test else ""
-        cells = [mean_over_folds(row[m], total_folds(result))
-                 for m in ("dice", "iou", "sensitivity", "precision", *hd95)]
+        cells = [compared_mean(row[m], result) for m in ("dice", "iou", "sensitivity", "precision",
+                                                          *hd95)]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{paired} | {p_value} | {fold_test_text(row.get(FOLD_TEST))} | "
                      f"{row['parameters']:,} | "

@@ -324,20 +324,39 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
 
 
-def check_fold_index(fold: int, folds: int | None, note: str = "", repeats: int = 1) -> None:
+def check_fold_index(fold: int, folds: int | None, note: str = "", repeats: int = 1,
+                     out: Path | None = None) -> None:
     """``fold`` as far as it can be checked before the data are read (a volume data set takes
     minutes): never negative, and below the ``folds`` times ``repeats`` folds where ``folds``
     is given; the count of a data set's own split files bounds it otherwise, checked once they
     are read (``note``: which they are). Named as the command spells it: ``--fold`` on the
-    command line, ``fold`` from the API."""
+    command line, ``fold`` from the API; past the folds, a fold that ``out`` holds of a later
+    repeat (:func:`_later_repeat_hint`) is said to need the run's repeats."""
     option = option_name("fold")
     if folds is not None and not 0 <= fold < folds * repeats:
         counted_folds = (f"{folds} folds" if repeats == 1 else
                          f"{folds} folds repeated {repeats} times ({folds * repeats} folds)")
         raise CovsegError(f"{option} must lie in 0..{folds * repeats - 1} for "
-                          f"{counted_folds}{note}, got {fold}")
+                          f"{counted_folds}{note}, got {fold}{_later_repeat_hint(out, fold)}")
     if fold < 0:
         raise CovsegError(f"{option} must be 0 or more (the folds count from 0), got {fold}")
+
+
+def _later_repeat_hint(out: Path | None, fold: int) -> str:
+    """Where ``out`` holds ``fold`` as a fold of a later repeat of repeated k-fold (its record
+    counting fewer folds, a repeat's, than its index), the advice to give the run's repeats
+    (:data:`REPEATS`, recorded by its summary where written); else nothing: refused without
+    it, ``--fold 7`` of a 5-fold run repeated 3 times said only "must lie in 0..4"."""
+    if out is None:
+        return ""
+    count = (read_record(out / f"fold_{fold}" / "config.json") or {}).get(FOLDS)
+    if not isinstance(count, int) or not 0 < count <= fold:
+        return ""
+    config = (read_record(out / "summary.json") or {}).get("config")
+    repeats = config.get(REPEATS) if isinstance(config, dict) else None
+    given = (option_given("repeats", repeats) if isinstance(repeats, int) and repeats > 1
+             else option_name("repeats"))
+    return f" (fold_{fold} of a repeated run: give its {given})"
 
 
 def _unreadable_fold_record(record: Path, exc: Exception) -> CovsegError:
@@ -808,7 +827,8 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     splits, _ = make_folds(data, folds, config.seed, repeats)
     check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
     named = split_files_note(data)
-    check_fold_index(fold, per_repeat(splits, repeats), f" ({named})" if named else "", repeats)
+    check_fold_index(fold, per_repeat(splits, repeats), f" ({named})" if named else "", repeats,
+                     Path(out))
     check_cv_folder(Path(out), resume, fold)
     weights = checked_fold_weights(config, Path(out), len(splits), [fold])
     notes = recipe_notes(config, data)
@@ -1358,12 +1378,12 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
                  per_fold: list[dict[str, Any]], repeats: int = 1) -> dict[str, list[float]]:
     """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together (each slice
-    once: :func:`case_means`); for a
+    once: :func:`slice_mean_rows`); for a
     multi-class target those named as any lesion's, then each lesion class's over all folds
     (per_case.csv holds them: the plot showed any lesion's alone), as evaluate's boxes name
     them (:func:`~covseg.evaluate.drawn_name`: "Dice, any lesion, fold 0", "Dice, ground-glass,
     all")."""
-    cases = case_means(rows, repeats)
+    cases = slice_mean_rows(rows, repeats)
     dice = {f"fold {fold['fold']}": [row["dice"] for row in rows if row["fold"] == fold["fold"]]
             for fold in per_fold} | {"all": [row["dice"] for row in cases]}
     if config.target != "multiclass":
@@ -1374,11 +1394,13 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
                for name, values in lesion_class_dice(cases).items()})
 
 
-def case_means(rows: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
+def slice_mean_rows(rows: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
     """Per-case ``rows`` of every fold, each slice once: as they are unrepeated; with
     ``repeats`` > 1, where each slice is tested once per repeat, its mean of every metric over
     its tests where defined (NaN where defined in none), without their ``fold``: counted r
-    times, a slice's figures were pooled as r slices'."""
+    times, a slice's figures were pooled as r slices'. For pooled values alone: a mean row's
+    metric is defined where any test's is, so what a metric covers and the empty masks are
+    counted over the tests (:func:`_summary`)."""
     if repeats == 1:
         return rows
     by_case: dict[str, list[dict[str, Any]]] = {}
@@ -1438,17 +1460,20 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
     """The summary; ``cv_notes``: the recipe's and folds' warnings (:func:`warned_cv_notes`),
     after the data's own; ``fingerprint``: the folds' slices' (:func:`_whole_set`). Its recipe
     holds the count of folds and repeats (:func:`_command_record`); its pooled figures are over
-    the slices, each once (:func:`case_means`: repeated, its mean over its tests)."""
+    the slices, each once (:func:`slice_mean_rows`: repeated, its mean over its tests), while
+    what each metric covers (``cases``, ``cases_undefined``) and the empty masks are counted
+    over every test (a repeated run's slice r times): of a slice's means, a lesion missed in
+    some repeats counted as neither missed nor left out of HD95."""
     command = _command_record(config, data, begun, out)
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
-    rows = case_means(rows, begun.repeats)
-    pooled = summarize(rows)
+    pooled = summarize(slice_mean_rows(rows, begun.repeats))
+    tested = summarize(rows)
     across = {}
     for key in metric_keys:
         values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
-        covered = pooled.get(key, {"n": 0, "undefined": len(rows)})
+        covered = tested.get(key, {"n": 0, "undefined": len(rows)})
         across[key] = {"mean": float(values.mean()) if values.size else math.nan,
                        "std": sample_std(values),
                        "n": int(values.size),
@@ -1487,17 +1512,34 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
-def mean_over_folds(stats: dict[str, float], folds: int) -> str:
-    """``mean ± std`` of a metric over ``folds`` folds; where it is undefined in some folds, over
-    how many it is taken, with no spread from a single fold; :data:`UNDEFINED` in none."""
+def mean_over_folds(stats: dict[str, float], folds: int, repeats: int = 1) -> str:
+    """``mean ± std`` of a metric over ``folds`` folds (all k·r of ``repeats``); where it is
+    undefined in some folds, over how many it is taken, with no spread from a single fold;
+    :data:`UNDEFINED` in none. Where it leaves out slices, how many it covers
+    (:func:`tested`)."""
     count = stats["n"]
     text = shown(stats["mean"])
     if count >= 2:
         text += f" ± {stats['std']:.3f}"
     notes = [f"{count} of {folds} folds"] if 0 < count < folds else []
     if count and stats.get("cases_undefined"):  # HD95 of a model that misses lesions
-        notes.append(f"{stats['cases']} of {stats['cases'] + stats['cases_undefined']} slices")
+        total = int(stats["cases"] + stats["cases_undefined"])
+        notes.append(f"{stats['cases']} of {total} {tested(total, repeats)}")
     return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def tested(total: int, repeats: int) -> str:
+    """What a count of ``total`` per-slice tests counts, in words: "slices"; in a run of
+    ``repeats`` > 1, which tests each slice once per repeat and counts a metric's cover and
+    the empty masks over every test (:func:`_summary`), "tests of 52 slices × 3"."""
+    slices = "" if repeats == 1 else f" of {total // repeats} slices × {repeats}"
+    return tested_unit(repeats) + slices
+
+
+def tested_unit(repeats: int) -> str:
+    """What the counts over a run's per-slice tests count: "slices", or "tests" where
+    ``repeats`` > 1 test each slice once per repeat."""
+    return "slices" if repeats == 1 else "tests"
 
 
 def _fold_cell(fold: Mapping[str, Any], key: str) -> str:
@@ -1513,15 +1555,17 @@ def _fold_cell(fold: Mapping[str, Any], key: str) -> str:
 def hd95_undefined_line(summary: Mapping[str, Any]) -> list[str]:
     """The report line saying on how many slices HD95 is undefined, and why (a lesion the
     model predicted nothing on, a lesion predicted on a slice without one), none where it is
-    defined on every slice."""
+    defined on every slice; of a repeated run, on how many of its tests (:func:`tested`)."""
     cases, total = hd95_cover(summary["mean_std_over_folds"])
     counts = summary.get("empty_mask_counts")
     if cases == total or not counts:
         return []
+    repeats = summary["config"].get(REPEATS, 1)
     line = (f"- HD95 is undefined, and left out of its means, on {total - cases} of "
-            f"{total} slices: {counts['lesion_slices_predicted_empty']} of the "
-            f"{counts['lesion_slices']} slices with a lesion, on which the model predicted "
-            "nothing (missed lesions, no HD95 penalty), and "
+            f"{total} {tested(total, repeats)}: {counts['lesion_slices_predicted_empty']} of "
+            f"the {counts['lesion_slices']} {tested_unit(repeats)} with a "
+            "lesion, on which the model predicted nothing (missed lesions, no HD95 penalty), "
+            "and "
             f"{counts['empty_slices_predicted_lesion']} without a lesion, on which it "
             "predicted some")
     return [line]
@@ -1561,8 +1605,8 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
     multiclass = summary["config"].get("target") == "multiclass"
-    folds = len(summary["per_fold"])
-    one = folds // summary["config"].get(REPEATS, 1)  # a repeat's folds: a fold model's share
+    folds, repeats = len(summary["per_fold"]), summary["config"].get(REPEATS, 1)
+    one = folds // repeats  # a repeat's folds: a fold model's share
     lines = [
         f"# Cross-validation: {summary['config']['model']}",
         "",
@@ -1585,11 +1629,11 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
         lines.append(f"| {fold['fold']} | {fold['test_cases']} | "
                      + " | ".join(_fold_cell(fold, k) for k in keys) + " |")
     across = summary["mean_std_over_folds"]
-    lines.append("| **mean ± std** | | "
-                 + " | ".join(f"**{mean_over_folds(across[k], folds)}**" for k in keys) + " |")
+    lines.append("| **mean ± std** | | " + " | ".join(
+        f"**{mean_over_folds(across[k], folds, repeats)}**" for k in keys) + " |")
     if extra:
         lines += ["", "Per-class and other metrics (mean ± std over folds):", ""]
-        lines += [f"- {k}: {mean_over_folds(across[k], folds)}" for k in extra]
+        lines += [f"- {k}: {mean_over_folds(across[k], folds, repeats)}" for k in extra]
     hd95 = hd95_undefined_line(summary)
     lines += [*([""] + hd95 if hd95 else []), "", UNDEFINED_NOTE, "",
               f"Empty masks: {summary['empty_mask_rules']}", "",
@@ -1606,6 +1650,7 @@ def repeated_line(record: Mapping[str, Any], folds: int) -> list[str]:
     repeats = record.get(REPEATS, 1)
     if repeats == 1:
         return []
-    return [(f"- {repeats_text(folds // repeats, repeats)}: every mean ± std over folds is over "
-             f"all {folds} folds; each slice is tested once per repeat, and the figures pooled "
-             f"over slices (and the box of all folds) take its mean over its {repeats} tests")]
+    return [(f"- Repeats: every mean ± std over folds is over all {folds} folds; each slice "
+             f"is tested once per repeat: the figures pooled over slices (and the box of all "
+             f"folds) take its mean over its {repeats} tests, while the slices a mean covers "
+             f"and the empty masks are counted over every test")]
