@@ -54,6 +54,7 @@ from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.synthetic import synthetic_dataset, synthetic_slice
 from covseg.errors import CovsegError
+from covseg.export import ONNX_PACKAGES, OPSET, export_onnx, onnx_install
 from covseg.infer import TEST_FLIPS, Predictor
 from covseg.io.atomic import write_json
 from covseg.models import build_model
@@ -261,11 +262,11 @@ def run_recipe(run: Path) -> TrainConfig:
 def missing_onnx() -> str | None:
     """Why the ONNX Runtime rows cannot be measured (the ``onnx`` extra is not installed), or
     None: asked before the first stage, so that a run without it still gives its table."""
-    for module in ("onnx", "onnxruntime", "onnxscript"):
+    for module in ONNX_PACKAGES:
         try:
             import_installed(module)
         except ImportError:
-            return f"skipped: needs {module} (pip install 'covseg[onnx]')"
+            return f"skipped: needs {module} ({onnx_install(module)})"
     return None
 
 
@@ -364,11 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         if onnx_missing:
             results["onnx_skipped"] = onnx_missing
         else:
-            from covseg.export import export_onnx
-
             stage("ONNX export and ONNX Runtime latency, batch 1 and 8")
             onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
                                     Path(tmp) / "model.onnx")
+            results["onnx_opset"] = OPSET  # the TorchScript exporter's 17 before 7 Dec
             onnx = Predictor.load_onnx(onnx_file)
             results["onnx_s_per_slice_batch1"] = latency(onnx, 1, args.repeats)
             results["onnx_s_per_slice_batch8"] = latency(onnx, 8, args.repeats)

@@ -56,9 +56,9 @@ def missing_extra(extra: str) -> str | None:
             reason = next(filter(None, map(unavailable, ZOO_MODULES)), None)
             return f"covseg[zoo]{reason}" if reason else None
         if extra == "onnx":
-            from covseg.export import _onnx_module
+            from covseg.export import ONNX_PACKAGES, _onnx_module
 
-            for module in ("onnx", "onnxruntime", "onnxscript"):
+            for module in ONNX_PACKAGES:
                 _onnx_module(module)
         elif extra == "cluster":
             from covseg.cluster import import_ray

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,21 +15,29 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, export_onnx
 from covseg.io.atomic import remove_temporaries
 from tests.conftest import NEEDS_ONNX
+from tests.io.test_quiet import _forked, fork_with_threads
+
+export = importlib.import_module("covseg.export")  # covseg.export is the API function
 
 
-@pytest.mark.parametrize(("module", "needed_by"), [
-    ("onnx", "ONNX export and prediction need"), ("onnxruntime", "ONNX export and prediction need"),
-    ("onnxscript", "ONNX export needs")])
+@pytest.mark.parametrize(("module", "refusal"), [
+    ("onnx", "ONNX export and prediction need onnx: pip install 'onnx>=1.17'"),
+    ("onnxruntime", "ONNX export and prediction need onnxruntime: pip install 'onnxruntime>=1.17'"),
+    ("onnxscript", "ONNX export needs onnxscript: pip install 'onnxscript>=0.7.2'")])
 def test_missing_onnx_packages_give_the_install_command(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_run: Path, module: str,
-        needed_by: str) -> None:
-    """onnxscript, which torch's torch.export-based exporter imports, is named as onnx is."""
+        refusal: str) -> None:
+    """onnxscript, which torch's torch.export-based exporter imports, is named as onnx is. The
+    command said ``pip install 'covseg[onnx]'``: covseg is not on PyPI, so pip read that extra
+    from the covseg installed, and one installed before onnxscript joined it installed nothing;
+    each package is named with the ``onnx`` extra's floor."""
     monkeypatch.setitem(sys.modules, module, None)  # an import of it now fails
     given = tmp_path / "given.onnx"
     given.write_bytes(b"")
@@ -35,18 +46,35 @@ def test_missing_onnx_packages_give_the_install_command(
             OnnxNetwork(given)
         else:
             export_onnx(tiny_run, tmp_path / "model.onnx")
-    assert str(refused.value) == f"{needed_by} {module}: pip install 'covseg[onnx]'"
+    assert str(refused.value) == refusal
     assert not (tmp_path / "model.onnx").exists()
 
 
+def test_the_packages_refusals_name_are_pyprojects_extras() -> None:
+    """What a refusal tells to install is the ``onnx`` and ``cluster`` extras' own lines, so
+    that a floor raised in pyproject.toml is raised where covseg says it."""
+    import tomllib
+
+    from covseg.cluster import RAY_INSTALL
+    from covseg.export import ONNX_PACKAGES
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert extras["onnx"] == list(ONNX_PACKAGES.values())
+    assert [f"pip install '{line}'" for line in extras["cluster"]] == [RAY_INSTALL]
+
+
 @NEEDS_ONNX
+@pytest.mark.parametrize("pytree_copies_warn", [True, None], ids=["as-torch-2.13", "this-torch"])
 def test_export_hides_no_warning_but_torchs_own_and_warns_of_nothing_deprecated(
-        tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch,
+        pytree_copies_warn: bool | None) -> None:
     """Export ignored every Python warning around torch's TorchScript-based exporter, so its
     DeprecationWarning ("You are using the legacy TorchScript-based ONNX export") went unseen
     until a torch without it would fail. It uses the torch.export-based exporter at opset 18,
     which warns of nothing deprecated, and silences only torch 2.13's FutureWarning about its
-    own pytree class: any other warning raised meanwhile reaches the caller."""
+    own pytree class, where torch gives it (as torch 2.13 here, with one raised as it does):
+    any other warning raised meanwhile reaches the caller, and the filters are as before."""
     import onnx
     import torch
 
@@ -54,19 +82,87 @@ def test_export_hides_no_warning_but_torchs_own_and_warns_of_nothing_deprecated(
 
     def export_warning_first(*args: Any, **kwargs: Any) -> Any:
         warnings.warn("raised while exporting", FutureWarning)
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, "
-                      "TreeSpec) and treespec.is_leaf()` instead.", FutureWarning)
+        if pytree_copies_warn:
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance("
+                          "treespec, TreeSpec) and treespec.is_leaf()` instead.", FutureWarning)
         return torch_export(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", export_warning_first)
+    if pytree_copies_warn:
+        monkeypatch.setattr(export, "_copying_pytree_warns", lambda: True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        filters = list(warnings.filters)
         out = export_onnx(tiny_run, tmp_path / "model.onnx")
+        assert warnings.filters == filters
     raised = [(w.category, str(w.message)) for w in caught]
     deprecated = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
     assert [w for w in raised if issubclass(w[0], deprecated)] == [
         (FutureWarning, "raised while exporting")]
     assert [(o.domain, o.version) for o in onnx.load(str(out)).opset_import] == [("", 18)]
+
+
+def test_the_pytree_warning_is_ignored_where_torchs_copies_give_it() -> None:
+    """Export tells whether torch gives the pytree FutureWarning (torch 2.13; not 2.14) from
+    torch's classes, without copying one: a copy of torch's leaf spec is made here to see."""
+    import copy
+
+    from torch.utils import _pytree
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        copy.deepcopy(_pytree.treespec_leaf())
+    assert export._copying_pytree_warns() == any(
+        re.match(export.TORCH_PYTREE_WARNING, str(w.message)) for w in caught)
+
+
+def _export_lock_free() -> bool:
+    """Whether an export could start here (in a forked child: its own lock, free)."""
+    return export._EXPORT_LOCK.acquire(timeout=5)
+
+
+@NEEDS_ONNX
+@fork_with_threads
+@pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")  # torch 2.13's, as "torch-2.14"
+@pytest.mark.parametrize("pytree_copies_warn", [True, False], ids=["torch-2.13", "torch-2.14"])
+@pytest.mark.parametrize("meanwhile", ["png", "fork"])
+def test_a_read_or_fork_in_another_thread_does_not_wait_for_an_export(
+        tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: str,
+        pytree_copies_warn: bool) -> None:
+    """An export held the lock of covseg's warning filters for the whole torch.export call (9 s
+    for the default model, up to 100 s for zoo models), so a PNG read (PIL's warning quieted
+    there) or an os.fork in another thread waited for it (a read 5.9 s), and a fork during a
+    process's first export deadlocked (torch's first import of filelock waited for the fork).
+    Exports take turns on their own lock, free in a fork's child, and torch 2.13's warning is
+    ignored by a filter added and taken out under the warnings lock, not held meanwhile. The
+    export here waits until the read or the fork is done (10 s at most)."""
+    import torch
+
+    from covseg.io.image import read_array
+
+    if meanwhile == "fork" and not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "slice.png")
+    torch_export, exporting, done = torch.onnx.export, threading.Event(), threading.Event()
+
+    def waiting_export(*args: Any, **kwargs: Any) -> Any:
+        exporting.set()
+        done.wait(10)
+        return torch_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", waiting_export)
+    monkeypatch.setattr(export, "_copying_pytree_warns", lambda: pytree_copies_warn)
+    with ThreadPoolExecutor(2) as pool:
+        exported = pool.submit(export_onnx, tiny_run, tmp_path / "model.onnx")
+        try:
+            assert exporting.wait(60)
+            step = pool.submit(lambda: read_array(tmp_path / "slice.png").shape
+                               if meanwhile == "png" else _forked(_export_lock_free))
+            assert step.result(timeout=5) == ((8, 8) if meanwhile == "png" else 0)
+            assert not exported.done()
+        finally:
+            done.set()
+        assert OnnxNetwork(exported.result()).meta["size"] == 64
 
 
 @NEEDS_ONNX
@@ -161,7 +257,7 @@ def test_missing_onnx_is_a_one_line_cli_error(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["export", "--model", str(tiny_run), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "covseg[onnx]" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "pip install 'onnx>=1.17'" in err and "Traceback" not in err
 
 
 def test_out_must_be_an_onnx_file(tmp_path: Path, tiny_run: Path,

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 RAY_FLOOR = (2, 20)
 """The oldest Ray seen to run folds (pyproject's ``cluster`` extra asks it): 2.9.3 failed in
 ``ray.put`` on ``import pkg_resources``, which setuptools 81 and later (torch brings 84) lack."""
+RAY_INSTALL = f"pip install 'ray>={'.'.join(map(str, RAY_FLOOR))}'"
+"""The command a refusal gives: pyproject's ``cluster`` extra. Not ``pip install
+'covseg[cluster]'``: covseg is not on PyPI, so pip read that extra from the covseg installed."""
 LOCAL = "local"
 """The address that starts Ray on this machine instead of joining a cluster."""
 CLIENT_PREFIX, CLIENT_PORT = "ray://", 10001
@@ -68,14 +71,14 @@ def import_ray() -> ModuleType:
         ray = import_installed("ray")
     except ImportError:
         raise CovsegError("running folds on Ray needs Ray, which is not installed: "
-                          "pip install 'covseg[cluster]'") from None
+                          f"{RAY_INSTALL}") from None
     installed = installed_version("ray")  # None: importable without metadata, not checked
     release = re.match(r"(\d+)\.(\d+)", installed or "")
     if release and tuple(map(int, release.groups())) < RAY_FLOOR:
         floor = ".".join(map(str, RAY_FLOOR))
         raise CovsegError(f"running folds on Ray needs ray {floor} or later (ray {installed} is "
                           f"installed, which fails without setuptools' pkg_resources): "
-                          f"pip install 'ray>={floor}'")
+                          f"{RAY_INSTALL}")
     return ray
 
 

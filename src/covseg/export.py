@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils import _pytree
 
 from covseg.cascade import LungGuide
 from covseg.checkpoint import (
@@ -26,7 +30,7 @@ from covseg.checkpoint import (
 )
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file, remove_temporaries
-from covseg.io.quiet import quiet_warnings
+from covseg.io.quiet import warning_ignored_meanwhile
 from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import option_given, option_name, provenance
 from covseg.volumes import model_hash
@@ -39,11 +43,40 @@ EXPORT_KEY = "export"
 TORCH_PYTREE_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 """The FutureWarning torch 2.13's own torch.export gives as it copies its pytree specs (its own
 LeafSpec class deprecated): nothing a covseg user can act on; torch 2.14 gives none. The only
-warning an export silences."""
+warning an export silences, and only where torch gives it (:func:`_copying_pytree_warns`)."""
 OPSET = 18
 """The opset of new exports: torch's torch.export-based exporter writes 18 and up. Files
 exported with opset 17 by covseg's earlier TorchScript-based exporter still load and predict
 (ONNX Runtime runs either; nothing reads the opset)."""
+
+
+ONNX_PACKAGES = {"onnx": "onnx>=1.17", "onnxruntime": "onnxruntime>=1.17",
+                 "onnxscript": "onnxscript>=0.7.2"}
+"""pyproject's ``onnx`` extra, by the module each package is imported as: what a refusal
+tells to install. Not ``pip install 'covseg[onnx]'``: covseg is not on PyPI, so pip read that
+extra from the covseg installed, whose extra (an install before 7 Dec) lacked onnxscript."""
+
+_EXPORT_LOCK = threading.Lock()
+"""Held by each export's torch.export call: torch.export turns oneDNN off for the whole process
+while it traces, and two exports at once in threads failed in it. Its own lock, not that of
+covseg's warning filters, which its image and DICOM reads and forks take: an export holds it
+for seconds to minutes (8.6-8.7 s for the default model's, docs/limits.md)."""
+
+
+def _renew_export_lock() -> None:
+    """A forked child's own export lock, free: the thread exporting in the parent is not in the
+    child to let it go (a fork does not wait for an export to end)."""
+    global _EXPORT_LOCK
+    _EXPORT_LOCK = threading.Lock()
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_renew_export_lock)
+
+
+def onnx_install(name: str) -> str:
+    """The command that installs the ``onnx`` extra's package imported as ``name``."""
+    return f"pip install '{ONNX_PACKAGES[name]}'"
 
 
 def _onnx_module(name: str, needed_by: str = "ONNX export and prediction need") -> Any:
@@ -52,7 +85,24 @@ def _onnx_module(name: str, needed_by: str = "ONNX export and prediction need") 
     try:
         return import_installed(name)
     except ImportError:
-        raise CovsegError(f"{needed_by} {name}: pip install 'covseg[onnx]'") from None
+        raise CovsegError(f"{needed_by} {name}: {onnx_install(name)}") from None
+
+
+def _copying_pytree_warns() -> bool:
+    """Whether torch.export's copies of torch's pytree leaf spec give the FutureWarning
+    :data:`TORCH_PYTREE_WARNING`: its LeafSpec class is deprecated and, in torch 2.13, has no
+    ``__reduce__`` of its own, so a copy calls the deprecated constructor (torch 2.14 added
+    one; torch without the deprecation gives none)."""
+    leaf = getattr(_pytree, "LeafSpec", None)
+    return hasattr(leaf, "__deprecated__") and "__reduce__" not in vars(leaf)
+
+
+def _export_warnings_quieted() -> AbstractContextManager[None]:
+    """:data:`TORCH_PYTREE_WARNING` ignored, in every thread, while an export runs where torch
+    gives it; elsewhere the process's warning filters are left alone."""
+    if _copying_pytree_warns():
+        return warning_ignored_meanwhile(FutureWarning, TORCH_PYTREE_WARNING)
+    return nullcontext()
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
@@ -75,15 +125,15 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     example = torch.rand(2, meta["in_channels"], meta["size"], meta["size"],
                          generator=torch.Generator())  # the caller's global one left alone
     remove_temporaries(out.parent, ".onnx")  # killed exports' (any name); running ones' stay
-    # quiet_warnings' lock also makes exports in threads take turns, as torch.export needs: it
-    # turns oneDNN off for the whole process while it traces (two at once failed in torch.export).
-    with atomic_path(out) as tmp, quiet_warnings(FutureWarning, TORCH_PYTREE_WARNING):
-        # torch's torch.export-based exporter (its TorchScript one is deprecated); the weights
-        # inside the file, as predict and a copied export expect, and no progress lines printed.
-        torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
-                          output_names=["logits"], opset_version=OPSET, dynamo=True,
-                          dynamic_shapes=({0: torch.export.Dim("batch")},),
-                          external_data=False, verbose=False)
+    with atomic_path(out) as tmp:
+        with _EXPORT_LOCK, _export_warnings_quieted():
+            # torch's torch.export-based exporter (its TorchScript one is deprecated); the
+            # weights inside the file, as predict and a copied export expect, and no progress
+            # lines printed.
+            torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
+                              output_names=["logits"], opset_version=OPSET, dynamo=True,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              external_data=False, verbose=False)
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()
         record = {**provenance(source=checkpoint), "checkpoint_sha256": model_hash(str(checkpoint))}

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
@@ -84,7 +85,7 @@ def _stalled(real: Callable[..., object], inside: Callable[[], None]) -> Callabl
 @pytest.mark.parametrize("which", ["warnings", "dicom"])
 def test_a_forked_child_is_not_left_with_the_lock_taken(
         which: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fork while another thread held the lock (an ONNX export holds the warnings one
+    """A fork while another thread held the lock (an ONNX export held the warnings one
     throughout; a DICOM read its own while it sends stderr away) left the child with it taken,
     its first quiet block (or its next DICOM read) waiting for good: the child has its own."""
     def hold(inside: Callable[[], None]) -> None:
@@ -262,3 +263,41 @@ def test_a_block_under_one_fork_safe_lock_takes_no_other() -> None:
         pass
     with second.held():
         pass
+
+
+def test_a_warning_ignored_meanwhile_is_ignored_in_other_threads_and_taken_out_after() -> None:
+    """An ONNX export ignores torch 2.13's pytree FutureWarning without holding the warnings
+    lock (quiet_warnings held it throughout, and reads and forks waited): its one filter is
+    seen by other threads, taken out at the end, and one that was there before is left."""
+    def warned(message: str) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:  # keeps the filters, records
+            thread = threading.Thread(target=warnings.warn, args=(message, FutureWarning))
+            thread.start()
+            thread.join()
+        return [str(w.message) for w in caught]
+
+    def lock_free() -> bool:
+        """Whether another thread could take the warnings lock now."""
+        free = []
+
+        def take() -> None:
+            free.append(quiet._WARNINGS_LOCK.lock.acquire(blocking=False))
+            if free[0]:
+                quiet._WARNINGS_LOCK.lock.release()
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        thread.join()
+        return free == [True]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", "kept", FutureWarning)
+        before = list(warnings.filters)
+        with quiet.warning_ignored_meanwhile(FutureWarning, "torch's"), \
+                quiet.warning_ignored_meanwhile(FutureWarning, "kept"):
+            assert warned("torch's own") == warned("kept") == []
+            assert warned("another") == ["another"]
+            assert lock_free()  # not held meanwhile
+        assert warnings.filters == before
+        assert warned("torch's own") == ["torch's own"]

@@ -737,8 +737,8 @@ def test_unetpp_width_32_spelt_out_resolves_as_its_null() -> None:
 
 @pytest.mark.parametrize(("module", "refusal"), [
     ("ray", ("running folds on Ray needs Ray, which is not installed: pip install "
-             "'covseg[cluster]'")),
-    ("onnx", "ONNX export and prediction need onnx: pip install 'covseg[onnx]'")])
+             "'ray>=2.20'")),
+    ("onnx", "ONNX export and prediction need onnx: pip install 'onnx>=1.17'")])
 def test_a_folder_named_like_an_extra_is_not_the_extra(
         module: str, refusal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder named like a missing extra in the working directory (``/tmp/ray``, Ray's own

@@ -13,7 +13,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from covseg.console import STDERR
 
@@ -54,7 +54,8 @@ class ForkSafeLock:
     before the fork and lets it go after, and the child makes its own anew, so that no other
     thread is halfway through a block at the fork (the child was left ignoring warnings, or
     with stderr on the null device: that thread, not in the child, was to put them back). A
-    block in progress only delays a fork (an ONNX export's, seconds). An RLock, so that a fork
+    block in progress only delays a fork (an ONNX export holds none throughout:
+    :func:`warning_ignored_meanwhile`). An RLock, so that a fork
     from inside a block by its own thread takes it again rather than waiting for itself; no
     block takes another of these locks, so a fork's taking them all in turn cannot deadlock.
     ``in_child``: what sets the state the lock guards back in the child where a block works
@@ -109,20 +110,41 @@ _HELD = threading.local()
 
 
 _WARNINGS_LOCK = ForkSafeLock()
-"""Held by every :func:`quiet_warnings` block (an ONNX export holds it throughout)."""
+"""Held by every :func:`quiet_warnings` block, and while :func:`warning_ignored_meanwhile`
+adds or takes out its filter."""
 
 
 @contextmanager
-def quiet_warnings(category: type[Warning] = Warning, message: str = "") -> Iterator[None]:
-    """Python warnings of ``category`` ignored for the block, those whose text starts with the
-    regular expression ``message`` where one is given. ``warnings.catch_warnings`` saves
+def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
+    """Python warnings of ``category`` ignored for the block. ``warnings.catch_warnings`` saves
     the process's whole filter list and puts it back at the block's end, so two threads' blocks
     that overlapped put back each other's (an "ignore" filter was left for good); covseg's own
     blocks take turns under one lock. A filter another thread adds during a block is still
     dropped at its end (the standard library's catch_warnings is not thread-safe)."""
     with _WARNINGS_LOCK.held(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message, category)
+        warnings.simplefilter("ignore", category)
         yield
+
+
+@contextmanager
+def warning_ignored_meanwhile(category: type[Warning], message: str) -> Iterator[None]:
+    """Python warnings of ``category`` whose text starts with the regular expression
+    ``message`` ignored in every thread while the block runs: for a block too long to hold
+    :func:`quiet_warnings`' lock (an ONNX export, seconds to minutes: covseg's image and DICOM
+    reads and forks in other threads waited for it, and a fork meanwhile could deadlock with
+    torch's first import of filelock). Its one filter is added at the start and taken out at
+    the end, each under that lock, the rest of the list left as it is; one already there is
+    left there."""
+    with _WARNINGS_LOCK.held():
+        count = len(warnings.filters)
+        warnings.filterwarnings("ignore", message, category)
+        added = warnings.filters[0] if len(warnings.filters) > count else None
+    try:
+        yield
+    finally:
+        with _WARNINGS_LOCK.held():
+            if added in warnings.filters:  # not where other code has reset the list meanwhile
+                cast(list[Any], warnings.filters).remove(added)  # a list: typeshed says Sequence
 
 
 @contextmanager
