@@ -73,8 +73,9 @@ def test_export_hides_no_warning_but_torchs_own_and_warns_of_nothing_deprecated(
     DeprecationWarning ("You are using the legacy TorchScript-based ONNX export") went unseen
     until a torch without it would fail. It uses the torch.export-based exporter at opset 18,
     which warns of nothing deprecated, and silences only torch 2.13's FutureWarning about its
-    own pytree class, where torch gives it (as torch 2.13 here, with one raised as it does):
-    any other warning raised meanwhile reaches the caller, and the filters are as before."""
+    own pytree class, where torch gives it (as torch 2.13 here, with one raised as it does),
+    by one filter left in: any other warning raised meanwhile reaches the caller, and the
+    filters are otherwise as before."""
     import onnx
     import torch
 
@@ -94,7 +95,9 @@ def test_export_hides_no_warning_but_torchs_own_and_warns_of_nothing_deprecated(
         warnings.simplefilter("always")
         filters = list(warnings.filters)
         out = export_onnx(tiny_run, tmp_path / "model.onnx")
-        assert warnings.filters == filters
+        added = [entry for entry in warnings.filters if entry not in filters]
+        assert [(entry[0], entry[1].pattern, entry[2]) for entry in added] == (
+            [("ignore", export.TORCH_PYTREE_WARNING, FutureWarning)] if pytree_copies_warn else [])
     raised = [(w.category, str(w.message)) for w in caught]
     deprecated = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
     assert [w for w in raised if issubclass(w[0], deprecated)] == [
@@ -134,7 +137,7 @@ def test_a_read_or_fork_in_another_thread_does_not_wait_for_an_export(
     there) or an os.fork in another thread waited for it (a read 5.9 s), and a fork during a
     process's first export deadlocked (torch's first import of filelock waited for the fork).
     Exports take turns on their own lock, free in a fork's child, and torch 2.13's warning is
-    ignored by a filter added and taken out under the warnings lock, not held meanwhile. The
+    ignored by a filter added under the warnings lock, not held meanwhile. The
     export here waits until the read or the fork is done (10 s at most)."""
     import torch
 

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import threading
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from covseg.checkpoint import (
 )
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file, remove_temporaries
-from covseg.io.quiet import warning_ignored_meanwhile
+from covseg.io.quiet import ignore_for_good
 from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import option_given, option_name, provenance
 from covseg.volumes import model_hash
@@ -43,7 +42,8 @@ EXPORT_KEY = "export"
 TORCH_PYTREE_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 """The FutureWarning torch 2.13's own torch.export gives as it copies its pytree specs (its own
 LeafSpec class deprecated): nothing a covseg user can act on; torch 2.14 gives none. The only
-warning an export silences, and only where torch gives it (:func:`_copying_pytree_warns`)."""
+warning an export silences, only where torch gives it (:func:`_copying_pytree_warns`), and
+for the rest of the process (:func:`_ignore_copying_pytree_warning`)."""
 OPSET = 18
 """The opset of new exports: torch's torch.export-based exporter writes 18 and up. Files
 exported with opset 17 by covseg's earlier TorchScript-based exporter still load and predict
@@ -97,12 +97,12 @@ def _copying_pytree_warns() -> bool:
     return hasattr(leaf, "__deprecated__") and "__reduce__" not in vars(leaf)
 
 
-def _export_warnings_quieted() -> AbstractContextManager[None]:
-    """:data:`TORCH_PYTREE_WARNING` ignored, in every thread, while an export runs where torch
-    gives it; elsewhere the process's warning filters are left alone."""
+def _ignore_copying_pytree_warning() -> None:
+    """:data:`TORCH_PYTREE_WARNING` ignored from now on where torch gives it (torch 2.13: once
+    per process would do; asked at each export, so that a filter list reset since gets it
+    again); elsewhere the process's warning filters are left alone."""
     if _copying_pytree_warns():
-        return warning_ignored_meanwhile(FutureWarning, TORCH_PYTREE_WARNING)
-    return nullcontext()
+        ignore_for_good(FutureWarning, TORCH_PYTREE_WARNING)
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
@@ -126,7 +126,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
                          generator=torch.Generator())  # the caller's global one left alone
     remove_temporaries(out.parent, ".onnx")  # killed exports' (any name); running ones' stay
     with atomic_path(out) as tmp:
-        with _EXPORT_LOCK, _export_warnings_quieted():
+        _ignore_copying_pytree_warning()
+        with _EXPORT_LOCK:
             # torch's torch.export-based exporter (its TorchScript one is deprecated); the
             # weights inside the file, as predict and a copied export expect, and no progress
             # lines printed.

@@ -13,7 +13,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 from covseg.console import STDERR
 
@@ -110,8 +110,8 @@ _HELD = threading.local()
 
 
 _WARNINGS_LOCK = ForkSafeLock()
-"""Held by every :func:`quiet_warnings` block, and while :func:`warning_ignored_meanwhile`
-adds or takes out its filter."""
+"""Held by every :func:`quiet_warnings` block, and while :func:`ignore_for_good` adds its
+filter."""
 
 
 @contextmanager
@@ -126,25 +126,17 @@ def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def warning_ignored_meanwhile(category: type[Warning], message: str) -> Iterator[None]:
+def ignore_for_good(category: type[Warning], message: str) -> None:
     """Python warnings of ``category`` whose text starts with the regular expression
-    ``message`` ignored in every thread while the block runs: for a block too long to hold
-    :func:`quiet_warnings`' lock (an ONNX export, seconds to minutes: covseg's image and DICOM
-    reads and forks in other threads waited for it, and a fork meanwhile could deadlock with
-    torch's first import of filelock). Its one filter is added at the start and taken out at
-    the end, each under that lock, the rest of the list left as it is; one already there is
-    left there."""
+    ``message`` ignored in every thread from now on (one filter at the front of the list; an
+    equal one already there is moved there), added under :func:`quiet_warnings`' lock so that
+    no block of it puts back a list without it. For a warning no covseg user can act on, given
+    in a step too long to hold that lock (an ONNX export, seconds to minutes). Not taken out
+    again: a filter taken out at the step's end raced with other threads' filters (an equal
+    filter added meanwhile was the one removed; another thread's ``catch_warnings`` block
+    spanning the end put it back for good)."""
     with _WARNINGS_LOCK.held():
-        count = len(warnings.filters)
         warnings.filterwarnings("ignore", message, category)
-        added = warnings.filters[0] if len(warnings.filters) > count else None
-    try:
-        yield
-    finally:
-        with _WARNINGS_LOCK.held():
-            if added in warnings.filters:  # not where other code has reset the list meanwhile
-                cast(list[Any], warnings.filters).remove(added)  # a list: typeshed says Sequence
 
 
 @contextmanager
