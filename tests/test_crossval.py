@@ -1934,3 +1934,12 @@ def test_a_fold_of_a_later_repeat_given_without_its_repeats_says_to_give_them(
         api.cross_validate("synthetic", out, folds=5, fold=7, resume=True)
     with pytest.raises(CovsegError, match=re.escape(refused) + "$"):
         api.cross_validate("synthetic", tmp_path / "other", folds=5, fold=7)
+
+
+def test_a_count_of_tests_names_its_slices_only_where_the_repeats_divide_it() -> None:
+    """A repeated run counts every test, each slice once per repeat: 156 tests are "tests of
+    52 slices × 3". A count that is no multiple of the repeats (a summary of an earlier build,
+    counting slices) said "52 of 52 tests of 17 slices × 3": it is said as tests alone."""
+    assert crossval.tested(156, 3) == "tests of 52 slices × 3"
+    assert crossval.tested(52, 3) == "tests"
+    assert crossval.tested(52, 1) == "slices"

@@ -1531,8 +1531,11 @@ def mean_over_folds(stats: dict[str, float], folds: int, repeats: int = 1) -> st
 def tested(total: int, repeats: int) -> str:
     """What a count of ``total`` per-slice tests counts, in words: "slices"; in a run of
     ``repeats`` > 1, which tests each slice once per repeat and counts a metric's cover and
-    the empty masks over every test (:func:`_summary`), "tests of 52 slices × 3"."""
-    slices = "" if repeats == 1 else f" of {total // repeats} slices × {repeats}"
+    the empty masks over every test (:func:`_summary`), "tests of 52 slices × 3"; "tests"
+    alone where ``total`` is no multiple of ``repeats`` (no count of this build's: it counts
+    every test, each slice tested once per repeat)."""
+    whole = repeats > 1 and total % repeats == 0
+    slices = f" of {total // repeats} slices × {repeats}" if whole else ""
     return tested_unit(repeats) + slices
 
 
