@@ -288,7 +288,9 @@ def patient_dice(cv_dir: Path, repeats: int = 1) -> tuple[dict[Hashable, float],
         case = ((int(row["fold"]) if repeats == 1 else "case"), row["case_id"])
         groups.setdefault(row.get("patient_id") or case, []).append(float(row["dice"]))
     if all(len(values) == repeats for values in groups.values()):
-        return slice_dice(per_case_dice(cv_dir, by_fold=True), repeats), "slice"
+        by_fold: dict[Hashable, float] = {(int(row["fold"]), row["case_id"]): float(row["dice"])
+                                          for row in rows}  # per_case_dice's, from the rows read
+        return slice_dice(by_fold, repeats), "slice"
     return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
 
 

@@ -349,8 +349,8 @@ def _later_repeat_hint(out: Path | None, fold: int) -> str:
     it, ``--fold 7`` of a 5-fold run repeated 3 times said only "must lie in 0..4"."""
     if out is None:
         return ""
-    count = (read_record(out / f"fold_{fold}" / "config.json") or {}).get(FOLDS)
-    if not isinstance(count, int) or not 0 < count <= fold:
+    count = _record_split(read_record(out / f"fold_{fold}" / "config.json") or {})[0]
+    if count is None or not 0 < count <= fold:
         return ""
     config = (read_record(out / "summary.json") or {}).get("config")
     repeats = config.get(REPEATS) if isinstance(config, dict) else None
@@ -1468,12 +1468,12 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
     pooled = summarize(slice_mean_rows(rows, begun.repeats))
-    tested = summarize(rows)
+    counted = summarize(rows) if begun.repeats > 1 else pooled  # unrepeated: the same rows
     across = {}
     for key in metric_keys:
         values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
-        covered = tested.get(key, {"n": 0, "undefined": len(rows)})
+        covered = counted.get(key, {"n": 0, "undefined": len(rows)})
         across[key] = {"mean": float(values.mean()) if values.size else math.nan,
                        "std": sample_std(values),
                        "n": int(values.size),
@@ -1609,7 +1609,7 @@ def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
     multiclass = summary["config"].get("target") == "multiclass"
     folds, repeats = len(summary["per_fold"]), summary["config"].get(REPEATS, 1)
-    one = folds // repeats  # a repeat's folds: a fold model's share
+    one = per_repeat(summary["per_fold"], repeats)  # a repeat's folds: a fold model's share
     lines = [
         f"# Cross-validation: {summary['config']['model']}",
         "",

@@ -9,6 +9,7 @@ from the run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -88,6 +89,7 @@ def _onnx_module(name: str, needed_by: str = "ONNX export and prediction need") 
         raise CovsegError(f"{needed_by} {name}: {onnx_install(name)}") from None
 
 
+@functools.cache  # fixed once torch is imported
 def _copying_pytree_warns() -> bool:
     """Whether torch.export's copies of torch's pytree leaf spec give the FutureWarning
     :data:`TORCH_PYTREE_WARNING`: its LeafSpec class is deprecated and, in torch 2.13, has no

@@ -507,8 +507,12 @@ def _lungs_remedy(lungs_given: bool) -> str:
     option = option_name("lungs")
     if not lungs_given:
         return option
-    return (f"{option} (a lung model's lungs: the {LUNGS_NII} predict writes with "
-            f"{option_name('lung_model')})")
+    return f"{option} (a lung model's lungs: {_model_lungs()})"
+
+
+def _model_lungs() -> str:
+    """Where a lung model's lungs for ``--lungs`` come from: predict's, with its --lung-model."""
+    return f"the {LUNGS_NII} predict writes with {option_name('lung_model')}"
 
 
 def _threshold_advice(lungs_given: bool) -> str:
@@ -520,8 +524,7 @@ def _threshold_advice(lungs_given: bool) -> str:
     option = option_name("lungs")
     if not lungs_given:
         return threshold_advice(f"give the lungs with {option}")
-    return threshold_advice(f"give a lung model's lungs with {option} (the {LUNGS_NII} predict "
-                            f"writes with {option_name('lung_model')})",
+    return threshold_advice(f"give a lung model's lungs with {option} ({_model_lungs()})",
                             f"the lungs given with {option} (predict's {LUNGS_NII})")
 
 

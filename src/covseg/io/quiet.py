@@ -54,9 +54,9 @@ class ForkSafeLock:
     before the fork and lets it go after, and the child makes its own anew, so that no other
     thread is halfway through a block at the fork (the child was left ignoring warnings, or
     with stderr on the null device: that thread, not in the child, was to put them back). A
-    block in progress only delays a fork (an ONNX export holds none throughout:
-    :func:`warning_ignored_meanwhile`). An RLock, so that a fork
-    from inside a block by its own thread takes it again rather than waiting for itself; no
+    block in progress only delays a fork (an ONNX export holds none throughout: it adds its
+    filter with :func:`ignore_for_good`). An RLock, so that a fork from inside a block by its
+    own thread takes it again rather than waiting for itself; no
     block takes another of these locks, so a fork's taking them all in turn cannot deadlock.
     ``in_child``: what sets the state the lock guards back in the child where a block works
     outside the lock (a DICOM decode), as if no thread were inside (the threads inside are not
