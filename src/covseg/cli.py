@@ -22,6 +22,7 @@ from tqdm import tqdm
 from covseg import api, cli_models, cli_volumes
 from covseg._mplconfig import settle_matplotlib_config
 from covseg.checkpoint import resume_advice
+from covseg.cluster import RAY_INSTALL
 from covseg.compare import (
     FOLD_TEST,
     compared_mean,
@@ -49,6 +50,7 @@ from covseg.errors import (
     tmpdir_advice,
 )
 from covseg.evaluate import any_lesion
+from covseg.export import onnx_install
 from covseg.io.atomic import dangling_link, refuse_unexpanded_home
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
@@ -689,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run the folds as Ray tasks: 'local' starts Ray on this machine, else a "
                         "cluster's address (auto, HOST:PORT); --out must be on a disk every "
-                        "node sees (needs covseg[cluster])")
+                        f"node sees (needs `{RAY_INSTALL}`)")
     p.add_argument("--cpus-per-fold", type=int, metavar="N",
                    help="CPUs each fold's Ray task takes (default: one per network trained)")
     p.set_defaults(handler=cmd_cv)
@@ -718,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "on ONNX Runtime, as with --onnx)")
     source.add_argument("--onnx", metavar="ONNX",
                         help="ONNX file from `covseg export` (runs on ONNX Runtime; needs "
-                             "covseg[onnx])")
+                             f"`{onnx_install('onnxruntime')}`)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (2D masks: 0/255, or a multi-class model's labels 0..3)")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
@@ -734,8 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("export", help="export a trained model to ONNX (needs covseg[onnx])",
-                       description="Export a trained model to ONNX (needs covseg[onnx]).")
+    needs = f"needs `{onnx_install('onnx', 'onnxscript')}`"
+    p = sub.add_parser("export", help=f"export a trained model to ONNX ({needs})",
+                       description=f"Export a trained model to ONNX ({needs}).")
     p.add_argument("--model", required=True, metavar="RUN", help="run folder or checkpoint")
     p.add_argument("--out", required=True, metavar="ONNX", help="ONNX file to write")
     p.set_defaults(handler=cmd_export)

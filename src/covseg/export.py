@@ -75,9 +75,10 @@ if sys.platform != "win32":
     os.register_at_fork(after_in_child=_renew_export_lock)
 
 
-def onnx_install(name: str) -> str:
-    """The command that installs the ``onnx`` extra's package imported as ``name``."""
-    return f"pip install '{ONNX_PACKAGES[name]}'"
+def onnx_install(*names: str) -> str:
+    """The command that installs the ``onnx`` extra's packages imported as ``names``: what a
+    refusal and the help tell."""
+    return "pip install " + " ".join(f"'{ONNX_PACKAGES[name]}'" for name in names)
 
 
 def _onnx_module(name: str, needed_by: str = "ONNX export and prediction need") -> Any:
