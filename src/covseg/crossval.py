@@ -134,11 +134,10 @@ def make_folds(data: LoadedData, folds: int | None, seed: int, repeats: int = 1
         note = split_files_note(data)
         return data.folds, f"{how} ({note})" if note else how
     folds = DEFAULT_FOLDS if folds is None else folds
-    seeds = (f"seed {seed}" if repeats == 1 else
-             f"repeated {repeats} times: {folds * repeats} folds, repeat r seeded {seed} + "
-             f"{folds}·r")
+    seeds = f"seed {seed}" if repeats == 1 else f"repeat r seeded {seed} + {folds}·r"
+    k_fold = f"{folds}-fold{repeated(folds, repeats)}"
     if len(data.patients) < len(data.samples):
-        how = f"{folds}-fold, grouped by patient ({seeds})"
+        how = f"{k_fold}, grouped by patient ({seeds})"
         alone = len(data.unidentified)
         if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
             carry = ("carries no patient id and is counted alone" if alone == 1 else
@@ -148,7 +147,7 @@ def make_folds(data: LoadedData, folds: int | None, seed: int, repeats: int = 1
                     "both sides; a patients.csv (case_id,patient_id) in the data folder groups "
                     "them")
     else:
-        how = (f"{folds}-fold over slices ({seeds}): every slice is counted alone (the data "
+        how = (f"{k_fold} over slices ({seeds}): every slice is counted alone (the data "
                "name no patient), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
     return [split for r in range(repeats)
@@ -169,11 +168,16 @@ def repeats_record(repeats: int) -> dict[str, int]:
     return {REPEATS: repeats} if repeats > 1 else {}
 
 
+def repeated(folds: int, repeats: int) -> str:
+    """What follows ``folds`` folds repeated ``repeats`` times in words, " repeated 3 times (15
+    folds)"; nothing unrepeated. One phrase for the fold source, the records held and --fold."""
+    return "" if repeats == 1 else f" repeated {repeats} times ({folds * repeats} folds)"
+
+
 def repeats_text(folds: int, repeats: int) -> str:
     """A repeated cross-validation in words, "5-fold cross-validation repeated 3 times (15
     folds)"; "5-fold cross-validation" unrepeated."""
-    text = f"{folds}-fold cross-validation"
-    return text if repeats == 1 else f"{text} repeated {repeats} times ({folds * repeats} folds)"
+    return f"{folds}-fold cross-validation{repeated(folds, repeats)}"
 
 
 def fold_done(fold_dir: Path) -> bool:
@@ -334,10 +338,9 @@ def check_fold_index(fold: int, folds: int | None, note: str = "", repeats: int 
     repeat (:func:`_later_repeat_hint`) is said to need the run's repeats."""
     option = option_name("fold")
     if folds is not None and not 0 <= fold < folds * repeats:
-        counted_folds = (f"{folds} folds" if repeats == 1 else
-                         f"{folds} folds repeated {repeats} times ({folds * repeats} folds)")
         raise CovsegError(f"{option} must lie in 0..{folds * repeats - 1} for "
-                          f"{counted_folds}{note}, got {fold}{_later_repeat_hint(out, fold)}")
+                          f"{folds} folds{repeated(folds, repeats)}{note}, got {fold}"
+                          f"{_later_repeat_hint(out, fold)}")
     if fold < 0:
         raise CovsegError(f"{option} must be 0 or more (the folds count from 0), got {fold}")
 
