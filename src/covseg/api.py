@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -126,6 +125,7 @@ from covseg.io.nifti import (
     is_analyze,
     volume_from_nifti,
 )
+from covseg.io.quiet import in_forked_child
 from covseg.io.volume import (
     ITK_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -258,6 +258,7 @@ that a call nested in it in its own thread is part of it, not another training. 
 process forked meanwhile gets its own, free (:func:`_training_lock_renewed`)."""
 
 
+@in_forked_child
 def _training_lock_renewed() -> None:
     """A forked child's own :data:`_TRAINING`, free: it inherited the parent's held by a
     thread not in the child (a ``multiprocessing`` "fork" process, a ProcessPoolExecutor's, as
@@ -265,10 +266,6 @@ def _training_lock_renewed() -> None:
     thread, where the refusal advises separate processes."""
     global _TRAINING
     _TRAINING = threading.RLock()
-
-
-if sys.platform != "win32":  # no fork on Windows
-    os.register_at_fork(after_in_child=_training_lock_renewed)
 
 
 @contextmanager

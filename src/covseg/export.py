@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from covseg.checkpoint import (
 )
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file, remove_temporaries
-from covseg.io.quiet import ignore_for_good
+from covseg.io.quiet import ignore_for_good, in_forked_child
 from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import option_given, option_name, provenance
 from covseg.volumes import model_hash
@@ -64,15 +63,12 @@ covseg's warning filters, which its image and DICOM reads and forks take: an exp
 for seconds to minutes (8.6-8.7 s for the default model's, docs/limits.md)."""
 
 
+@in_forked_child
 def _renew_export_lock() -> None:
     """A forked child's own export lock, free: the thread exporting in the parent is not in the
     child to let it go (a fork does not wait for an export to end)."""
     global _EXPORT_LOCK
     _EXPORT_LOCK = threading.Lock()
-
-
-if sys.platform != "win32":
-    os.register_at_fork(after_in_child=_renew_export_lock)
 
 
 def onnx_install(*names: str) -> str:

@@ -10,7 +10,6 @@ each study, before final metrics, at its end).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from covseg.io.quiet import in_forked_child
 from covseg_entry import (
     STOPPED,
     stopped_after_it_failed,
@@ -70,15 +70,12 @@ _asked: list[type[BaseException]] = []
 process forked meanwhile (:func:`_none_asked_in_child`)."""
 
 
+@in_forked_child
 def _none_asked_in_child() -> None:
     """A forked child's record emptied: one forked between a stop Python dropped and the next
     check (a ``multiprocessing`` "fork" process, whose forking thread is its main thread) raised
     its parent's stop at its own first check."""
     _asked.clear()
-
-
-if sys.platform != "win32":  # no fork on Windows
-    os.register_at_fork(after_in_child=_none_asked_in_child)
 
 
 def _record_and_raise(signum: int, _: FrameType | None) -> None:

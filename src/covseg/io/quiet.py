@@ -49,6 +49,16 @@ def stderr_silenced() -> Iterator[None]:
         stderr_back(saved)
 
 
+def in_forked_child(renew: Callable[[], None]) -> Callable[[], None]:
+    """``renew`` run in every child forked from now on (none on Windows, which does not fork),
+    as a decorator: module state a thread of the parent held at the fork (a lock, a record) set
+    as that thread, not in the child, would leave it. The fork does not wait for that thread, as
+    it waits for a :class:`ForkSafeLock`'s: a training or an export holds its lock for minutes."""
+    if sys.platform != "win32":
+        os.register_at_fork(after_in_child=renew)
+    return renew
+
+
 class ForkSafeLock:
     """A lock that a fork waits for (``os.register_at_fork``): the forking thread takes it
     before the fork and lets it go after, and the child makes its own anew, so that no other
