@@ -39,6 +39,7 @@ from covseg.config import MAX_SEED, TrainConfig
 from covseg.crossval import StaleFolds, make_folds, mean_over_folds, stale_folds_error
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.train import AlreadyTrained
 from tests.conftest import (
     NEEDS_ZOO,
     calls_counted,
@@ -1331,7 +1332,7 @@ def test_a_resume_with_fewer_models_names_those_left_out(
     assert again["left_out"] == [{"model": "miniseg,miniseg", "folder": "miniseg_miniseg"}]
     assert [row["model"] for row in again["models"]] == ["unet", "miniseg"]
     said = [r.getMessage() for r in caplog.records if r.name == "covseg.compare"]
-    assert said == [f"{tmp_path}: {note}"]
+    assert said == [f"{tmp_path}: {note}"] * 2, "before the folds and after miniseg's"
     assert json.loads((tmp_path / "comparison.json").read_text())["left_out"] == \
         again["left_out"]
     assert f"- Note: {note}\n" in (tmp_path / "comparison.md").read_text()
@@ -1346,8 +1347,9 @@ def test_a_resume_with_fewer_models_names_those_left_out(
 def test_the_cli_notes_the_models_left_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The models left out are said again at the end, as a warning on stderr, as covseg's other
-    notes are (evaluate's): it was a "note:" line on stdout, among the results."""
+    """The models left out are said again at the end where a fold trained, as a warning on
+    stderr, as covseg's other notes are (evaluate's): it was a "note:" line on stdout, among the
+    results."""
     _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
                              "miniseg": [{"a": 0.6}, {"b": 0.5}],
                              "resunet": [{"a": 0.7}, {"b": 0.6}]})
@@ -1361,7 +1363,28 @@ def test_the_cli_notes_the_models_left_out(
             "models to report it, or delete the folder)")
     assert "left out" not in printed.out
     assert printed.out.splitlines()[-1] == f"report in {tmp_path}/comparison.md"
-    assert f"covseg: warning: {note}\n" in printed.err
+    assert printed.err.count(f"covseg: warning: {tmp_path}: {note}\n") == 2
+
+
+def test_a_resume_that_trains_nothing_says_the_models_left_out_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --resume leaving out a model of a comparison whose other models had finished said the
+    warning twice in a row: before any fold trained, and again at the end with nothing between
+    (the second without the folder). Said again only after a model's cross-validation ran."""
+    _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
+                             "miniseg": [{"a": 0.6}, {"b": 0.5}],
+                             "resunet": [{"a": 0.7}, {"b": 0.6}]})
+    argv = ["compare", "synthetic", "--out", str(tmp_path), "--models", "unet", "miniseg"]
+    assert main([*argv, "resunet"]) == 0
+    fake = compare.cross_validate
+    monkeypatch.setattr(compare, "cross_validate",  # every model's folds finished before
+                        lambda *args, **kwargs: AlreadyTrained(fake(*args, **kwargs)))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("left out of the report") == 1
+    assert f"covseg: warning: {tmp_path}: resunet (resunet/) of an earlier comparison" in err
 
 
 def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(

@@ -28,7 +28,6 @@ from covseg.compare import (
     compared_mean,
     fold_test_text,
     known_spec,
-    left_out_note,
     paired_difference_text,
     total_folds,
 )
@@ -316,8 +315,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    else " (baseline)")
         say(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
               f"{compared_mean(row['dice'], result)}{p_value}")
-    if result["left_out"]:  # again after hours of training, beside evaluate's notes
-        log.warning("%s", left_out_note(result["left_out"]))
     say(f"report in {args.out}/comparison.md")
     return 0
 

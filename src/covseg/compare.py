@@ -389,7 +389,8 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     The first spec is the baseline that every other model is tested against. Finished folds
     are reused with ``resume`` only: without it, a comparison already in ``out`` is refused.
     Models of an earlier comparison there that ``specs`` leave out (their folds stay) are
-    warned of and listed as ``left_out``. ``specs`` are checked by the caller, before data are
+    warned of before any fold trains, again at the end where a fold trained meanwhile, and listed
+    as ``left_out``. ``specs`` are checked by the caller, before data are
     read (:func:`check_specs`, as :func:`covseg.api.compare` does). ``pins``: each model's
     :func:`spec_pins`, where the caller worked them out before the data were read (one None
     is worked out again here). ``repeats``: repeated k-fold for every model
@@ -437,11 +438,13 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     pins = {spec: given.get(spec) or pinned_lungs(recipes[spec], out / model_folder(spec),
                                                   len(splits))
             for spec in specs}
+    trained = False  # whether a model's cross-validation ran, its lines after the warning
     for spec in specs:
         model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", cv_notes=cv_notes, weights=weights[spec],
                                  lung_sha256=pins[spec], repeats=repeats)
+        trained |= not isinstance(summary, AlreadyTrained)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_for_comparison(
@@ -492,6 +495,8 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     # Last, so that a comparison.json means the rest is written (finished_comparison), as cv's
     # summary.json: one stopped before comparison.md looked finished to a --resume.
     write_json(out / "comparison.json", result)
+    if left_out and trained:  # said again: the first went by before the training's lines
+        log.warning("%s: %s", out, left_out_note(left_out))
     return result
 
 
