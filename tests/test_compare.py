@@ -1230,6 +1230,19 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
     assert differences.get_ylabel() == "paired Dice difference, any lesion, per slice"
 
 
+def test_lung_comparisons_name_their_dice_of_the_lungs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
+    """A comparison of lung models drew "Dice per case" and "Dice by model", as a lesion
+    model's does: its Dice, of the lungs (about 0.95 where a lesion's is 0.7), is named so."""
+    _fake_runs(monkeypatch, {"unet": [{"a": 0.95}, {"b": 0.94}],
+                             "miniseg": [{"a": 0.96}, {"b": 0.93}]})
+    compare.compare_models(TrainConfig(target="lung"), load_dataset("synthetic", "lung"),
+                           ["unet", "miniseg"], tmp_path)
+    axes, differences = saved_figures[-1].axes
+    assert saved_figures[-1].get_suptitle().startswith("Dice, lungs, by model on ")
+    assert axes.get_ylabel() == "Dice, lungs, per case"
+    assert differences.get_ylabel() == "paired Dice difference, lungs, per slice"
+
 def test_the_comparison_plot_shows_the_paired_differences_its_test_takes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
     """comparison_boxplot.png drew each model's per-case Dice alone: two boxes that overlap

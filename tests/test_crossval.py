@@ -584,6 +584,20 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     assert summary["config"]["target"] == "multiclass"
 
 
+def test_lung_cross_validations_name_their_dice_of_the_lungs(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A lung model's box plot read "fold 0", "all" and "Dice per case", and its folds' curves
+    "miniseg on ...", as a lesion model's: its Dice, of the lungs, is named so, as a
+    multi-class model's is of any lesion."""
+    api.cross_validate(load_dataset("synthetic", "lung"), tmp_path / "cv", folds=2, epochs=1,
+                       size=32, batch_size=4, model="miniseg", target="lung")
+    axes = saved_figures[-1].axes[0]
+    assert [t.get_text().split(" (n=")[0] for t in axes.get_xticklabels()] == [
+        "Dice, lungs, fold 0", "Dice, lungs, fold 1", "Dice, lungs, all"]
+    assert [figure.get_suptitle() for figure in saved_figures[:-1]] == [
+        f"miniseg lung model on synthetic:0 (SYNTHETIC data), fold {k} of 2 (no validation "
+        "split)" for k in range(2)]
+
 @pytest.mark.parametrize("unit", ["mm", "px"])
 def test_report_names_the_unit_of_one_unit_hd95(unit: str) -> None:
     """Data of one unit gave a column of plain 'hd95', though data of both units and compare's

@@ -64,7 +64,8 @@ def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation
         tmp_path: Path, saved_figures: list) -> None:
     """A sagittal file of 1.4 mm slices (0.7 mm rows) was drawn with square voxels, squeezed
     to half its width; and a file without orientation (qform and sform codes 0, right and left
-    a guess) was titled "patient right on the image left"."""
+    a guess) was titled "patient right on the image left". Its title says front and back may be
+    swapped too: one stored in DICOM's order is drawn upside down, which it did not say."""
     ct, mask, _ = synthetic_study(tmp_path / "in", "case")
     for path in (ct, mask):
         image = nib.load(str(path))
@@ -82,8 +83,8 @@ def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation
         image.set_sform(None, code=0)
         nib.save(image, str(path))
     result = quantify_study(mask, tmp_path / "unoriented", image=ct, html_report=True)
-    assert "(no orientation in the file: right and left may be swapped)" in (
-        saved_figures[-1].get_suptitle())
+    assert ("(no orientation in the file: right and left, front and back may be swapped)"
+            in saved_figures[-1].get_suptitle())
     assert "qform and sform codes 0" in result["orientation_note"]
     stored = json.loads((tmp_path / "unoriented" / "quantification.json").read_text())
     assert stored["orientation_note"] == result["orientation_note"]

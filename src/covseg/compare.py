@@ -60,7 +60,7 @@ from covseg.crossval import (
 )
 from covseg.data.layouts import LoadedData, class_labels, fingerprints_kept
 from covseg.errors import CovsegError, counted
-from covseg.evaluate import ANY_LESION_SCORE, any_lesion, drawn_name
+from covseg.evaluate import any_lesion, drawn_name, target_scored
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import metric_notes
@@ -510,7 +510,7 @@ def _comparison_plot(config: TrainConfig, data: LoadedData,
     (:func:`patient_dice`): boxes that overlap hid a difference the pairs show. Its Dice is
     named as evaluate's and cv's boxes name it (:func:`~covseg.evaluate.drawn_name`), what it
     scores set off by commas: "Dice, any lesion, per case"."""
-    scored = ANY_LESION_SCORE if config.target == "multiclass" else ""
+    scored = target_scored(config.target)
     dice, difference = (f"{drawn_name(name, scored)}{',' if scored else ''}"
                         for name in ("Dice", "Dice difference"))
     baseline, *candidates = dice_by_model

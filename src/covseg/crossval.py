@@ -39,7 +39,6 @@ from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import (
-    ANY_LESION_SCORE,
     HD95_UNITS,
     any_lesion,
     drawn_name,
@@ -48,6 +47,7 @@ from covseg.evaluate import (
     hd95_slices_by_unit,
     lesion_class_dice,
     rows_to_csv,
+    target_scored,
 )
 from covseg.infer import Predictor
 from covseg.io.atomic import remove_temporaries, write_json, write_text
@@ -1381,17 +1381,18 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
                  per_fold: list[dict[str, Any]], repeats: int = 1) -> dict[str, list[float]]:
     """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together (each slice
-    once: :func:`slice_mean_rows`); for a
-    multi-class target those named as any lesion's, then each lesion class's over all folds
-    (per_case.csv holds them: the plot showed any lesion's alone), as evaluate's boxes name
-    them (:func:`~covseg.evaluate.drawn_name`: "Dice, any lesion, fold 0", "Dice, ground-glass,
-    all")."""
+    once: :func:`slice_mean_rows`); for a multi-class or lung target those named as what they
+    score (:func:`~covseg.evaluate.target_scored`), as evaluate's boxes name them
+    (:func:`~covseg.evaluate.drawn_name`: "Dice, any lesion, fold 0", "Dice, lungs, all"), a
+    multi-class target's then each lesion class's over all folds (per_case.csv holds them: the
+    plot showed any lesion's alone, "Dice, ground-glass, all")."""
     cases = slice_mean_rows(rows, repeats)
     dice = {f"fold {fold['fold']}": [row["dice"] for row in rows if row["fold"] == fold["fold"]]
             for fold in per_fold} | {"all": [row["dice"] for row in cases]}
-    if config.target != "multiclass":
+    scored = target_scored(config.target)
+    if not scored:
         return dice
-    merged = drawn_name("Dice", ANY_LESION_SCORE)
+    merged = drawn_name("Dice", scored)
     return ({f"{merged}, {name}": values for name, values in dice.items()}
             | {f"{drawn_name('Dice', name)}, all": values
                for name, values in lesion_class_dice(cases).items()})

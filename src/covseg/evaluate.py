@@ -981,6 +981,18 @@ picture's and a text's name of them); a mask's label name is
 :data:`covseg.data.layouts.base.ANY_LESION`."""
 
 
+LUNGS_SCORE = "lungs"
+"""What a lung model's scores score, as its pictures name them ("Dice, lungs")."""
+
+
+def target_scored(target: str) -> str:
+    """What the Dice of a model of ``target`` scores, as its pictures name it after the metric
+    (:func:`drawn_name`): any lesion for a multi-class model, the lungs for a lung model (whose
+    cv and compare box plots read "Dice per case", as a lesion model's do), nothing for the
+    default binary lesion target."""
+    return {"multiclass": ANY_LESION_SCORE, "lung": LUNGS_SCORE}.get(target, "")
+
+
 def any_lesion(metric: str, multiclass: bool) -> str:
     """``metric`` named as the score of any lesion (infection = label > 0) that it is beside
     the per-class scores of multi-class masks, so that it is not read as a multi-class score:

@@ -248,6 +248,12 @@ title. A fixed 0.65 inch let a two-line title run into the top slices' titles wh
 slices filled their cells (512x512 studies)."""
 
 
+UNORIENTED_MONTAGE = "no orientation in the file: right and left, front and back may be swapped"
+"""The montage's heading line for a file without orientation, read by the Analyze convention
+(LAS): a file stored in DICOM's order (LPS) is drawn upside down, its spine at the top, under a
+line that said only "right and left may be swapped"."""
+
+
 CT_ALPHA, NO_CT_ALPHA = 0.55, 1.0
 """A lesion's fill over its CT (which shows through), and over the black of a mask montaged
 without its CT: there the CT's share of the blend was black, and the lesion read dark red on
@@ -278,7 +284,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     columns = min(3, len(slices))
     rows = -(-len(slices) // columns)
     orientation = ("patient right on the image left" if grid.oriented
-                   else "no orientation in the file: right and left may be swapped")
+                   else UNORIENTED_MONTAGE)
     heading = [line for line in (title, f"({orientation})",
                                  f"lungs: {lungs_note}" if lungs_note else "") if line]
     head_in = MONTAGE_PANEL_TITLE_IN + MONTAGE_TITLE_LINE_IN * len(heading)

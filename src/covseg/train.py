@@ -1812,13 +1812,15 @@ def _curves_title(out: Path, config: TrainConfig, data: LoadedData,
     cross-validation fold's place, "fold 0 of 5" (its ``record`` holds the count of
     :data:`FOLDS`): five folds' curves read alike. A fold of a later repeat of repeated k-fold
     (its index past the count, which is one repeat's) says its place in its repeat too: "fold 7
-    (repeat 1, fold 2 of 5)"."""
+    (repeat 1, fold 2 of 5)". A lung model is named so, "unet lung model on ...": nothing
+    told its curves (a validation Dice near 0.95) from a lesion model's."""
+    model = f"{config.model} lung model" if config.target == "lung" else config.model
     if FOLDS not in record:
-        return f"{config.model} on {data.named}"
+        return f"{model} on {data.named}"
     k, folds = fold_index(out), record[FOLDS]
     place = (f"{k} of {folds}" if not isinstance(folds, int) or not 0 < folds <= k else
              f"{k} (repeat {k // folds}, fold {k % folds} of {folds})")
-    return f"{config.model} on {data.named}, fold {place}"
+    return f"{model} on {data.named}, fold {place}"
 
 
 def best_epoch_by(multiclass: bool, canvas: int) -> str:
