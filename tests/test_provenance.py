@@ -316,9 +316,11 @@ def test_records_name_the_libraries_that_shape_the_weights_and_none_not_installe
         monkeypatch: pytest.MonkeyPatch) -> None:
     """MONAI's random transforms shape the weights a run trains, yet a record named python,
     numpy and torch alone: now MONAI's, Pillow's and the zoo's libraries' versions too, None
-    for one not installed."""
+    for one not installed, and SciPy's, which finds the lungs that frame whole CT frames on
+    the training canvas (it was not named)."""
     record = provenance()
     assert record["monai"] == version("monai") and record["pillow"] == version("Pillow")
+    assert record["scipy"] == version("scipy")
     for key in ("segmentation_models_pytorch", "timm", "torchvision"):
         assert key in record, key
     monkeypatch.setattr(covseg.provenance, "version", _version_without("timm"))
@@ -343,6 +345,13 @@ def test_a_resume_warns_of_another_monai_but_not_a_record_without_one() -> None:
     assert environment_changes({"torch": "2.0.0"}, now) == []
     assert environment_changes({"monai": "1.4.0", "pillow": "10.1.0", "timm": "1.0.0"},
                                now) == ["monai 1.4.0 -> 1.6.1"]
+
+
+def test_a_resume_warns_of_another_scipy_which_frames_the_canvas() -> None:
+    """SciPy finds the lungs that cut whole CT frames to their box on the canvas: another
+    version may train on other canvases, yet a resume under one was not warned of."""
+    assert environment_changes({"scipy": "1.15.0", "torch": "2.0.0"},
+                               {"scipy": "1.16.3", "torch": "2.0.0"}) == ["scipy 1.15.0 -> 1.16.3"]
 
 
 def test_the_source_hash_follows_the_code_not_where_it_lies(tmp_path: Path) -> None:
@@ -497,6 +506,34 @@ def test_a_resume_under_the_same_code_and_threads_is_not_warned_of(
     caplog.set_level(logging.WARNING, logger="covseg")
     train_module.train(config, data, tmp_path / "run", resume=True, progress=False)
     assert not [r for r in caplog.records if r.name == "covseg.train"]
+
+
+@pytest.mark.parametrize(("started", "warned"), [(2, False), (3, False), (4, True)])
+def test_an_ensemble_is_warned_of_another_thread_count_only_where_its_members_get_another(
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture,
+        started: int, warned: bool) -> None:
+    """Two members started under 2 (or 3) threads train on one each, as they do resumed under
+    one: the same weights as an uninterrupted run, yet the resume was warned of (`threads 2 ->
+    1`). Started under 4, each trained on two: warned. The run's record is made to say so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the members one after the other, in this process
+    try:
+        config = TrainConfig(model="unet,unet", epochs=2, size=32, batch_size=4,
+                             model_options={"width": 4})
+        data, out = load_dataset(synthetic_folder), tmp_path / "run"
+        with stopped_after_epoch():
+            train_module.train(config, data, out, progress=False)
+        record = {**_record(out / "config.json"), "threads": started}
+        (out / "config.json").write_text(json.dumps(record))
+        caplog.set_level(logging.WARNING, logger="covseg")
+        train_module.train(config, data, out, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    told = [r.getMessage() for r in caplog.records if r.name == "covseg.train"]
+    warning = (f"{out}: resumed under other settings than the run started with (threads "
+               f"{started} -> 1): its results may differ from an uninterrupted run's "
+               "(config.json's resumed_by records each command)")
+    assert told == ([warning] if warned else [])
 
 
 def test_a_replaced_best_pt_is_warned_of_once_per_process(

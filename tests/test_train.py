@@ -278,11 +278,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
 
     resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3, 4]
-    for name in ("last.pt", "best.pt"):
+    for name in ("last.pt", "best.pt"):  # bit for bit, as docs/outputs.md says
         straight = load_checkpoint(tmp_path / "straight" / name)["state_dict"]
         again = load_checkpoint(tmp_path / "killed" / name)["state_dict"]
-        for key, value in straight.items():
-            torch.testing.assert_close(again[key], value)
+        assert straight.keys() == again.keys()
+        assert [key for key, value in straight.items() if not torch.equal(again[key], value)] == []
 
 
 @pytest.mark.usefixtures("last_pt_kept")

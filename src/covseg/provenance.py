@@ -1,7 +1,8 @@
 """What a record needs for a run to be reproduced: the code that wrote it (covseg's version, a
 hash of its source and, from a git checkout, the commit), the versions it ran on (Python, numpy,
-torch, MONAI, Pillow and the model zoo's libraries, the platform), the command that wrote it
-and the absolute paths it read, added to every JSON record by one helper, :func:`provenance`.
+torch, MONAI, SciPy, Pillow and the model zoo's libraries, the platform), the command that
+wrote it and the absolute paths it read, added to every JSON record by one helper,
+:func:`provenance`.
 
 The command is the command line as run for the CLI (``covseg train ...``), or the API function
 called (``Python API: covseg.train()``). It is kept in a context variable while the command
@@ -126,12 +127,13 @@ def environment() -> dict[str, Any]:
             "torch": _torch_version(), **_libraries(), "platform": platform.platform()}
 
 
-LIBRARIES = {"monai": "monai", "pillow": "Pillow",
+LIBRARIES = {"monai": "monai", "scipy": "scipy", "pillow": "Pillow",
              "segmentation_models_pytorch": "segmentation-models-pytorch", "timm": "timm",
              "torchvision": "torchvision"}
 """The libraries whose versions a record names (key: distribution): MONAI's random transforms
-shape the weights a run trains (:mod:`covseg.augmentation`), Pillow reads 2D slices, and the
-model zoo's networks come from the optional rest."""
+shape the weights a run trains (:mod:`covseg.augmentation`), SciPy finds the lungs that frame
+whole CT frames for training and prediction (:mod:`covseg.lungs`) and measures them, Pillow
+reads 2D slices, and the model zoo's networks come from the optional rest."""
 
 
 @cache
@@ -213,10 +215,11 @@ def utc_now() -> str:
 
 
 COMPARED = {"covseg_version": "covseg version", "source_sha256": "covseg source (source_sha256)",
-            "torch": "torch", "monai": "monai", "threads": "threads"}
+            "torch": "torch", "monai": "monai", "scipy": "scipy", "threads": "threads"}
 """What a resume compares with the run it continues, warning of a change: each changes the
-weights it trains (MONAI's random transforms augment every batch). A record without a key
-(written before it was recorded) resumes unwarned; the other :data:`LIBRARIES` are not
+weights it trains (MONAI's random transforms augment every batch; SciPy finds the lungs that
+frame whole CT frames on the canvas). A record without a key (written before it was
+recorded) resumes unwarned; the other :data:`LIBRARIES` are not
 compared: Pillow decodes slices the data fingerprint checks, and the zoo's libraries build
 only their own models, so a version added or changed beside another model's run is no
 change to it."""

@@ -733,7 +733,8 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           "delete it")
     _refuse_other_split(out, saved_record, split)
     refuse_other_weights(out, saved, saved_record, weights)
-    _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
+    _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])),
+                            len(member_names(saved.model)))
     return saved
 
 
@@ -750,13 +751,21 @@ def _refuse_unchecked_finished_run(out: Path) -> None:
                           f"{option_name('out')}")
 
 
-def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int) -> None:
+def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int, members: int
+                            ) -> None:
     """Warn in one line of a resume under another covseg (version or source), torch or thread
     count than the run started with (its ``record``): each changes the weights trained, so the
-    run matches neither an uninterrupted run nor one all under this command. A run with no
-    epoch left of its ``epochs`` (finished, or stopped in its last validation), which a resume
-    only validates again, is not warned of."""
-    changed = environment_changes(record, {**environment(), "threads": torch.get_num_threads()})
+    run matches neither an uninterrupted run nor one all under this command. A thread count
+    that gives each of the run's ``members`` (1: a single network) the threads it trained with
+    is no change (:func:`network_threads`): the default ensemble on 2 cores, each member on one
+    thread whether resumed with 1 or 2, was warned of. A run with no epoch left of its
+    ``epochs`` (finished, or stopped in its last validation), which a resume only validates
+    again, is not warned of."""
+    threads, saved = torch.get_num_threads(), record.get("threads")
+    if type(saved) is int and saved > 0 and (network_threads(saved, members)
+                                              == network_threads(threads, members)):
+        threads = saved
+    changed = environment_changes(record, {**environment(), "threads": threads})
     if changed and not (out / "metrics.json").is_file() and _epochs_logged(out) < epochs:
         log.warning("%s: resumed under other settings than the run started with (%s): its "
                     "results may differ from an uninterrupted run's (config.json's resumed_by "
@@ -1417,6 +1426,13 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     return metrics
 
 
+def network_threads(threads: int, members: int) -> int:
+    """The threads each network of a run of ``members`` networks (1: a single one) trains with
+    under torch's ``threads``: all of them for one network; an ensemble's members train side by
+    side, as many at once as there are threads, sharing them out (:func:`_train_ensemble`)."""
+    return max(1, threads // min(members, threads))
+
+
 def _members_curves(members: Sequence[tuple[Path, Mapping[str, Any]]], validated: bool
                     ) -> list[MemberCurves]:
     """What the ensemble's curves.png draws of each member (its folder and metrics.json):
@@ -1569,7 +1585,7 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
     checkpoint is written atomically, so ``--resume`` goes on from the last epoch each member
     finished.
     """
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = network_threads(torch.get_num_threads(), len(jobs))
     context = member_context()
     run = jobs[0][1].parent
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix=MEMBERS_SCRATCH,
