@@ -1634,8 +1634,8 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     (``edited_predictions``, warned of in one line), those beside a predict.json that does
     not list them (``unrecorded_predictions``: no record names their model), the files among
     the masks that are no masks of labels, not scored (``skipped_images``: files named as images
-    beside their masks, truths holding an image or a soft mask), and the paths of the ``files``
-    written.
+    beside their masks, truths holding an image, a soft mask or a lossy mask of several
+    classes), and the paths of the ``files`` written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),
