@@ -822,10 +822,10 @@ def test_an_earlier_input_named_in_another_case_on_a_disk_ignoring_case_is_the_s
     os.link(recorded, tmp_path / "a" / "scan.npy")
     os.link(recorded, tmp_path / "b" / "scan.npy")
     out = tmp_path / "pred"
-    api._check_outputs(api._Planned.of([tmp_path / "a" / "scan.npy"], out), out, [str(recorded)])
+    earlier = {"inputs": [str(recorded)]}
+    api._check_outputs(api._Planned.of([tmp_path / "a" / "scan.npy"], out), out, earlier)
     with pytest.raises(CovsegError, match="would overwrite that of .* on macOS and Windows"):
-        api._check_outputs(api._Planned.of([tmp_path / "b" / "scan.npy"], out), out,
-                           [str(recorded)])
+        api._check_outputs(api._Planned.of([tmp_path / "b" / "scan.npy"], out), out, earlier)
 
 
 def test_predict_refuses_a_name_that_is_not_utf8_before_writing(
@@ -1216,6 +1216,26 @@ def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CovsegError, match="would overwrite that of"):
         covseg.predict(tiny_run, other, relative / "pred")
+
+
+def test_a_clash_with_an_earlier_failure_is_not_called_an_earlier_mask(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """A first call given a data set's GT/x.png (a label mask: it fails, no mask written), a
+    second given Imgs/x of that name: refused as overwriting the mask "which an earlier predict
+    wrote", which was never written. Refused still, saying what was recorded."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    truth = tmp_path / "GT" / f"{image.stem}.png"
+    truth.parent.mkdir()
+    Image.fromarray(np.pad(np.full((8, 8), 255, np.uint8), 12)).save(truth)
+    out = tmp_path / "pred"
+    with pytest.raises(covseg.BatchFailed, match="not a CT slice but a label mask"):
+        covseg.predict(tiny_run, truth, out)
+    with pytest.raises(CovsegError, match=(
+            rf"{re.escape(str(image))}: its mask would be taken for that of "
+            rf"{re.escape(str(truth))}, which an earlier predict into {re.escape(str(out))} "
+            r"failed on \(evaluate scores it as an empty prediction\); pick another out$")):
+        covseg.predict(tiny_run, image, out)
+    assert not (out / f"{image.stem}.png").exists()
 
 
 @pytest.mark.parametrize(("ct", "mask"), [

@@ -129,6 +129,28 @@ def test_images_given_as_masks_are_refused(tmp_path: Path,
     assert not (tmp_path / "ev.json").exists()
 
 
+def test_a_jpeg_multiclass_truth_is_told_as_training_tells_it(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    """Labels 0/1/2 scaled to 0/127/254 and saved as JPEG, its ground-glass mid-grey: evaluate
+    called the truth "not a mask but an image" and asked for labels, while train and data info
+    call that very file a mask of several classes saved lossily and ask for PNG."""
+    labels = square_mask(64, 4, 4, 30) + square_mask(64, 20, 20, 10)
+    (tmp_path / "truth").mkdir()
+    Image.fromarray((labels * 127).astype(np.uint8)).save(tmp_path / "truth" / "a.jpg",
+                                                          quality=90)
+    _save(tmp_path / "pred" / "a.png", labels)
+    lossy = (r"truth/a\.jpg: a mask of several classes saved lossily \(.*\), whose JPEG noise "
+             r"blurs one class into the next; save the masks losslessly \(PNG\)")
+    with pytest.raises(CovsegError, match=lossy):
+        read_oriented_mask(tmp_path / "truth" / "a.jpg")
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "truth"), "--out", str(tmp_path / "ev.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and re.search(lossy, err), err
+    assert not (tmp_path / "ev.json").exists()
+
+
 def test_lossy_jpeg_masks_are_still_read(tmp_path: Path) -> None:
     mask = square_mask(64, 10, 10, 30) * 255
     _save(tmp_path / "truth" / "a.png", mask)
@@ -791,7 +813,8 @@ def test_a_skipped_truth_is_noted_as_no_mask_of_labels_and_its_prediction_not_un
                  "--out", str(tmp_path / "ev")]) == 0
     err = capsys.readouterr().err
     assert ("warning: 1 file among the masks, no mask of labels, not scored (named as an image "
-            "beside its mask, or by its levels an image or a soft mask: see the warnings above): "
+            "beside its mask, or by its levels an image, a soft mask or a lossy mask of several "
+            "classes: see the warnings above): "
             "b.png") in err
     assert "warning: 1 prediction without a truth, not scored: c.png\n" in err
 
@@ -811,11 +834,12 @@ def test_one_file_is_told_one_way_as_pred_and_as_truth(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
     """A prediction had its own soft-mask rule (its levels alone): a lossy mask of scaled labels
     was "a probability map or soft mask ... threshold it" as --pred but "an image" as --truth.
-    Both sides tell a file by one rule, in one wording, each with its own advice."""
+    Both sides tell a file by one rule, in one wording, each with its own advice: the lossy
+    mask in the words training reads tell it with."""
     odd = _soft_and_sharp()[0] if kind == "soft" else _lossy_scaled_labels()
     sharp = (odd >= 128).astype(np.uint8) * 255
     found = {"soft": "not a mask of labels but, by its levels, a soft mask or probability map (",
-             "lossy": "but an image ("}[kind]
+             "lossy": "a mask of several classes saved lossily ("}[kind]
     told = {}
     for side, other in (("pred", "truth"), ("truth", "pred")):
         _save(tmp_path / side / side / "b.png", odd)

@@ -848,9 +848,10 @@ class _Planned:
                    {path.resolve() for path in files})
 
 
-def _check_outputs(planned: _Planned, out: Path, earlier_inputs: Sequence[str]) -> None:
+def _check_outputs(planned: _Planned, out: Path, earlier: dict[str, Any]) -> None:
     """Refuse what would lose data: two inputs writing one mask, in this call or over the mask
-    of another file an earlier call predicted into ``out``, or a mask over an input. Masks are
+    of another file an earlier call (its ``predict.json``, ``earlier``) predicted into ``out``
+    or failed on (the mask then taken for that failure's), or a mask over an input. Masks are
     compared ignoring case, as macOS and Windows disks do (``Scan.png`` and ``scan.png`` wrote
     one mask there, the second over the first)."""
     targets: dict[Path, Path] = {}
@@ -863,13 +864,18 @@ def _check_outputs(planned: _Planned, out: Path, earlier_inputs: Sequence[str]) 
                               f"{_case_only(first, target)}; predict them into separate "
                               f"{option_name('out')} folders")
         targets[target] = path
-    for before in map(Path, earlier_inputs):  # absolute, or relative in older records
+    failed = _earlier(earlier, "failed", {})
+    for before in map(Path, _earlier_inputs(earlier)):  # absolute, or relative in old records
         mask = (out / output_name(before)).resolve()
         ours = folded.get(str(mask).lower())
         if ours is not None and before.is_file() and not _one_input(before, targets[ours]):
-            raise CovsegError(f"{targets[ours]}: its mask would overwrite that of {before}"
-                              f"{_case_only(mask, ours)}, which an earlier predict wrote into "
-                              f"{out}; pick another {option_name('out')}")
+            done = (f"be taken for that of {before}{_case_only(mask, ours)}, which an earlier "
+                    f"predict into {out} failed on (evaluate scores it as an empty prediction)"
+                    if str(before) in failed else
+                    f"overwrite that of {before}{_case_only(mask, ours)}, which an earlier "
+                    f"predict wrote into {out}")
+            raise CovsegError(f"{targets[ours]}: its mask would {done}; pick another "
+                              f"{option_name('out')}")
     for target, path in targets.items():
         if target in planned.inputs:
             raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
@@ -1381,7 +1387,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     planned = _Planned.of(files, out)
     _refuse_unrecorded_masks(out, planned, earlier, overlay, own)
     _refuse_earlier_names(out, planned, own)
-    _check_outputs(planned, out, _earlier_inputs(earlier))
+    _check_outputs(planned, out, earlier)
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
         predictor.guide.run  # noqa: B018 - looked up: one line refuses a lung run not there
@@ -1631,8 +1637,8 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     (``edited_predictions``, warned of in one line), those beside a predict.json that does
     not list them (``unrecorded_predictions``: no record names their model), the files among
     the masks that are no masks of labels, not scored (``skipped_images``: files named as images
-    beside their masks, truths holding an image or a soft mask), and the paths of the ``files``
-    written.
+    beside their masks, truths holding an image, a soft mask or a lossy mask of several
+    classes), and the paths of the ``files`` written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),

@@ -366,8 +366,9 @@ EVALUATE_NOTES = {
     "pending_truths": ("truth", ("pending in the predict that did not finish (not done when it "
                                  "stopped, or still running), not scored")),
     "skipped_images": ("file", ("among the masks, no mask of labels, not scored (named as an "
-                                "image beside its mask, or by its levels an image or a soft "
-                                "mask: see the warnings above)")),
+                                "image beside its mask, or by its levels an image, a soft "
+                                "mask or a lossy mask of several classes: see the warnings "
+                                "above)")),
 }
 """The name lists of an evaluation said on the console: the noun each counts, what it holds."""
 

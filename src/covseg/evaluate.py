@@ -369,7 +369,7 @@ def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
     if reason:
         given = f"give covseg predict's output masks as {option_name('pred')}"
         raise image_refusal(path, array, values, reason, what="prediction mask", advice=given,
-                            soft_advice=given)
+                            soft_advice=given, lossy_advice=given)
 
 
 def _stored(path: Path, volume: Volume | None) -> np.ndarray:
@@ -507,9 +507,10 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     (:func:`_pending_cases`, warned of); predictions without a truth, by file name, in
     ``unmatched_predictions``; files named as images beside their masks (:func:`_named_images`) are
     not read, and named in ``skipped_images``, as are truths that hold an image (a CT:
-    :func:`_label_levels`, :func:`_unmatched_images`) or a soft mask, skipped with a warning, their
-    predictions not scored (nor named as without a truth); a probability map is refused, as is a
-    prediction holding an image or a soft mask. When both sides hold labels above 1 they are
+    :func:`_label_levels`, :func:`_unmatched_images`), a soft mask or a lossy mask of several
+    classes, skipped with a warning, their predictions not scored (nor named as without a
+    truth); a probability map is refused, as is a prediction holding an image, a soft mask or a
+    lossy mask of several classes. When both sides hold labels above 1 they are
     evaluated per class as well; when only one does, as binary, with a ``classes_note`` saying so.
     The models that made the scored masks are copied from covseg's records (``models``:
     :func:`_recorded_models`), and masks edited since predict wrote them are named

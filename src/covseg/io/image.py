@@ -509,7 +509,9 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
     refuse_negative(values, source)
     divisor = level_divisor(values)
     if divisor is None:
-        _refuse_lossy_scaled(array, source)
+        refusal = _lossy_scaled_refusal(array, source)
+        if refusal is not None:
+            raise refusal
         _check_binary_with_noise(array, values, source)
         return (array > values.max() / 2).astype(np.uint8)
     if divisor == 1:
@@ -523,29 +525,6 @@ def refuse_negative(mask: np.ndarray, source: str | os.PathLike[str]) -> None:
     255 of a 0/255 mask stored as int8; read as background, its lesion was trained on as none."""
     if mask.size and mask.min() < 0:
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
-
-
-def _refuse_lossy_scaled(array: np.ndarray, source: str | os.PathLike[str]) -> None:
-    """Refuse a lossy (JPEG) mask of labels scaled to 0/127/254 or 0/85/170/255
-    (:func:`lossy_mask_levels`) with more than :data:`LOSSY_MID_SHARE` of its labelled pixels
-    near a middle level: thresholded at half its maximum, its classes were merged into one (or
-    it was refused as an image, by how many pixels were mid-grey)."""
-    reason = _lossy_scaled(array)
-    if not reason:
-        return
-    counts = np.bincount(array.ravel(), minlength=256)
-    levels = np.arange(256)
-    for labels, near in LOSSY_SCALED_LEVELS.items():
-        band = LOSSY_MASK_BAND * 255 / labels
-        mid = counts[near & (levels > band) & (levels < 255 - band)].sum()
-        top = counts[levels >= 255 - band].sum()
-        if mid > LOSSY_MID_SHARE * (mid + top):
-            if _soft_edges(counts):
-                raise soft_mask(source, f"{np.count_nonzero(counts)} grey levels, those not "
-                                        "near 0 or 255 spread evenly between them")
-            raise CovsegError(f"{source}: a mask of several classes saved lossily ({reason}), "
-                              "whose JPEG noise blurs one class into the next; save the masks "
-                              "losslessly (PNG) holding labels 0..K or 0/85/170/255")
 
 
 SOFT_EDGE_DENSITY = 0.6
@@ -585,6 +564,36 @@ def soft_mask(source: str | os.PathLike[str], detail: str,
                        f"probability map ({detail}), as a 0/255 mask resized with bilinear or "
                        "bicubic interpolation (or saved as a low-quality JPEG) is; threshold it "
                        f"at half its maximum (128), or {advice}")
+
+
+LOSSLESS_ADVICE = "save the masks losslessly (PNG) holding labels 0..K or 0/85/170/255"
+"""What to give instead of a lossy mask of several classes (:func:`_lossy_scaled_refusal`)."""
+
+
+def _lossy_scaled_refusal(array: np.ndarray, source: str | os.PathLike[str], *,
+                          advice: str = LOSSLESS_ADVICE, soft_advice: str = SOFT_MASK_ADVICE
+                          ) -> CovsegError | None:
+    """The refusal of a lossy (JPEG) mask of labels scaled to 0/127/254 or 0/85/170/255
+    (:func:`lossy_mask_levels`) with more than :data:`LOSSY_MID_SHARE` of its labelled pixels
+    near a middle level, or None: thresholded at half its maximum, its classes were merged into
+    one (or it was refused as an image, by how many pixels were mid-grey). ``advice`` and
+    ``soft_advice``: what to give instead (:func:`image_refusal`'s)."""
+    reason = _lossy_scaled(array)
+    if not reason:
+        return None
+    counts = np.bincount(array.ravel(), minlength=256)
+    levels = np.arange(256)
+    for labels, near in LOSSY_SCALED_LEVELS.items():
+        band = LOSSY_MASK_BAND * 255 / labels
+        mid = counts[near & (levels > band) & (levels < 255 - band)].sum()
+        top = counts[levels >= 255 - band].sum()
+        if mid > LOSSY_MID_SHARE * (mid + top):
+            if _soft_edges(counts):
+                return soft_mask(source, f"{np.count_nonzero(counts)} grey levels, those not "
+                                         "near 0 or 255 spread evenly between them", soft_advice)
+            return CovsegError(f"{source}: a mask of several classes saved lossily ({reason}), "
+                               f"whose JPEG noise blurs one class into the next; {advice}")
+    return None
 
 
 def level_divisor(values: np.ndarray) -> float | None:
@@ -785,13 +794,20 @@ IMAGE_ADVICE = "pass masks holding labels 0..K or 0/255"
 
 def image_refusal(source: str | os.PathLike[str], array: np.ndarray, values: np.ndarray,
                   reason: str, *, what: str = "mask", advice: str = IMAGE_ADVICE,
-                  soft_advice: str = SOFT_MASK_ADVICE) -> CovsegError:
+                  soft_advice: str = SOFT_MASK_ADVICE,
+                  lossy_advice: str = LOSSLESS_ADVICE) -> CovsegError:
     """The error for a mask that is an image by its levels (``reason``: :func:`image_levels`;
     ``values``: its sorted levels): a 0/255 mask with soft edges (:func:`soft_mask`, with
     ``soft_advice``) where its 8-bit levels are a soft mask's (:func:`soft_mask_levels`)
     spread as soft edges spread (:func:`_soft_edges`), else an image given as ``what``
     (:func:`image_given_as_mask`, with ``advice``). Training reads and evaluate's truths and
-    predictions say it in these words, so one file is told one way wherever it is given."""
+    predictions say it in these words, so one file is told one way wherever it is given: a
+    lossy mask of several classes (JPEG 0/127/254, its ground-glass mid-grey) as training reads
+    tell it (:func:`_lossy_scaled_refusal`, with ``lossy_advice``, which they try first), where
+    evaluate called it an image."""
+    lossy = _lossy_scaled_refusal(array, source, advice=lossy_advice, soft_advice=soft_advice)
+    if lossy is not None:
+        return lossy
     if soft_mask_levels(array, values) and _soft_edges(
             np.bincount(array.astype(np.uint8, copy=False).ravel(), minlength=256)):
         return soft_mask(source, f"{reason}: few for an image", soft_advice)
