@@ -404,6 +404,28 @@ def test_a_comparison_folder_names_its_best_model_with_its_verdict(
         "/data/ct --model miniseg --out RUN`")
 
 
+def test_a_comparison_folder_offers_the_fold_of_its_best_model(tmp_path: Path) -> None:
+    """The refusal offered the first model's fold by name (``miniseg/fold_0``), then said
+    another (``unet:width=4``) had the highest mean Dice: it offers that model's fold, and
+    the first by name where the best one's folder is gone."""
+    compared = tmp_path / "cmp"
+    for name in ("miniseg", "unet_width-4"):
+        (compared / name / "fold_0").mkdir(parents=True)
+    (compared / "comparison.json").write_text(json.dumps({
+        "data_path": "/data/ct", "folds": 2,
+        "models": [{"model": "unet:width=4", "dice": {"mean": 0.7}},
+                   {"model": "miniseg", "dice": {"mean": 0.6}}]}))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"give one of them ({compared / 'unet_width-4' / 'fold_0'}) as the model; "
+            "`unet:width=4` has the highest mean Dice")):
+        load_checkpoint(compared)
+    (compared / "unet_width-4" / "fold_0").rmdir()
+    with pytest.raises(CovsegError, match=re.escape(
+            f"give one of them ({compared / 'miniseg' / 'fold_0'}) as the model; "
+            "`unet:width=4` has the highest mean Dice")):
+        load_checkpoint(compared)
+
+
 @pytest.mark.parametrize("models", [["unet"], {"unet": {"dice": {"mean": 0.6}}}, "unet", None,
                                     [{"dice": 0.5, "model": "unet"}], [{"model": ["unet"]}]])
 def test_a_comparison_folder_whose_models_record_is_damaged_is_refused_in_one_line(

@@ -31,6 +31,7 @@ from covseg.viz import (
     legend_strip,
     members_curves,
     overlay,
+    paired_plot,
     sample_grid,
     save_figure,
     severity_chart,
@@ -398,6 +399,37 @@ def test_members_curves_draw_each_member_apart_without_a_split(
         "member 0 unet, train", "member 0 unet: kept epoch 2", "member 1 miniseg, train",
         "member 1 miniseg: kept epoch 2"]
     assert [line.get_color() for line in axis.get_lines()] == ["C0", "C0", "C1", "C1"]
+
+
+def test_members_curves_of_one_epoch_draw_validation_as_a_ring(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """After one epoch each member's training and validation loss were the same dot of its
+    colour, and the legend's dashes (validation) were hidden under it: validation is a ring."""
+    history = [{"epoch": 1, "train_loss": 1.2, "val_loss": 1.0, "val_dice": 0.3}]
+    members_curves([MemberCurves("member 0 unet", history, 1, 0.3)], tmp_path / "curves.png",
+                   loss="dice", canvas=64, ensemble_dice=0.3, title="unet on d")
+    train, validation = saved_figures[-1].axes[0].get_lines()[:2]
+    assert validation.get_label() == "member 0 unet, validation"
+    assert train.get_marker() == validation.get_marker() == "o"
+    assert train.get_markerfacecolor() != validation.get_markerfacecolor() == "white"
+
+
+def test_paired_plot_keeps_the_differences_label_off_the_models_panel(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """comparison_boxplot.png's right panel's y label ("paired Dice difference per slice")
+    touched the left panel's frame."""
+    rng = np.random.default_rng(0)
+    paired_plot({"unet:width=4": list(rng.uniform(size=20)), "miniseg": list(rng.uniform(size=20))},
+                {"miniseg - unet:width=4": list(rng.uniform(-0.4, 0.4, size=20))},
+                tmp_path / "box.png", ylabel="Dice per case",
+                difference_label="paired Dice difference per slice", title="Dice by model")
+    figure = saved_figures[-1]
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    left, right = figure.axes
+    gap = (right.yaxis.get_tightbbox(renderer).x0 - left.get_window_extent(renderer).x1)
+    assert gap > 0.05 * figure.dpi, gap
 
 
 def test_severity_chart_keeps_a_value_near_100_on_the_axis_and_names_the_bounds(

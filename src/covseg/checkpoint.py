@@ -156,11 +156,23 @@ def _refuse_folds_holder(folder: Path) -> None:
     models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
         from covseg.compare import final_step  # compare reads checkpoints
-        example = (models[0] if models else folder / "MODEL") / "fold_0"
-        step = final_step(read_record(folder / "comparison.json") or {})
+        result = read_record(folder / "comparison.json") or {}
+        step = final_step(result)
+        example = _example_model(folder, result, models) / "fold_0"
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
                           f"models are in their fold folders; give one of them ({example}) "
                           f"as the model; {step}")
+
+
+def _example_model(folder: Path, result: Mapping[str, Any], models: list[Path]) -> Path:
+    """The model folder whose fold a comparison's refusal offers: that of the best mean Dice
+    (``result``: its comparison.json), the one its next step names (the first by name was
+    offered beside another's final model); else the first by name, else a placeholder."""
+    from covseg.compare import best_compared, compared_rows, model_folder
+
+    best = best_compared(compared_rows(result))
+    chosen = folder / model_folder(best) if best else None
+    return chosen if chosen in models else (models[0] if models else folder / "MODEL")
 
 
 def _repeat_folds(summary: Mapping[str, Any], folds: list[Path]) -> int:

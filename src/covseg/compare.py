@@ -932,14 +932,20 @@ def best_compared(rows: Sequence[Mapping[str, Any]]) -> str | None:
     return max(scored, key=scored.__getitem__) if scored else None
 
 
+def compared_rows(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A comparison's per-model rows (``result``: its comparison.json, or what a folder's
+    damaged or missing one gives): none where ``models`` is no list, a row no object left out."""
+    models = result.get("models")
+    return [row for row in models if isinstance(row, Mapping)] if isinstance(models, list) else []
+
+
 def final_step(result: Mapping[str, Any]) -> str:
     """The model of the best mean Dice of a comparison (``result``: its comparison.json, or what
     a folder's damaged or missing one gives), trained on all the data, and where it is a
     candidate whose verdict is not "better", that the folds showed no difference from the
     baseline (named as if it had won, an equal model was taken for the better one): the end of
     comparison.md and of the refusal of a comparison's folder as a model."""
-    models = result.get("models")
-    rows = [row for row in models if isinstance(row, Mapping)] if isinstance(models, list) else []
+    rows = compared_rows(result)
     best = best_compared(rows)
     config = result.get("config")
     multiclass = isinstance(config, Mapping) and config.get("target") == "multiclass"

@@ -300,7 +300,8 @@ def members_curves(members: Sequence[MemberCurves], path: str | os.PathLike[str]
         kept += MOVING_AVERAGE if averaged else ""
         if validated:
             left.plot(own, [row.get("val_loss", float("nan")) for row in member.history],
-                      color=colour, linestyle="--", label=f"{member.name}, validation", **point)
+                      color=colour, linestyle="--", label=f"{member.name}, validation",
+                      **_point(own, hollow=True))  # a dot of one epoch hid the dashes
             _validation_dice(axes[1], member.history, member.best_epoch, colour, point)
             kept += (f" (validation {_any_lesion_dice(multiclass)} {member.kept_dice:.3f} at "
                      "the images' own size)")
@@ -329,9 +330,12 @@ def _curve_panels(validated: bool, legend_rows: int = 0) -> tuple[Figure, list[A
     return fig, list(fig.subplots(1, 1 + validated, squeeze=False)[0])
 
 
-def _point(epochs: Sequence[float]) -> dict[str, Any]:
-    """A curve's marker: a line of one point draws nothing, so one epoch is a dot."""
-    return {"marker": "o"} if len(epochs) == 1 else {}
+def _point(epochs: Sequence[float], hollow: bool = False) -> dict[str, Any]:
+    """A curve's marker: a line of one point draws nothing, so one epoch is a dot, ``hollow``
+    a ring (where the curve's line style, dashed, is what tells it from another's)."""
+    if len(epochs) != 1:
+        return {}
+    return {"marker": "o", "markerfacecolor": "white"} if hollow else {"marker": "o"}
 
 
 def _label_panels(axes: Sequence[Axes], epochs: Sequence[float], loss: str, canvas: int,
@@ -422,7 +426,8 @@ def paired_plot(groups: Mapping[str, Sequence[float]],
     unpaired boxes that overlap hide a difference the pairs show."""
     from covseg._matplotlib import Figure
 
-    fig = Figure(figsize=(max(7, 1.6 * (len(groups) + len(differences)) + 3), 4.4))
+    fig = Figure(figsize=(max(7, 1.6 * (len(groups) + len(differences)) + 3), 4.4),
+                 layout="constrained")  # spaced by their labels: the right's touched the left
     left, right = fig.subplots(1, 2, width_ratios=[len(groups), max(len(differences), 1.5)])
     handles = _boxes(left, groups, ylabel) + _boxes(right, differences, difference_label)
     _legend(right, list({handle.get_label(): handle for handle in handles}.values()))
