@@ -115,6 +115,7 @@ def main() -> None:
     covseg.demo("demo", folds=np.int64(3), epochs=np.int64(1))
     config = covseg.TrainConfig(epochs=np.int64(4), lr=np.float32(0.002),
                                 window=np.array([-1350, 150]))
+    whole: covseg.config.Int = np.int64(2)
     try:
         done: covseg.BatchResult = covseg.quantify("q", "out", shard=(np.int64(0), np.int64(2)))
         print(done.summary, done.done, done.skipped, done.failed)
@@ -122,7 +123,9 @@ def main() -> None:
         print(error.result.failed)
     except covseg.BatchFailed as error:
         print(error)
-    print(masks, labels, config)
+    except covseg.errors.OutOfMemory as error:
+        print(error)
+    print(masks, labels, config, whole)
 """
 
 
@@ -159,6 +162,47 @@ def test_a_users_mistyped_recipe_and_volume_keywords_fail_the_type_check(
     stdout, stderr, status = _strict(MISTYPED_SCRIPT, tmp_path, monkeypatch)
     flagged = {int(line.split(":")[1]) for line in stdout.splitlines() if ": error:" in line}
     assert status == 1 and flagged == set(range(4, 10)), stdout + stderr
+
+
+MISSPELT_SCRIPT = """
+import covseg
+from covseg import load_predicter
+print(covseg.BatchResults)
+"""
+
+
+def test_a_name_covseg_lacks_fails_the_type_check(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """covseg's ``__getattr__`` (its names imported at their first use) gave type checkers every
+    name, a misspelt one too, as an ``object``: ``mypy --strict`` passed both lines, which
+    the run refuses; each is now an error."""
+    stdout, stderr, status = _strict(MISSPELT_SCRIPT, tmp_path, monkeypatch)
+    flagged = {int(line.split(":")[1]) for line in stdout.splitlines() if ": error:" in line}
+    assert status == 1 and flagged == {3, 4}, stdout + stderr
+
+
+def test_the_modules_the_docs_name_names_from_are_attributes_for_type_checkers() -> None:
+    """python-api.md gives ``covseg.config.Int``, ``covseg.errors.OutOfMemory`` and
+    ``covseg.api.VolumeOptions`` after ``import covseg`` alone; pyright took each module,
+    reached through the package's ``__getattr__``, as an ``object`` without the name. The
+    package imports each for type checkers under its own name (``as config``: re-exported from
+    a py.typed package), the module ``__getattr__`` gives at run time."""
+    import importlib
+    import re
+
+    import covseg
+
+    docs = (ROOT / "docs" / "python-api.md").read_text()
+    named = set(re.findall(r"`covseg\.([a-z_]+)\.[A-Za-z_]+", docs))
+    package = ast.parse((ROOT / "src" / "covseg" / "__init__.py").read_text())
+    [checking] = [node for node in package.body
+                  if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
+    reexported = {alias.name for node in checking.body
+                  if isinstance(node, ast.ImportFrom) and node.module == "covseg"
+                  for alias in node.names if alias.asname == alias.name}
+    assert named == {"api", "config", "errors"} and named <= reexported
+    assert all(getattr(covseg, name) is importlib.import_module(f"covseg.{name}")
+               for name in named)
 
 
 def _strict(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, int]:

@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING
 import covseg._mplconfig  # noqa: F401
 
 if TYPE_CHECKING:
+    # the modules whose names the docs give as covseg.config.Int, covseg.errors.OutOfMemory and
+    # covseg.api.VolumeOptions, attributes of covseg for type checkers as for __getattr__
+    from covseg import api as api
+    from covseg import config as config
+    from covseg import errors as errors
     from covseg.api import (
         compare,
         cross_validate,
@@ -61,23 +66,26 @@ _HOMES = {"BatchResult": "covseg.batch", "StudiesFailed": "covseg.batch",
 """The module each name of :data:`__all__` comes from, but the API functions' (covseg.api)."""
 
 
-def __getattr__(name: str) -> object:
-    """The API's names and covseg's submodules (``covseg.config.Int``), imported at their first
-    use: ``import covseg`` loads no PyTorch (about 3 s), so that ``python -m covseg`` reaches
-    :func:`covseg_entry.main`, whose handlers end a stop while covseg loads in one line, before
-    PyTorch is imported."""
-    if name in __all__:
-        value = getattr(importlib.import_module(_HOMES.get(name, "covseg.api")), name)
-        globals()[name] = value
-        return value
-    submodule = f"{__name__}.{name}"
-    if not name.startswith("__"):  # not a probe of Python's (``__wrapped__``, ``__path__``)
-        try:
-            return importlib.import_module(submodule)
-        except ModuleNotFoundError as exc:
-            if exc.name != submodule:
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Hidden from type checkers, which took every name through it, a misspelt one too, as an object:
+# mypy passed ``from covseg import load_predicter``, and pyright knew no ``covseg.config.Int``.
+if not TYPE_CHECKING:
+    def __getattr__(name: str) -> object:
+        """The API's names and covseg's submodules (``covseg.config.Int``), imported at their first
+        use: ``import covseg`` loads no PyTorch (about 3 s), so that ``python -m covseg`` reaches
+        :func:`covseg_entry.main`, whose handlers end a stop while covseg loads in one line, before
+        PyTorch is imported."""
+        if name in __all__:
+            value = getattr(importlib.import_module(_HOMES.get(name, "covseg.api")), name)
+            globals()[name] = value
+            return value
+        submodule = f"{__name__}.{name}"
+        if not name.startswith("__"):  # not a probe of Python's (``__wrapped__``, ``__path__``)
+            try:
+                return importlib.import_module(submodule)
+            except ModuleNotFoundError as exc:
+                if exc.name != submodule:
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
