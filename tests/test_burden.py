@@ -32,6 +32,20 @@ def test_ct_category_rejects_impossible_percentages() -> None:
         ct_category(-1.0)
 
 
+def test_the_category_grades_both_lungs_together() -> None:
+    """MosMedData grades a study by both lungs together, not by the worse lung: a left lung
+    60 % involved beside a clear right lung of its size is a study 30 % involved, CT-2 (not
+    CT-3), and the per-lung rows carry their % with no category."""
+    lungs = np.zeros((2, 10, 20), dtype=np.uint8)
+    lungs[:, :, :10], lungs[:, :, 10:] = 1, 2
+    lesions = np.zeros_like(lungs)
+    lesions[:, :6, 10:] = 1  # 120 of the left lung's 200 voxels
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs)
+    assert result["left_lung"]["percent_involved"] == 60.0
+    assert result["study"]["percent_involved"] == 30.0 and result["study"]["ct_category"] == "CT-2"
+    assert "ct_category" not in result["left_lung"] and "ct_category" not in result["right_lung"]
+
+
 def test_known_volumes_per_lung_binary() -> None:
     spacing = (2.0, 0.5, 0.5)  # 0.5 mm^3 = 0.0005 mL per voxel
     lungs = np.zeros((4, 20, 20), dtype=np.uint8)

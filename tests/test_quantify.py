@@ -591,6 +591,40 @@ def test_more_lesion_outside_a_given_lung_mask_than_inside_is_warned_of(
         assert "or quantify with the CT and no lung mask (threshold lungs" in note
 
 
+def test_lesion_outside_threshold_lungs_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """quantify --image found the lungs by HU threshold, which finds no lung consolidated whole
+    (no air left in it): the mask of that lung lay outside both lungs, left out of
+    percent_involved without a word (a lung mask's or a lung model's lungs warned of it). It is
+    warned of once and recorded as the lung_note, as for a lung mask."""
+    hu = np.full((64, 48, 10), -1000.0, dtype=np.float32)  # x, y, z: RAS, x large the right
+    hu[4:60, 4:44, :] = 40.0  # the body; the left lung (x 10..27) consolidated whole
+    hu[36:54, 10:38, 1:9] = -850.0  # the right lung: 4032 voxels
+    mask = np.zeros(hu.shape, dtype=np.uint8)
+    mask[10:28, 10:38, 1:9] = 1  # the left lung: 4032 voxels, 5.6 mm from the right
+    mask[40:46, 20:26, 2:4] = 1  # 72 voxels in the right lung
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    for name, data in (("ct", hu), ("mask", mask)):
+        nib.save(nib.Nifti1Image(data, affine), str(tmp_path / f"{name}.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "mask.nii.gz", tmp_path / "out",
+                                image=tmp_path / "ct.nii.gz")
+    outside, inside = (voxels * 0.7 * 0.7 * 5.0 / 1000.0 for voxels in (4032, 72))
+    study = result["study"]
+    assert study["lesion_outside_lungs_ml"] == pytest.approx(outside)
+    assert study["percent_involved"] == pytest.approx(100 * 72 / 4032)
+    note = result["lung_note"]
+    assert note == (f"{outside:.1f} mL of lesion lies outside the HU threshold's lungs, more "
+                    f"than the {inside:.1f} mL inside them, and is left out of "
+                    "percent_involved: the HU threshold may have missed consolidated lung, or "
+                    "the calls run on beyond the lungs; check the montage, or give the lungs "
+                    "with --lungs")
+    assert [r.getMessage() for r in caplog.records if note in r.getMessage()] == [
+        f"{tmp_path / 'mask.nii.gz'}: {note}"]
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
+    assert stored["lung_note"] == note
+
+
 def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
     """A probability map given as the lesion mask or as --lungs fails its study with the
     reason, instead of reading as 0 mL; the batch goes on."""

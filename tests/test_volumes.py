@@ -158,6 +158,45 @@ def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:
     assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(counts["outside"] * VOXEL_ML)
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_lung_consolidated_whole_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: bool) -> None:
+    """A lung with no air left is no lung to the HU threshold, and its lesion lies apart from
+    the other lung: predict removed the whole left lung's call (48 % of both lungs read 0.5 %,
+    CT-1) or, with --keep-outside-lungs, left it out of percent_involved, without a word. Both
+    are warned of, and recorded as the lung_note."""
+    path = tmp_path / "chest.nii.gz"
+    counts = chest_nifti(path)
+    image = nib.load(str(path))
+    hu = np.asarray(image.dataobj)
+    hu[36:56, 10:40, 1:9] = -300.0  # the left lung wholly ground-glass: 4800 voxels
+    nib.save(nib.Nifti1Image(hu, image.affine), str(path))
+    with caplog.at_level("WARNING"):
+        result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out",
+                               keep_outside_lungs=keep)
+    inside, left = counts["ggo"] * VOXEL_ML, 4800 * VOXEL_ML
+    apart = left + counts["outside"] * VOXEL_ML  # the chest-wall blob lies apart too
+    study = result["study"]
+    assert study["percent_involved"] == pytest.approx(100 * counts["ggo"] / (counts["lung"] / 2))
+    assert study["lesion_ml"] == pytest.approx(inside + (apart if keep else 0.0))
+    note = result["lung_note"]
+    if keep:
+        assert note.startswith(f"{apart:.1f} mL of lesion lies outside the HU threshold's lungs, "
+                               f"more than the {inside:.1f} mL inside them")
+        assert note.endswith("check the montage, or give the lungs with --lung-model")
+    else:
+        assert note == (
+            f"{apart:.1f} mL of lesion lying wholly beyond 5 mm of the lungs found was removed, "
+            f"more than the {inside:.1f} mL in them: a lung consolidated whole (no air left in "
+            "it) is no lung to the HU threshold, and its lesion lies apart from the other lung; "
+            "or the calls lie beyond the lungs; check the montage, or keep that lesion with "
+            "--keep-outside-lungs, or give the lungs with --lung-model")
+    said = [record.getMessage() for record in caplog.records if note in record.getMessage()]
+    assert said == [f"{path}: {note}"]
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
+    assert stored["lung_note"] == note
+
+
 def test_a_lung_margin_wider_than_any_body_is_refused_before_the_study(
         chest, tmp_path: Path) -> None:
     """A margin above about 1e154 mm passed the check, then every study failed with a bare

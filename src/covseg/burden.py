@@ -6,12 +6,14 @@ the % involvement count GGO + consolidation only: an effusion fills the pleural 
 lung, so it is reported on its own and is not lung volume where the lungs hold it. Lungs are
 labelled 1 = right, 2 = left (see covseg.lungs).
 
-Category (MosMedData, by the % of lung volume involved), boundaries closed below:
+Category (MosMedData, by the % of both lungs' volume involved, not the worse lung's),
+boundaries closed below, as the bands written 25-50 % and 50-75 % share their bounds:
 CT-0 = exactly 0 %; CT-1 = (0, 25); CT-2 = [25, 50); CT-3 = [50, 75); CT-4 = [75, 100].
 So 25 % is CT-2 and the smallest lesion inside the lungs makes a study CT-1.
 
-Thresholded lungs grown over much lesion, and lesion lying mostly outside the lungs counted,
-are warned of and noted in the result (``lung_note``).
+Thresholded lungs grown over much lesion, and lesion lying mostly outside the lungs counted
+(or removed by predict as lying apart from them), are warned of and noted in the result
+(``lung_note``).
 """
 
 from __future__ import annotations
@@ -216,13 +218,22 @@ def note_grown_lungs(result: dict[str, Any], cut: Cut, source: str, advice: str)
     result["lung_note"] = note
 
 
-def note_lesion_outside_lungs(result: dict[str, Any], source: str, lungs: str = "lung model",
-                              remedy: str = "predict without a lung model") -> None:
+def threshold_lungs_remedy(how: str) -> str:
+    """The remedy of :func:`note_lesion_outside_lungs` for lungs counted as given (a lung
+    model's, a lung mask): ``how`` to get threshold lungs instead, and why they help."""
+    return f"{how} (threshold lungs are grown over lesion reaching them)"
+
+
+def note_lesion_outside_lungs(
+        result: dict[str, Any], source: str, lungs: str = "lung model",
+        remedy: str = threshold_lungs_remedy("predict without a lung model")) -> None:
     """Warn once, and record as the result's ``lung_note``, when more lesion lies outside the
-    lungs counted as given (of a ``lungs``: a lung model, or the lung mask given to quantify)
-    than inside them: that lesion is left out of ``percent_involved``, so the lungs missed
-    consolidated lung, or the calls run on beyond the lungs; either way the percentage said
-    nothing of it. ``remedy``: how to get threshold lungs instead."""
+    lungs counted (of a ``lungs``: a lung model, the lung mask given to quantify, or the HU
+    threshold, whose lungs are grown over the lesion reaching them only) than inside them: that
+    lesion is left out of ``percent_involved``, so the lungs missed consolidated lung (a lung
+    consolidated whole has no air for a threshold to find, and lies apart from the other), or
+    the calls run on beyond the lungs; either way the percentage said nothing of it.
+    ``remedy``: how to get lungs that hold it."""
     study = result["study"]
     outside = study.get("lesion_outside_lungs_ml") or 0.0
     inside = study["lesion_ml"] - outside
@@ -232,9 +243,27 @@ def note_lesion_outside_lungs(result: dict[str, Any], source: str, lungs: str = 
     note = (f"{outside_ml} mL of lesion lies outside the {lungs}'s lungs, more than the "
             f"{inside_ml} mL inside them, and is left out of percent_involved: the {lungs} "
             "may have missed consolidated lung, or the calls run on beyond the lungs; check "
-            f"the montage, or {remedy} (threshold lungs are grown over lesion reaching them)")
+            f"the montage, or {remedy}")
     log.warning("%s: %s", source, note)
     result["lung_note"] = note
+
+
+def dropped_lesion_note(dropped_ml: float, kept_ml: float, margin_mm: float,
+                        remedy: str) -> str | None:
+    """Say how much lesion thresholded lungs removed as lying wholly beyond ``margin_mm`` of them
+    (:func:`covseg.lungs.remove_outside_lungs`), where that is more than the ``kept_ml`` they
+    count as lung: a lung consolidated whole has no air for the threshold to find and lies apart
+    from the other lung, so its lesion was removed without a word (a phantom's left lung, 48 %
+    of both lungs, read 0.52 %, CT-1). ``remedy``: how to give lungs instead. None where less
+    was removed."""
+    if dropped_ml <= kept_ml:
+        return None
+    dropped, kept = _told_apart(dropped_ml, kept_ml)
+    return (f"{dropped} mL of lesion lying wholly beyond {margin_mm:g} mm of the lungs found was "
+            f"removed, more than the {kept} mL in them: a lung consolidated whole (no air left "
+            "in it) is no lung to the HU threshold, and its lesion lies apart from the other "
+            "lung; or the calls lie beyond the lungs; check the montage, or keep that lesion "
+            f"with {option_name('keep_outside_lungs')}, or {remedy}")
 
 
 def _told_apart(first: float, second: float) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from covseg.burden import (
     note_no_lungs,
     quantify,
     threshold_advice,
+    threshold_lungs_remedy,
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
@@ -368,9 +369,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         _regrown(result, found_lungs is not None, own_lungs, str(mask_path),
                  OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE,
                  _threshold_advice(given.lungs is not None))
-    if lung_source == "mask" and not result.get("lung_note"):
-        note_lesion_outside_lungs(result, str(mask_path), "lung mask",
-                                  "quantify with the CT and no lung mask")
+    if lung_source is not None and not result.get("lung_note"):
+        note_lesion_outside_lungs(result, str(mask_path), *_outside_lungs_words(lung_source))
     _note_lungs_as_lesions(result, lesions, mask_path)
     result[SIDES_NOTE] = "; ".join(sides) or _recorded_sides(predicted, predicted_masks, hashes)
     result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
@@ -385,6 +385,17 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         intensity=ct.intensity if ct is not None else "hu",
                         grid=replace(lesions, dicom=ct.dicom) if ct is not None else lesions,
                         html_report=html_report, image_source=ct.source if ct is not None else "")
+
+
+def _outside_lungs_words(lung_source: str) -> tuple[str, str]:
+    """How :func:`note_lesion_outside_lungs` names the lungs of ``lung_source`` (a lung mask,
+    or the CT's HU threshold) and the remedy for lesion left outside them. Threshold lungs are
+    grown over the lesion reaching them only: a lung consolidated whole, with no air for the
+    threshold, lies apart from the other lung, and its lesion outside both (a phantom's left
+    lung, 48 % of both lungs, read 0.52 %, CT-1, without a word)."""
+    if lung_source == "mask":
+        return "lung mask", threshold_lungs_remedy("quantify with the CT and no lung mask")
+    return "HU threshold", f"give the lungs with {option_name('lungs')}"
 
 
 def _note_lungs_as_lesions(result: dict[str, Any], lesions: Volume, source: Path) -> None:

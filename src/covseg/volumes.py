@@ -38,6 +38,7 @@ from covseg.batch import BatchResult, run_batch, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
     EFFUSION_CUT,
+    dropped_lesion_note,
     lesion_voxels,
     no_lungs_note,
     note_grown_lungs,
@@ -270,6 +271,10 @@ class VolumeMasks:
     effusion_note: str | None = None
     """How much effusion reaching the lungs was cut, and where (:func:`effusion_cut_note`),
     warned of and put in the study's ``lung_note``."""
+    dropped_note: str | None = None
+    """How much lesion thresholded lungs removed as lying apart from them, where more than they
+    kept (:func:`~covseg.burden.dropped_lesion_note`), warned of and put in the study's
+    ``lung_note``."""
 
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
@@ -312,8 +317,11 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     else:
         grown = lesions_in_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
         kept, counted, cut = grown.lesions, grown.lungs, grown.cut
-    effusion_note = None
+    effusion_note = dropped_note = None
     if not keep_outside_lungs:
+        if lung_source == "threshold":
+            dropped_note = _dropped_note(lesions, kept, cut, volume.voxel_ml, lung_margin_mm,
+                                         _lung_option(predictor))
         if multiclass:
             effusion = labels == EFFUSION
             kept_effusion, effusion_cut = kept_near_lungs(
@@ -321,9 +329,22 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
             kept[kept_effusion] = EFFUSION
             effusion_note = effusion_cut_note(effusion_cut)
         labels = kept
-    if effusion_note:
-        log.warning("%s: %s", volume.source, effusion_note)
-    return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes, effusion_note)
+    for note in (effusion_note, dropped_note):
+        if note:
+            log.warning("%s: %s", volume.source, note)
+    return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes, effusion_note,
+                       dropped_note)
+
+
+def _dropped_note(lesions: np.ndarray, kept: np.ndarray, cut: Cut, voxel_ml: float,
+                  margin_mm: float, lung_option: str) -> str | None:
+    """:func:`~covseg.burden.dropped_lesion_note` of the lesion regions thresholded lungs
+    dropped whole (the ``lesions`` not ``kept`` nor ``cut`` from a region kept), beside the
+    lesion kept, all of it counted as lung."""
+    kept_voxels = int(np.count_nonzero(kept))
+    dropped = int(np.count_nonzero(lesions)) - kept_voxels - sum(cut.voxels)
+    return dropped_lesion_note(dropped * voxel_ml, kept_voxels * voxel_ml, margin_mm,
+                               f"give the lungs with {lung_option}")
 
 
 def effusion_cut_note(cut: Cut) -> str | None:
@@ -495,11 +516,13 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     elif masks.lung_source == "threshold":
         note_grown_lungs(result, masks.cut, volume.source,
                          threshold_advice(f"give the lungs with {_lung_option(predictor)}"))
+        if not result.get("lung_note"):  # lesion kept outside: --keep-outside-lungs
+            note_lesion_outside_lungs(result, volume.source, "HU threshold",
+                                      f"give the lungs with {_lung_option(predictor)}")
     elif masks.lung_source == "model":
         note_lesion_outside_lungs(result, volume.source)
-    if masks.effusion_note:  # warned of: masks_in_lungs
-        result["lung_note"] = "; ".join(
-            note for note in (result.get("lung_note"), masks.effusion_note) if note)
+    noted = (result.get("lung_note"), masks.effusion_note, masks.dropped_note)  # the last two
+    result["lung_note"] = "; ".join(note for note in noted if note) or None  # warned of already
     result[SIDES_NOTE] = "; ".join(masks.sides_notes) or None
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
