@@ -13,11 +13,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import covseg
 from covseg.burden import quantify
 from covseg.io.nifti import read_nifti
 from covseg.quantify import quantify_study
 from covseg.report import headline, write_html
 from tests.test_quantify import save_like, synthetic_study
+
+
+def _table(page: str) -> list[dict[str, str]]:
+    """report.html's table as rows of cells by quantification.csv's column names: each column
+    is headed by its words above its CSV name (``<small>``), each row by its region's words,
+    read back as the CSV's ``region``."""
+    header, *rows = ([html.unescape(cell) for cell in re.findall(r"<t[dh]>(.*?)</t[dh]>", row)]
+                     for row in re.findall(r"<tr>(.*?)</tr>", page))
+    keys = [re.sub(r".*<small>(.*)</small>", r"\1", cell) for cell in header]
+    regions = {"whole study": "study", "right lung": "right_lung", "left lung": "left_lung"}
+    return [dict(zip(keys, [regions[row[0]], *row[1:]], strict=True)) for row in rows]
 
 
 def test_report_says_whether_lungs_were_looked_for(tmp_path: Path,
@@ -53,11 +65,45 @@ def test_report_percentages_never_contradict_the_category(
     result = quantify(lesions, (1.0, 1.0, 1.0), lungs)
     assert result["study"]["ct_category"] == category
     page = write_html(tmp_path / "report.html", result, "case", None).read_text()
-    header, study = (re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
-                     for row in re.findall(r"<tr>(.*?)</tr>", page)[:2])
-    cells = dict(zip(header, study, strict=True))
-    assert html.unescape(cells["percent_involved"]) == shown
+    cells = _table(page)[0]
+    assert cells["percent_involved"] == shown
     assert cells["ct_category"] == category and cells["lung_ml"] == "40.00"
+
+
+def test_report_headings_give_words_and_units_above_the_csv_names(tmp_path: Path) -> None:
+    """The table was headed by quantification.csv's names alone (``lung_ml``,
+    ``percent_involved``, rows ``right_lung``): no unit or word a reader of the report is
+    given. Each column now says what it counts and in which unit, its CSV name under it."""
+    lungs = np.ones((1, 10, 40), np.uint8)
+    lungs[:, :, 20:] = 2
+    lesions = np.zeros_like(lungs)
+    lesions[0, :2, :5] = 1
+    lesions[0, :2, 25:30] = 2
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=True)
+    page = write_html(tmp_path / "report.html", result, "case", None).read_text()
+    assert "<th>lungs (mL)<br><small>lung_ml</small></th>" in page
+    assert "<th>% of the lungs involved<br><small>percent_involved</small></th>" in page
+    assert "<th>ground-glass (% of the lungs)<br><small>ggo_percent_involved</small></th>" in page
+    assert "<th>CT category<br><small>ct_category</small></th>" in page
+    assert "<tr><th>region</th>" in page and "<tr><th>right lung</th><td>" in page
+    assert "_lung<" not in page and "Volumes and percentages are rounded separately" in page
+    study, _, left = _table(page)
+    assert study["consolidation_percent_involved"] == "2.50"
+    assert left["region"] == "left_lung" and left["consolidation_percent_involved"] == "5.00"
+    assert '<html lang="en">' in page
+
+
+def test_a_report_without_its_montage_says_so(tmp_path: Path) -> None:
+    """A done study whose montage.png was deleted got, on a rerun with --html, a report
+    without its figure and without a word of it: the report now says the figure is missing."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    out = tmp_path / "q"
+    covseg.quantify(mask, out, image=ct)
+    (out / "case" / "montage.png").unlink()
+    covseg.quantify(mask, out, image=ct, html=True)
+    page = (out / "case" / "report.html").read_text()
+    assert "<img" not in page
+    assert "No figure: montage.png was not found when this report was written." in page
 
 
 def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation(
@@ -160,9 +206,8 @@ def test_a_tiny_lesion_does_not_read_as_none(tmp_path: Path, saved_figures: list
     assert [axis.get_title().split(", ")[-1] for axis in saved_figures[-1].axes] == [
         "lesion < 0.1 mL"]
     page = (tmp_path / "out" / "report.html").read_text()
-    cells = dict(zip(*(re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
-                       for row in re.findall(r"<tr>(.*?)</tr>", page)[:2]), strict=True))
-    assert html.unescape(cells["lesion_ml"]) == "< 0.01" and cells["percent_involved"] == "0.04"
+    cells = _table(page)[0]
+    assert cells["lesion_ml"] == "< 0.01" and cells["percent_involved"] == "0.04"
 
 
 @pytest.mark.parametrize(("percent", "shown"), [
@@ -413,13 +458,6 @@ def test_a_study_named_as_tex_gets_its_montage_with_the_name_as_it_is(
     assert heading.get_text().startswith("scan$_a_b$\n") and not heading.get_parse_math()
 
 
-def _table(page: str) -> list[dict[str, str]]:
-    """report.html's table as rows of cells by column."""
-    header, *rows = ([html.unescape(cell) for cell in re.findall(r"<t[dh]>(.*?)</t[dh]>", row)]
-                     for row in re.findall(r"<tr>(.*?)</tr>", page))
-    return [dict(zip(header, row, strict=True)) for row in rows]
-
-
 def test_a_multiclass_report_gives_each_class_its_percent_involved(tmp_path: Path) -> None:
     """report.html gave a multi-class study's ground-glass and consolidation in mL only, though
     quantification.json and the CSVs give each one's % of the lungs involved: its table shows
@@ -447,5 +485,5 @@ def test_a_multiclass_report_gives_each_class_its_percent_involved(tmp_path: Pat
         == "5.00"
     binary = quantify((lesions > 0).astype(np.uint8), (1.0, 1.0, 1.0), lungs)
     page = write_html(tmp_path / "binary.html", binary, "case", None).read_text()
-    assert "percent_involved</th>" in page and "ggo_percent_involved" not in page
+    assert "percent_involved</small></th>" in page and "ggo_percent_involved" not in page
     assert "consolidation_percent_involved" not in page

@@ -65,10 +65,11 @@ CSV_FIELDS = ("study", "region", *REGION_FIELDS, "lungs", "orientation_note", *C
 """quantification.csv's columns; new ones go last, so that scripts reading by position keep
 working."""
 
-ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
-                 "from the lesion volume in the last digit.")
+ROUNDING_NOTE = ("Volumes and percentages are rounded separately, so ground-glass and "
+                 "consolidation may differ from the lesion's in the last digit.")
 """Below a multi-class report's table: 29.61 + 3.38 shown beside a lesion of 32.98 mL (32.985
-held as 32.98499...) read as an error in the sum."""
+held as 32.98499...) read as an error in the sum; so did 3.14 + 2.35 % beside 5.50 % involved
+(each rounded down), which the note did not cover."""
 NOT_PREDICTED = "not predicted"
 """The effusion cell of a multi-class model without an effusion class."""
 LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
@@ -360,6 +361,18 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
 HTML_FIELDS = ("region", *REGION_FIELDS)
 """A binary study's table columns (a multi-class study's add its classes': see
 :func:`_html_fields`): the lungs' source and the orientation note are said once, above it."""
+HTML_HEADINGS = {
+    "region": "region", "lung_ml": "lungs (mL)", "lesion_ml": "lesion (mL)",
+    "percent_involved": "% of the lungs involved",
+    "ggo_percent_involved": "ground-glass (% of the lungs)",
+    "consolidation_percent_involved": "consolidation (% of the lungs)",
+    "ggo_ml": "ground-glass (mL)", "consolidation_ml": "consolidation (mL)",
+    "effusion_ml": "effusion (mL)", "lesion_outside_lungs_ml": "lesion outside the lungs (mL)",
+    "ct_category": "CT category", "lesion_added_to_lungs_ml": "lesion counted as lung (mL)"}
+"""report.html's column headings, each above its quantification.csv column name: the names
+alone (``lung_ml``, ``percent_involved``) gave a reader no unit and no words."""
+REGION_NAMES = {"study": "whole study", "right_lung": "right lung", "left_lung": "left lung"}
+"""report.html's row headings, by quantification.csv's ``region``."""
 
 
 def _html_fields(result: dict[str, Any]) -> tuple[str, ...]:
@@ -375,12 +388,7 @@ def _html_fields(result: dict[str, Any]) -> tuple[str, ...]:
 def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
-    fields = _html_fields(result)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>" for k in fields)
-        + "</tr>" for row in result_rows(result, study))
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in fields)
-    image = ""
+    image = f"<p>No figure: {MONTAGE_PNG} was not found when this report was written.</p>"
     if montage is not None and montage.is_file():
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
         image = f'<img alt="most affected slices" src="data:image/png;base64,{data}">'
@@ -391,19 +399,34 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
     rounding = f"<p>{ROUNDING_NOTE}</p>" if result.get("multiclass") else ""
     details = html.escape(json.dumps(result.get("inputs", {}), indent=2, ensure_ascii=False))
     text = (
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>covseg: {html.escape(study)}</title><style>body{{font-family:sans-serif;"
         "margin:2em}table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:4px 8px;"
-        "text-align:right}img{max-width:100%}</style></head><body>"
+        "text-align:right}th small{font-weight:normal;color:#555}img{max-width:100%}</style>"
+        "</head><body>"
         f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
         f"<p>{html.escape(CATEGORY_RULE)}</p>"
         f"<p>Lungs: {html.escape(lungs_text(result))}</p>{warning}"
-        f"<table><tr>{head}</tr>{rows}</table>"
+        f"{_html_table(result, study)}"
         f"{rounding}{image}"
         f"<h2>Inputs</h2><pre>{details}</pre>"
         "<p>Research software output, not a diagnosis.</p></body></html>\n"
     )
     return write_text(path, text)
+
+
+def _html_table(result: dict[str, Any], study: str) -> str:
+    """The report's table: a row per region, headed by its name, a column per
+    :func:`_html_fields` field, headed by its words and unit above its CSV column name."""
+    fields = _html_fields(result)
+    head = "".join(f"<th>{html.escape(HTML_HEADINGS[k])}"
+                   + (f"<br><small>{html.escape(k)}</small>" if k != HTML_HEADINGS[k] else "")
+                   + "</th>" for k in fields)
+    rows = "".join(
+        f"<tr><th>{html.escape(REGION_NAMES[row['region']])}</th>"
+        + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>" for k in fields[1:])
+        + "</tr>" for row in result_rows(result, study))
+    return f"<table><tr>{head}</tr>{rows}</table>"
 
 
 def _category_text(result: dict[str, Any]) -> str:
