@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from covseg import api as api_module
 from covseg import cli_volumes, progress
 from covseg import volumes as volumes_module
 from covseg.api import VOLUMES, input_kind, segment
@@ -162,9 +163,10 @@ def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:
 def test_a_lung_consolidated_whole_is_warned_of(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: bool) -> None:
     """A lung with no air left is no lung to the HU threshold, and its lesion lies apart from
-    the other lung: predict removed the whole left lung's call (48 % of both lungs read 0.5 %,
-    CT-1) or, with --keep-outside-lungs, left it out of percent_involved, without a word. Both
-    are warned of, and recorded as the lung_note."""
+    the other lung: predict removed the whole left lung's call (a left lung wholly ground-glass,
+    half of both lungs, read as the right lung's lesion alone, CT-1) or, with
+    --keep-outside-lungs, left it out of percent_involved, without a word. Both are warned of,
+    and recorded as the lung_note."""
     path = tmp_path / "chest.nii.gz"
     counts = chest_nifti(path)
     image = nib.load(str(path))
@@ -189,12 +191,38 @@ def test_a_lung_consolidated_whole_is_warned_of(
             f"{apart:.1f} mL of lesion lying wholly beyond 5 mm of the lungs found was removed, "
             f"more than the {inside:.1f} mL in them: a lung consolidated whole (no air left in "
             "it) is no lung to the HU threshold, and its lesion lies apart from the other lung; "
-            "or the calls lie beyond the lungs; check the montage, or keep that lesion with "
-            "--keep-outside-lungs, or give the lungs with --lung-model")
+            "or the calls lie beyond the lungs; check the montage, or predict again, keeping "
+            "that lesion with --keep-outside-lungs or giving the lungs with --lung-model")
     said = [record.getMessage() for record in caplog.records if note in record.getMessage()]
     assert said == [f"{path}: {note}"]
     stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
     assert stored["lung_note"] == note
+
+
+def test_segment_warns_of_a_lung_consolidated_whole_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``covseg.segment`` warns of the lesion removed with a lung consolidated whole, as predict
+    does (naming its own arguments), once: the warning is its callers'
+    (:meth:`VolumeMasks.warn`), so that predict's come in its lung_note's order."""
+    path = tmp_path / "chest.nii.gz"
+    counts = chest_nifti(path)
+    image = nib.load(str(path))
+    hu = np.asarray(image.dataobj)
+    hu[36:56, 10:40, 1:9] = -300.0  # the left lung wholly ground-glass: 4800 voxels
+    predictor = BandPredictor([(-400, -200)])
+    predictor.batch_size, predictor.target = 8, "infection"
+    monkeypatch.setattr(api_module, "load_predictor", lambda model, **kwargs: model)
+    with caplog.at_level("WARNING"):
+        labels = segment(predictor, nib.Nifti1Image(hu, image.affine))
+    assert np.count_nonzero(labels) == counts["ggo"]
+    removed, kept = (4800 + counts["outside"]) * VOXEL_ML, counts["ggo"] * VOXEL_ML
+    note = (f"{removed:.1f} mL of lesion lying wholly beyond 5 mm of the lungs found was "
+            f"removed, more than the {kept:.1f} mL in them: a lung consolidated whole (no air "
+            "left in it) is no lung to the HU threshold, and its lesion lies apart from the "
+            "other lung; or the calls lie beyond the lungs; check the montage, or predict again, "
+            "keeping that lesion with keep_outside_lungs or giving the lungs with lung_model")
+    said = [record.getMessage() for record in caplog.records if "removed" in record.getMessage()]
+    assert said == [f"the nibabel image: {note}"]
 
 
 def test_a_lung_margin_wider_than_any_body_is_refused_before_the_study(
@@ -1465,6 +1493,49 @@ def test_quantify_of_a_prediction_keeps_predicts_effusion_cut_note(
         advice = (GIVEN_THRESHOLD_ADVICE if given
                   else threshold_advice("give the lungs with --lungs"))
         assert note == f"{head}{advice}; {effusion}", given
+        assert note in capsys.readouterr().err
+
+
+def test_quantify_of_a_prediction_keeps_predicts_removed_lesion_note(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Predict's lung_note held the grown-lungs note and then "; N mL of lesion lying wholly
+    beyond 5 mm of the lungs found was removed ...": quantify of its masks as written cut
+    everything after the grown-lungs advice (kept only before a cut effusion's note), so the
+    removed lesion went unsaid in its lung_note, warning and report. Only the advice is
+    quantify's; the removed-lesion note follows it as predict wrote it, its remedy predict's.
+    Predict warns of the two in the lung_note's order (it warned of the removed lesion first)."""
+    from covseg.cli import main
+
+    path = tmp_path / "chest.nii.gz"
+    chest_nifti(path)
+    image = nib.load(str(path))
+    hu = np.asarray(image.dataobj)
+    hu[36:56, 10:40, 1:9] = -300.0  # the left lung wholly ground-glass
+    hu[8:28, 10:22, 1:9] = -300.0  # 40 % of the right lung ground-glass: grown over
+    nib.save(nib.Nifti1Image(hu, image.affine), str(path))
+    with caplog.at_level("WARNING"):
+        predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    grown, removed = predicted["lung_note"].split("; check the montage, or give the lungs with "
+                                                  "--lung-model; ")
+    assert removed.endswith("mL in them: a lung consolidated whole (no air left in it) is no "
+                            "lung to the HU threshold, and its lesion lies apart from the other "
+                            "lung; or the calls lie beyond the lungs; check the montage, or "
+                            "predict again, keeping that lesion with --keep-outside-lungs or "
+                            "giving the lungs with --lung-model")
+    warned = [record.getMessage() for record in caplog.records]
+    assert [message for message in warned if message.startswith(f"{path}: ")] == [
+        f"{path}: {grown}; check the montage, or give the lungs with --lung-model",
+        f"{path}: {removed}"]
+    head = grown.split("the lungs were found by")[0]
+    for given in ([], ["--lungs", str(tmp_path / "pred" / LUNGS_NII)]):
+        out = tmp_path / f"q{len(given)}"
+        assert main(["quantify", str(tmp_path / "pred" / INFECTION_NII), *given,
+                     "--out", str(out)]) == 0
+        note = json.loads((out / "pred" / "quantification.json").read_text())["lung_note"]
+        advice = (GIVEN_THRESHOLD_ADVICE if given
+                  else threshold_advice("give the lungs with --lungs"))
+        assert note == f"{head}{advice}; {removed}", given
         assert note in capsys.readouterr().err
 
 

@@ -1213,6 +1213,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
                                keep_outside_lungs=keep_outside_lungs,
                                lung_margin_mm=lung_margin_mm, batch_size=predictor.batch_size,
                                quantified=False)
+    masks.warn(volume.source)
     labels = volume.in_file_axes(masks.infection)
     if isinstance(image, nib.Nifti1Pair):  # back to the image's own (x, y, z[, 1...]) shape
         return labels.transpose(2, 1, 0).reshape(image.shape)

@@ -19,6 +19,7 @@ Thresholded lungs grown over much lesion, and lesion lying mostly outside the lu
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,10 +43,11 @@ _FOUND_BY_THRESHOLD = "were found by HU threshold"
 THRESHOLD_ADVICE = f"the lungs {_FOUND_BY_THRESHOLD}"
 """Where the grown-lungs note's advice begins (:func:`threshold_advice`): predict's note names
 its ``--lung-model``; quantify, reusing the note, gives its own advice from there."""
-EFFUSION_CUT = "mL of effusion reaching the lungs was cut"
-"""What predict's note of a cut effusion (:func:`covseg.volumes.effusion_cut_note`) says after
-its mL: in a ``lung_note`` it follows the grown-lungs note's advice, after "; ", and quantify,
-giving its own advice, keeps it."""
+NOTE_AFTER_ADVICE = re.compile(r"; \d+\.\d+ mL of ")
+"""Where a note that follows the grown-lungs note's advice in predict's ``lung_note`` begins:
+a cut effusion's (:func:`covseg.volumes.effusion_cut_note`) or the lesion removed
+(:func:`dropped_lesion_note`), each opening on its mL. Quantify, giving its own advice in
+place of predict's, keeps them: they tell of what predict cut."""
 GROWN_LUNG_SHARE = 0.25
 """Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
 warned of (:func:`note_grown_lungs`)."""
@@ -249,21 +251,23 @@ def note_lesion_outside_lungs(
 
 
 def dropped_lesion_note(dropped_ml: float, kept_ml: float, margin_mm: float,
-                        remedy: str) -> str | None:
+                        lung_option: str) -> str | None:
     """Say how much lesion thresholded lungs removed as lying wholly beyond ``margin_mm`` of them
     (:func:`covseg.lungs.remove_outside_lungs`), where that is more than the ``kept_ml`` they
     count as lung: a lung consolidated whole has no air for the threshold to find and lies apart
-    from the other lung, so its lesion was removed without a word (a phantom's left lung, 48 %
-    of both lungs, read 0.52 %, CT-1). ``remedy``: how to give lungs instead. None where less
-    was removed."""
+    from the other lung, so the whole of its lesion was removed and the study read as nearly
+    clear, without a word. The remedy is predict's (``lung_option``: its option that gives
+    lungs instead), said as predict's, as quantify repeats the note and cannot bring the lesion
+    back. None where less was removed."""
     if dropped_ml <= kept_ml:
         return None
     dropped, kept = _told_apart(dropped_ml, kept_ml)
     return (f"{dropped} mL of lesion lying wholly beyond {margin_mm:g} mm of the lungs found was "
             f"removed, more than the {kept} mL in them: a lung consolidated whole (no air left "
             "in it) is no lung to the HU threshold, and its lesion lies apart from the other "
-            "lung; or the calls lie beyond the lungs; check the montage, or keep that lesion "
-            f"with {option_name('keep_outside_lungs')}, or {remedy}")
+            "lung; or the calls lie beyond the lungs; check the montage, or predict again, "
+            f"keeping that lesion with {option_name('keep_outside_lungs')} or giving the lungs "
+            f"with {lung_option}")
 
 
 def _told_apart(first: float, second: float) -> tuple[str, str]:

@@ -17,8 +17,8 @@ import numpy as np
 from covseg.batch import BatchResult, done_records, earlier_lung_rule, run_batch
 from covseg.burden import (
     EFFUSION,
-    EFFUSION_CUT,
     GGO,
+    NOTE_AFTER_ADVICE,
     REGIONS,
     THRESHOLD_ADVICE,
     holds_classes,
@@ -391,8 +391,8 @@ def _outside_lungs_words(lung_source: str) -> tuple[str, str]:
     """How :func:`note_lesion_outside_lungs` names the lungs of ``lung_source`` (a lung mask,
     or the CT's HU threshold) and the remedy for lesion left outside them. Threshold lungs are
     grown over the lesion reaching them only: a lung consolidated whole, with no air for the
-    threshold, lies apart from the other lung, and its lesion outside both (a phantom's left
-    lung, 48 % of both lungs, read 0.52 %, CT-1, without a word)."""
+    threshold, lies apart from the other lung, and its lesion outside both, left out of the %
+    involved without a word (a study read as nearly clear)."""
     if lung_source == "mask":
         return "lung mask", threshold_lungs_remedy("quantify with the CT and no lung mask")
     return "HU threshold", f"give the lungs with {option_name('lungs')}"
@@ -541,13 +541,13 @@ def _threshold_advice(lungs_given: bool) -> str:
 
 def _with_quantify_advice(note: str, lungs_given: bool) -> str:
     """Predict's grown-lungs ``note`` with quantify's advice (:func:`_threshold_advice`) in place
-    of predict's, which names its ``--lung-model`` (from :data:`THRESHOLD_ADVICE` to the note
-    of a cut effusion, :data:`EFFUSION_CUT`, that may follow it, kept: it was cut by predict)."""
+    of predict's, which names its ``--lung-model`` (from :data:`THRESHOLD_ADVICE` to the notes
+    that may follow it, :data:`NOTE_AFTER_ADVICE`, kept: they tell of what predict cut)."""
     start = note.find(THRESHOLD_ADVICE)
     if start < 0:
         return note
-    effusion = note.find(f" {EFFUSION_CUT} ", start)
-    tail = note[note.rfind("; ", start, effusion):] if effusion >= 0 else ""
+    after = NOTE_AFTER_ADVICE.search(note, start)
+    tail = note[after.start():] if after is not None else ""
     return note[:start] + _threshold_advice(lungs_given) + tail
 
 

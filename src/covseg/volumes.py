@@ -37,7 +37,6 @@ import numpy as np
 from covseg.batch import BatchResult, run_batch, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
-    EFFUSION_CUT,
     dropped_lesion_note,
     lesion_voxels,
     no_lungs_note,
@@ -269,12 +268,22 @@ class VolumeMasks:
     sides_notes: list[str]
     """What made the lungs' sides a guess (:func:`~covseg.lungs.split_lungs`), for the record."""
     effusion_note: str | None = None
-    """How much effusion reaching the lungs was cut, and where (:func:`effusion_cut_note`),
-    warned of and put in the study's ``lung_note``."""
+    """How much effusion reaching the lungs was cut, and where (:func:`effusion_cut_note`)."""
     dropped_note: str | None = None
     """How much lesion thresholded lungs removed as lying apart from them, where more than they
-    kept (:func:`~covseg.burden.dropped_lesion_note`), warned of and put in the study's
-    ``lung_note``."""
+    kept (:func:`~covseg.burden.dropped_lesion_note`)."""
+
+    @property
+    def cut_notes(self) -> list[str]:
+        """The notes of what was cut (:attr:`effusion_note`, :attr:`dropped_note`), in the
+        order the study's ``lung_note`` gives them, after the note of the lungs counted."""
+        return [note for note in (self.effusion_note, self.dropped_note) if note]
+
+    def warn(self, source: str) -> None:
+        """Warn of :attr:`cut_notes`: by the caller, after the warning of the lungs counted
+        (predict's grown lungs), so the warnings come in the ``lung_note``'s order."""
+        for note in self.cut_notes:
+            log.warning("%s: %s", source, note)
 
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
@@ -298,7 +307,8 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     lung however far from the aerated part; and, a threshold not telling consolidation from a
     false call, so does an effusion call beyond a chest-wall call kept as lesion. Effusion is not
     counted as lung. Names its two stages (:func:`~covseg.progress.stage`). A CT without lungs
-    is warned of, with what its study's quantification lacks where ``quantified``."""
+    is warned of, with what its study's quantification lacks where ``quantified``; what was cut,
+    by the caller (:meth:`VolumeMasks.warn`)."""
     stage("finding the lungs")
     notes: list[str] = []
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size, notes)
@@ -329,9 +339,6 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
             kept[kept_effusion] = EFFUSION
             effusion_note = effusion_cut_note(effusion_cut)
         labels = kept
-    for note in (effusion_note, dropped_note):
-        if note:
-            log.warning("%s: %s", volume.source, note)
     return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes, effusion_note,
                        dropped_note)
 
@@ -343,8 +350,7 @@ def _dropped_note(lesions: np.ndarray, kept: np.ndarray, cut: Cut, voxel_ml: flo
     lesion kept, all of it counted as lung."""
     kept_voxels = int(np.count_nonzero(kept))
     dropped = int(np.count_nonzero(lesions)) - kept_voxels - sum(cut.voxels)
-    return dropped_lesion_note(dropped * voxel_ml, kept_voxels * voxel_ml, margin_mm,
-                               f"give the lungs with {lung_option}")
+    return dropped_lesion_note(dropped * voxel_ml, kept_voxels * voxel_ml, margin_mm, lung_option)
 
 
 def effusion_cut_note(cut: Cut) -> str | None:
@@ -359,7 +365,7 @@ def effusion_cut_note(cut: Cut) -> str | None:
         return None
     remedy = (f", or predict with {option_name('keep_outside_lungs')} to keep it"
               if cut.inside_body().noted else "")
-    return (f"{cut.ml:.2f} {EFFUSION_CUT} {cut.where()} and is not "
+    return (f"{cut.ml:.2f} mL of effusion reaching the lungs was cut {cut.where()} and is not "
             f"in effusion_ml; check the montage{remedy}")
 
 
@@ -514,15 +520,15 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     if masks.lung_source == "threshold" and not lungs_found:  # warned of: masks_in_lungs
         note_no_lungs(result, _lung_option(predictor))
     elif masks.lung_source == "threshold":
-        note_grown_lungs(result, masks.cut, volume.source,
-                         threshold_advice(f"give the lungs with {_lung_option(predictor)}"))
+        remedy = f"give the lungs with {_lung_option(predictor)}"
+        note_grown_lungs(result, masks.cut, volume.source, threshold_advice(remedy))
         if not result.get("lung_note"):  # lesion kept outside: --keep-outside-lungs
-            note_lesion_outside_lungs(result, volume.source, "HU threshold",
-                                      f"give the lungs with {_lung_option(predictor)}")
+            note_lesion_outside_lungs(result, volume.source, "HU threshold", remedy)
     elif masks.lung_source == "model":
         note_lesion_outside_lungs(result, volume.source)
-    noted = (result.get("lung_note"), masks.effusion_note, masks.dropped_note)  # the last two
-    result["lung_note"] = "; ".join(note for note in noted if note) or None  # warned of already
+    masks.warn(volume.source)
+    noted = [result.get("lung_note"), *masks.cut_notes]  # the first warned of by note_*
+    result["lung_note"] = "; ".join(note for note in noted if note) or None
     result[SIDES_NOTE] = "; ".join(masks.sides_notes) or None
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
