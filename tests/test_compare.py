@@ -39,7 +39,6 @@ from covseg.config import MAX_SEED, TrainConfig
 from covseg.crossval import StaleFolds, make_folds, mean_over_folds, stale_folds_error
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
-from covseg.train import AlreadyTrained
 from tests.conftest import (
     NEEDS_ZOO,
     calls_counted,
@@ -1243,6 +1242,7 @@ def test_lung_comparisons_name_their_dice_of_the_lungs(
     assert axes.get_ylabel() == "Dice, lungs, per case"
     assert differences.get_ylabel() == "paired Dice difference, lungs, per slice"
 
+
 def test_the_comparison_plot_shows_the_paired_differences_its_test_takes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
     """comparison_boxplot.png drew each model's per-case Dice alone: two boxes that overlap
@@ -1309,6 +1309,7 @@ def test_another_models_folds_are_read_in_fold_order_and_copies_are_not_folds(
         shutil.rmtree(folder / fold)
     compare._check_folder_holds(folder, "miniseg")
 
+
 def test_a_comparison_already_there_is_refused_without_resume(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """compare into its own --out again reused every model's finished folds silently, where cv
@@ -1330,7 +1331,8 @@ def test_a_resume_with_fewer_models_names_those_left_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`--resume` with another model list rewrote the report without the models dropped from
-    it, their folders kept, and said nothing."""
+    it, their folders kept, and said nothing. From the second such resume on, a model the
+    earlier record lists under ``left_out`` alone was named by its folder (miniseg_miniseg)."""
     runs = {"unet": [{"a": 0.5}, {"b": 0.4}], "miniseg,miniseg": [{"a": 0.6}, {"b": 0.5}],
             "miniseg": [{"a": 0.7}, {"b": 0.6}], "unet:width=8": [{"a": 0.2}, {"b": 0.3}]}
     _fake_runs(monkeypatch, runs)
@@ -1350,8 +1352,8 @@ def test_a_resume_with_fewer_models_names_those_left_out(
         again["left_out"]
     assert f"- Note: {note}\n" in (tmp_path / "comparison.md").read_text()
     third = compare.compare_models(TrainConfig(), data, ["miniseg", "unet:width=8"], tmp_path,
-                                   resume=True)  # the record names miniseg,miniseg no more
-    assert third["left_out"] == [{"model": "miniseg_miniseg", "folder": "miniseg_miniseg"},
+                                   resume=True)  # the record names it under left_out
+    assert third["left_out"] == [{"model": "miniseg,miniseg", "folder": "miniseg_miniseg"},
                                  {"model": "unet", "folder": "unet"}]
     assert "their folders stay (name them among the models to report them, or delete the " \
         "folders)" in caplog.records[-1].getMessage()
@@ -1380,24 +1382,32 @@ def test_the_cli_notes_the_models_left_out(
 
 
 def test_a_resume_that_trains_nothing_says_the_models_left_out_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """A --resume leaving out a model of a comparison whose other models had finished said the
     warning twice in a row: before any fold trained, and again at the end with nothing between
-    (the second without the folder). Said again only after a model's cross-validation ran."""
-    _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
-                             "miniseg": [{"a": 0.6}, {"b": 0.5}],
-                             "resunet": [{"a": 0.7}, {"b": 0.6}]})
-    argv = ["compare", "synthetic", "--out", str(tmp_path), "--models", "unet", "miniseg"]
-    assert main([*argv, "resunet"]) == 0
-    fake = compare.cross_validate
-    monkeypatch.setattr(compare, "cross_validate",  # every model's folds finished before
-                        lambda *args, **kwargs: AlreadyTrained(fake(*args, **kwargs)))
-    capsys.readouterr()
+    (the second without the folder). So it still did where a model's summary.json alone was
+    gone, written again from its finished folds. Said again only after a fold trained."""
+    monkeypatch.setattr(compare, "profile_for_comparison", lambda *args, **kwargs: {
+        "parameters": 1, "gflops_per_slice": 0.1, "cpu_ms_per_slice": 1.0})  # timed: slow
+    argv = ["compare", str(synthetic_folder), "--out", str(tmp_path), "--folds", "2",
+            "--epochs", "1", "--size", "32", "--batch-size", "4", "--models", "miniseg",
+            "miniseg:width=0.5"]
+    assert main([*argv, "miniseg:width=0.25"]) == 0
+    note = (f"covseg: warning: {tmp_path}: miniseg:width=0.25 (miniseg_width-0.25/) of an "
+            "earlier comparison")
+    for deleted in ("", "miniseg/summary.json"):  # every model finished; a summary gone
+        if deleted:
+            (tmp_path / deleted).unlink()
+        capsys.readouterr()
+        assert main([*argv, "--resume"]) == 0
+        err = capsys.readouterr().err
+        assert err.count("left out of the report") == 1, deleted
+        assert note in err, "named as the first comparison named it, not by its folder"
+    assert (tmp_path / "miniseg" / "summary.json").is_file()
+    shutil.rmtree(tmp_path / "miniseg" / "fold_1")
     assert main([*argv, "--resume"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("left out of the report") == 1
-    assert f"covseg: warning: {tmp_path}: resunet (resunet/) of an earlier comparison" in err
+    assert capsys.readouterr().err.count(note) == 2, "before the fold trained and after it"
 
 
 def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(

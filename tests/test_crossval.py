@@ -598,6 +598,7 @@ def test_lung_cross_validations_name_their_dice_of_the_lungs(
         f"miniseg lung model on synthetic:0 (SYNTHETIC data), fold {k} of 2 (no validation "
         "split)" for k in range(2)]
 
+
 @pytest.mark.parametrize("unit", ["mm", "px"])
 def test_report_names_the_unit_of_one_unit_hd95(unit: str) -> None:
     """Data of one unit gave a column of plain 'hd95', though data of both units and compare's

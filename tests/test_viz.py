@@ -404,14 +404,16 @@ def test_members_curves_draw_each_member_apart_without_a_split(
 def test_members_curves_of_one_epoch_draw_validation_as_a_ring(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """After one epoch each member's training and validation loss were the same dot of its
-    colour, and the legend's dashes (validation) were hidden under it: validation is a ring."""
-    history = [{"epoch": 1, "train_loss": 1.2, "val_loss": 1.0, "val_dice": 0.3}]
+    colour, and the legend's dashes (validation) were hidden under it: validation is a ring,
+    unfilled: filled white, it hid the training dot where the two losses were close."""
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_dice": 0.3}]
     members_curves([MemberCurves("member 0 unet", history, 1, 0.3)], tmp_path / "curves.png",
                    loss="dice", canvas=64, ensemble_dice=0.3, title="unet on d")
     train, validation = saved_figures[-1].axes[0].get_lines()[:2]
     assert validation.get_label() == "member 0 unet, validation"
     assert train.get_marker() == validation.get_marker() == "o"
-    assert train.get_markerfacecolor() != validation.get_markerfacecolor() == "white"
+    assert train.get_markerfacecolor() == validation.get_markeredgecolor() == "C0"
+    assert validation.get_markerfacecolor() == "none", "the training dot shows through"
 
 
 def test_paired_plot_keeps_the_differences_label_off_the_models_panel(

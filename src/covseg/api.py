@@ -869,12 +869,12 @@ def _check_outputs(planned: _Planned, out: Path, earlier: dict[str, Any]) -> Non
         mask = (out / output_name(before)).resolve()
         ours = folded.get(str(mask).lower())
         if ours is not None and before.is_file() and not _one_input(before, targets[ours]):
-            done = (f"be taken for that of {before}{_case_only(mask, ours)}, which an earlier "
-                    f"predict into {out} failed on (evaluate scores it as an empty prediction)"
-                    if str(before) in failed else
-                    f"overwrite that of {before}{_case_only(mask, ours)}, which an earlier "
-                    f"predict wrote into {out}")
-            raise CovsegError(f"{targets[ours]}: its mask would {done}; pick another "
+            clash = (f"be taken for that of {before}{_case_only(mask, ours)}, which an "
+                     f"earlier predict into {out} failed on (evaluate scores it as an empty "
+                     "prediction)" if str(before) in failed else
+                     f"overwrite that of {before}{_case_only(mask, ours)}, which an earlier "
+                     f"predict wrote into {out}")
+            raise CovsegError(f"{targets[ours]}: its mask would {clash}; pick another "
                               f"{option_name('out')}")
     for target, path in targets.items():
         if target in planned.inputs:

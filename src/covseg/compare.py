@@ -39,6 +39,7 @@ from covseg.crossval import (
     figure_link,
     finished_fold_check,
     finished_summary,
+    fold_done,
     hd95_cover,
     hd95_keys,
     hd95_slices_by_unit,
@@ -438,13 +439,15 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     pins = {spec: given.get(spec) or pinned_lungs(recipes[spec], out / model_folder(spec),
                                                   len(splits))
             for spec in specs}
-    trained = False  # whether a model's cross-validation ran, its lines after the warning
+    # whether a fold is left to train, its lines after the warning: a model whose folds all
+    # finished has its missing or stale summary.json written again from them, no line said
+    trains = not all(fold_done(out / model_folder(spec) / f"fold_{k}")
+                     for spec in specs for k in range(len(splits)))
     for spec in specs:
         model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", cv_notes=cv_notes, weights=weights[spec],
                                  lung_sha256=pins[spec], repeats=repeats)
-        trained |= not isinstance(summary, AlreadyTrained)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_for_comparison(
@@ -495,7 +498,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     # Last, so that a comparison.json means the rest is written (finished_comparison), as cv's
     # summary.json: one stopped before comparison.md looked finished to a --resume.
     write_json(out / "comparison.json", result)
-    if left_out and trained:  # said again: the first went by before the training's lines
+    if left_out and trains:  # said again: the first went by before the training's lines
         log.warning("%s: %s", out, left_out_note(left_out))
     return result
 
@@ -508,8 +511,8 @@ def _comparison_plot(config: TrainConfig, data: LoadedData,
     a repeated run's slices each its mean over the repeats) beside each candidate's paired
     differences from the baseline (the first model) in the units its test pairs
     (:func:`patient_dice`): boxes that overlap hid a difference the pairs show. Its Dice is
-    named as evaluate's and cv's boxes name it (:func:`~covseg.evaluate.drawn_name`), what it
-    scores set off by commas: "Dice, any lesion, per case"."""
+    named in the style of evaluate's and cv's boxes (:func:`~covseg.evaluate.drawn_name`), what
+    it scores set off by commas: "Dice, any lesion, per case"."""
     scored = target_scored(config.target)
     dice, difference = (f"{drawn_name(name, scored)}{',' if scored else ''}"
                         for name in ("Dice", "Dice difference"))
@@ -546,11 +549,14 @@ def models_left_out(out: Path, specs: Sequence[str]) -> list[dict[str, str]]:
     """The models whose cross-validation lies in ``out`` (a folder holding folds or a summary)
     but which ``specs`` do not name: a resume with another model list leaves them out of the
     report. Each as ``{"model", "folder"}``, the model named as the earlier comparison.json
-    named it (its folder's name where that record is gone, as a comparison stopped midway)."""
+    named it, among its models or those it left out (from the second such resume on, it was
+    named by its folder), its folder's name where that record is gone, as a comparison stopped
+    midway."""
+    record = read_record(out / "comparison.json") or {}
     try:
         earlier = {row["folder"]: row["model"]
-                   for row in json.loads((out / "comparison.json").read_text())["models"]}
-    except (OSError, ValueError, KeyError, TypeError):
+                   for row in [*record.get("left_out", []), *record["models"]]}
+    except (KeyError, TypeError):
         earlier = {}
     named = {model_folder(spec).lower() for spec in specs}  # as check_specs: case ignored
     return [{"model": earlier.get(folder.name, folder.name), "folder": folder.name}

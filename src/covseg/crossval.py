@@ -1382,7 +1382,7 @@ def _dice_groups(config: TrainConfig, rows: list[dict[str, Any]],
                  per_fold: list[dict[str, Any]], repeats: int = 1) -> dict[str, list[float]]:
     """dice_boxplot.png's boxes: each fold's per-case Dice and all folds' together (each slice
     once: :func:`slice_mean_rows`); for a multi-class or lung target those named as what they
-    score (:func:`~covseg.evaluate.target_scored`), as evaluate's boxes name them
+    score (:func:`~covseg.evaluate.target_scored`), in the style of evaluate's boxes
     (:func:`~covseg.evaluate.drawn_name`: "Dice, any lesion, fold 0", "Dice, lungs, all"), a
     multi-class target's then each lesion class's over all folds (per_case.csv holds them: the
     plot showed any lesion's alone, "Dice, ground-glass, all")."""

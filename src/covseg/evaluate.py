@@ -987,10 +987,11 @@ LUNGS_SCORE = "lungs"
 
 
 def target_scored(target: str) -> str:
-    """What the Dice of a model of ``target`` scores, as its pictures name it after the metric
-    (:func:`drawn_name`): any lesion for a multi-class model, the lungs for a lung model (whose
-    cv and compare box plots read "Dice per case", as a lesion model's do), nothing for the
-    default binary lesion target."""
+    """What the Dice of a model of ``target`` scores, as its cv and compare box plots name it
+    after the metric (:func:`drawn_name`): any lesion for a multi-class model, the lungs for a
+    lung model (until 7 Dec its plots read plain "Dice", as a lesion model's do), nothing for
+    the default binary lesion target. evaluate knows no target: its boxes name any lesion
+    beside multi-class masks' classes alone."""
     return {"multiclass": ANY_LESION_SCORE, "lung": LUNGS_SCORE}.get(target, "")
 
 
@@ -1006,7 +1007,8 @@ def drawn_name(metric: str, scored: str = "") -> str:
     """A picture's name of a score: ``metric``, then what it scores after a comma ("Dice, any
     lesion", "Dice, ground-glass"); ``metric`` alone where ``scored`` is empty (binary masks).
     One style for the pictures of evaluate, cv and compare, whose boxes read "any lesion, fold
-    0" in cv and "Dice (any lesion)" in compare beside evaluate's "Dice, ground-glass"."""
+    0" in cv and "Dice (any lesion)" in compare beside evaluate's "Dice, ground-glass" until
+    7 Dec."""
     return f"{metric}, {scored}" if scored else metric
 
 

@@ -332,10 +332,11 @@ def _curve_panels(validated: bool, legend_rows: int = 0) -> tuple[Figure, list[A
 
 def _point(epochs: Sequence[float], hollow: bool = False) -> dict[str, Any]:
     """A curve's marker: a line of one point draws nothing, so one epoch is a dot, ``hollow``
-    a ring (where the curve's line style, dashed, is what tells it from another's)."""
+    an unfilled ring (where the curve's line style, dashed, is what tells it from another's):
+    filled white, it hid the training dot under it where the two losses were close."""
     if len(epochs) != 1:
         return {}
-    return {"marker": "o", "markerfacecolor": "white"} if hollow else {"marker": "o"}
+    return {"marker": "o", "markerfacecolor": "none"} if hollow else {"marker": "o"}
 
 
 def _label_panels(axes: Sequence[Axes], epochs: Sequence[float], loss: str, canvas: int,
