@@ -1602,18 +1602,24 @@ def test_members_start_with_covseg_torch_and_monai_imported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each spawned member imported torch, MONAI and covseg again before training: seconds per
     member (10 of them for the demo's three folds), now spent once by the fork server."""
-    (tmp_path / "imports_member.py").write_text(
-        "import sys\n\n\ndef start(config, shared, out, *_):\n"
-        "    out.mkdir()\n"
-        "    (out / 'held').write_text(' '.join(m for m in ('torch', 'monai.data', "
-        "'covseg.train') if m in sys.modules))\n")
+    held = "' '.join(m for m in ('torch', 'monai.data', 'covseg.train') if m in sys.modules)"
+    assert _members_noted(tmp_path, monkeypatch, "import sys", held) == [
+        "torch monai.data covseg.train"] * 2
+
+
+def _members_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: str,
+                   note: str) -> list[str]:
+    """What each of two members started by :func:`covseg.train._run_wave` wrote of the Python
+    expression ``note`` (with ``imports`` done), in place of training."""
+    module = f"noting_{tmp_path.name}"  # a name of its own: a module is imported once
+    (tmp_path / f"{module}.py").write_text(
+        f"{imports}\n\n\ndef start(config, shared, out, *_):\n"
+        f"    out.mkdir()\n    (out / 'note').write_text(str({note}))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(train_module, "_member_process",
-                        importlib.import_module("imports_member").start)
+    monkeypatch.setattr(train_module, "_member_process", importlib.import_module(module).start)
     jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
     train_module._run_wave(train_module.member_context(), jobs, tmp_path / "data.pkl", False, 1)
-    assert [(folder / "held").read_text() for _, folder in jobs] == [
-        "torch monai.data covseg.train"] * 2
+    return [(folder / "note").read_text() for _, folder in jobs]
 
 
 NEEDS_FORKSERVER = pytest.mark.skipif(
@@ -1655,6 +1661,20 @@ def test_members_run_in_the_parents_environment_as_they_start(
         train_module._run_wave(train_module.member_context(), [("recipe", folder)],
                                tmp_path / "data.pkl", False, 1)
         assert (folder / "seen").read_text() == value
+
+
+
+@NEEDS_FORKSERVER
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
+def test_members_are_forked_by_a_fork_server_of_one_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork from a process of several threads can hang the child on a lock another thread
+    held, and from Python 3.12 on it warns each time (DeprecationWarning "This process is
+    multi-threaded, use of fork() may lead to deadlocks"). The fork server imports torch, MONAI
+    and covseg (:data:`~covseg.train.MEMBER_PRELOAD`), none of which may start a thread there:
+    it forks every member."""
+    server_threads = "len(os.listdir(f'/proc/{os.getppid()}/task'))"
+    assert _members_noted(tmp_path, monkeypatch, "import os", server_threads) == ["1"] * 2
 
 
 INTERRUPTED_START = """
