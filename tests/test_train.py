@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import csv
+import errno
 import importlib
 import json
 import logging
@@ -33,10 +34,11 @@ from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
-from covseg.errors import CovsegError
-from covseg.io.atomic import write_json
+from covseg.errors import CovsegError, FullDisk
+from covseg.io.atomic import atomic_path, write_json
 from covseg.io.lock import LOCK_FILE
 from covseg.provenance import cli_command, invoked_as
+from covseg.report import read_rows
 from covseg.train import handler_restored, member_label, train_label
 from tests.conftest import (
     NEEDS_ZOO,
@@ -884,6 +886,28 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
         load_checkpoint(out)
     monkeypatch.undo()
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
+
+
+def test_a_full_disk_at_the_last_epochs_log_is_made_good_by_the_resume(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """log.csv is written after last.pt: a full disk between the two at the last epoch left the
+    log an epoch short, and the resume, with no epoch left to train, finished with that log."""
+    real_write = train_module.write_text
+
+    def full_at_last_log(target: Path, text: str, **kwargs: object) -> Path:
+        if Path(target).name == "log.csv" and len(text.splitlines()) == 3:  # epoch 2's
+            with atomic_path(target):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(target, text, **kwargs)
+
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 2})
+    monkeypatch.setattr(train_module, "write_text", full_at_last_log)
+    with pytest.raises(FullDisk):
+        train_module.train(config, data, out, progress=False)
+    monkeypatch.undo()
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert [row["epoch"] for row in read_rows(out / "log.csv")] == ["1", "2"]
 
 
 @pytest.mark.parametrize("harm", ["truncated", "deleted", "deleted with last.pt"])

@@ -1243,6 +1243,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
+    if history and _epochs_logged(out) != len(history):  # a stop between last.pt and log.csv
+        write_text(out / "log.csv", rows_to_csv(history))  # (a full disk) lost the last row
     guide = _pinned_guide(config, out, lung_sha256)
     meta = _meta(config, data.num_classes, guide)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
