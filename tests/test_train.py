@@ -44,6 +44,7 @@ from tests.conftest import (
     NEEDS_ZOO,
     calls_counted,
     data_unread,
+    disk_full_from,
     effusion_frames,
     folder_holding,
     mixed_unit_folder,
@@ -681,6 +682,20 @@ def test_an_ensemble_keeps_its_members_last_pt_until_it_finishes_then_deletes_th
     again = train_module.train(config, data, out, resume=True, progress=False)
     assert isinstance(again, train_module.AlreadyTrained)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+
+
+def test_a_full_disk_at_an_ensembles_model_is_told_at_its_file_not_at_its_time_record(
+        synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the ensemble's best.pt, after its members, was told as one at
+    invocations.json: the record of the command's time, written on the way out, failed on the
+    same disk and its error replaced the first."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1, "size": 32})
+    out = tmp_path / "ens"
+    disk_full_from(monkeypatch, out / "best.pt")
+    with pytest.raises(FullDisk) as caught:
+        train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
+    assert caught.value.target == out / "best.pt"
 
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["one-by-one", "side-by-side"])

@@ -22,10 +22,12 @@ from covseg.io.atomic import (
     reserve,
     writable_folder,
     write_json,
+    write_json_stopping,
     write_text,
 )
 from tests.conftest import (
     deny_reading,
+    disk_full_from,
     refuse_writing_under,
     started_process,
     wait_until_written,
@@ -404,3 +406,15 @@ def test_writable_folder_refuses_a_folder_that_cannot_be_made_or_written_and_lea
         with pytest.raises(CovsegError, match=rf"^{folder}: cannot write to it \(Permission "
                                               r"denied\); pick a writable --out$"):
             writable_folder(folder)
+
+
+def test_a_record_written_while_stopping_gives_way_to_a_full_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record a run writes as an error stops it (cv's stopped.json) raised its own full
+    disk, which replaced the error that stopped the run: it is given up, nothing written."""
+    disk_full_from(monkeypatch, tmp_path / "stopped.json")
+    write_json_stopping(tmp_path / "stopped.json", {"seconds": 1.0})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    write_json_stopping(tmp_path / "stopped.json", {"seconds": 1.0})
+    assert json.loads((tmp_path / "stopped.json").read_text()) == {"seconds": 1.0}

@@ -454,6 +454,15 @@ def write_json(target: str | os.PathLike[str], data: Any) -> Path:
     return write_text(target, json.dumps(_finite(data), indent=2, sort_keys=False) + "\n")
 
 
+def write_json_stopping(target: str | os.PathLike[str], data: Any) -> None:
+    """:func:`write_json` of a record written as an error or a stop ends the run; one that
+    cannot be written (the full disk that stopped the run) is given up, so that the error told
+    stays the one that stopped it: a cv's full disk at test_per_case.csv was told as one at
+    stopped.json, the record it wrote on its way out."""
+    with suppress(CovsegError):
+        write_json(target, data)
+
+
 def _finite(value: Any) -> Any:
     """Replace NaN/inf floats by None and read names as UTF-8 (:func:`utf8_text`), recursively:
     strict JSON has no NaN, and strict readers refuse the lone surrogates of a name."""
