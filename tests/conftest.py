@@ -584,6 +584,24 @@ def refuse_writing_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(tempfile, name, in_folder(getattr(tempfile, name)))
 
 
+def disk_full_from(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Every atomic write (:func:`covseg.io.atomic.atomic_path`'s temporary file) fails with
+    ENOSPC from the first of ``path`` on, as on a disk that filled there."""
+    from covseg.io import atomic
+
+    real_make = atomic._Temporary.make
+    full = False
+
+    def make(self: object, target: Path, **kwargs: object) -> Path:
+        nonlocal full
+        full = full or target == path
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_make(self, target, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(atomic._Temporary, "make", make)
+
+
 def data_unread(*_: object, **__: object) -> None:
     """A data loader standing in for covseg.api._load where a refusal must come first."""
     raise AssertionError("the data were read before the refusal")

@@ -8,7 +8,7 @@ import os
 import pickle
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -574,24 +574,36 @@ def test_a_run_loading_its_own_stopped_fold_is_not_told_it_is_still_training(
     assert "still being trained" not in str(caught.value)
 
 
-def _disk_fills(*_: object) -> None:
-    """torch.save on a full disk: its zip writer turns the file's OSError into a RuntimeError."""
-    try:
-        raise OSError(errno.ENOSPC, "No space left on device")
-    except OSError:
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+def _write_fails(code: int) -> Callable[..., None]:
+    """torch.save whose file's write fails with ``code``: its zip writer turns the file's
+    OSError into a RuntimeError."""
+    def save(*_: object, **__: object) -> None:
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 "
+                               "vs 598")
+
+    return save
 
 
-def test_a_full_disk_while_saving_says_the_file_and_leaves_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The run's caller says whether to go on with --resume (:func:`resume_advised`): the
-    saver cannot tell whether the stopped run keeps its folder."""
-    monkeypatch.setattr(torch, "save", _disk_fills)
+@pytest.mark.parametrize(("code", "told"), [
+    (errno.ENOSPC, ("no space left on device writing {target}; free space and rerun the same "
+                    "command")),
+    (errno.EIO, ("{target}: cannot write it (Input/output error); pick a writable place or "
+                 "another name"))], ids=["full", "io-error"])
+def test_a_write_error_while_saving_says_the_file_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, told: str) -> None:
+    """A full disk is a FullDisk: the run's caller says whether to go on with --resume
+    (:func:`resume_advised`), as the saver cannot tell whether the stopped run keeps its
+    folder. Another write error (an I/O error once, the file's close then fine) reached the
+    command line as torch's RuntimeError over it, a traceback."""
+    monkeypatch.setattr(torch, "save", _write_fails(code))
     target = tmp_path / "run" / "best.pt"
-    with pytest.raises(FullDisk) as caught:
+    with pytest.raises(CovsegError) as caught:
         save_checkpoint(target, nn.Linear(2, 1), {"model": "x"})
-    assert str(caught.value) == (f"no space left on device writing {target}; free space and "
-                                 "rerun the same command")
+    assert str(caught.value) == told.format(target=target)
+    assert isinstance(caught.value, FullDisk) == (code == errno.ENOSPC)
     assert list((tmp_path / "run").iterdir()) == []  # no best.pt, no temporary
 
 

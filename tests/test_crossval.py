@@ -39,6 +39,7 @@ from tests.conftest import (
     NEEDS_ZOO,
     calls_counted,
     data_unread,
+    disk_full_from,
     effusion_frames,
     fold_stopped_midway,
     folder_holding,
@@ -1336,6 +1337,23 @@ def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
     assert summary["finished_utc"] == resume["finished_utc"]
     assert not (out / crossval.STOPPED_FILE).exists(), "summed into the summary"
     assert json.loads((out / "summary.json").read_text())["seconds"] == summary["seconds"]
+
+
+def test_a_full_disk_after_the_folds_is_told_at_its_file_not_at_the_stops_record(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at per_case.csv, after the folds, was told as one at stopped.json: the record
+    of the stopped command, written on the way out, failed on the same disk and its error
+    replaced the first. The resume, space freed, finishes the run."""
+    tiny = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    disk_full_from(monkeypatch, out / "per_case.csv")
+    with pytest.raises(CovsegError) as caught:
+        api.cross_validate(data, out, **tiny)
+    assert str(caught.value).startswith(f"no space left on device writing {out / 'per_case.csv'};")
+    monkeypatch.undo()
+    api.cross_validate(data, out, resume=True, **tiny)
+    assert (out / "summary.json").is_file()
 
 
 def test_a_cv_killed_before_its_summary_keeps_its_start_command_and_time(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import csv
+import errno
 import importlib
 import json
 import logging
@@ -33,15 +34,17 @@ from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
-from covseg.errors import CovsegError
-from covseg.io.atomic import write_json
+from covseg.errors import CovsegError, FullDisk
+from covseg.io.atomic import atomic_path, write_json
 from covseg.io.lock import LOCK_FILE
 from covseg.provenance import cli_command, invoked_as
+from covseg.report import read_rows
 from covseg.train import handler_restored, member_label, train_label
 from tests.conftest import (
     NEEDS_ZOO,
     calls_counted,
     data_unread,
+    disk_full_from,
     effusion_frames,
     folder_holding,
     mixed_unit_folder,
@@ -681,6 +684,20 @@ def test_an_ensemble_keeps_its_members_last_pt_until_it_finishes_then_deletes_th
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
 
 
+def test_a_full_disk_at_an_ensembles_model_is_told_at_its_file_not_at_its_time_record(
+        synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the ensemble's best.pt, after its members, was told as one at
+    invocations.json: the record of the command's time, written on the way out, failed on the
+    same disk and its error replaced the first."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1, "size": 32})
+    out = tmp_path / "ens"
+    disk_full_from(monkeypatch, out / "best.pt")
+    with pytest.raises(FullDisk) as caught:
+        train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
+    assert caught.value.target == out / "best.pt"
+
+
 @pytest.mark.parametrize("threads", [1, 2], ids=["one-by-one", "side-by-side"])
 def test_a_finished_member_is_not_trained_again_on_its_ensembles_resume(
         synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -884,6 +901,28 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
         load_checkpoint(out)
     monkeypatch.undo()
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
+
+
+def test_a_full_disk_at_the_last_epochs_log_is_made_good_by_the_resume(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """log.csv is written after last.pt: a full disk between the two at the last epoch left the
+    log an epoch short, and the resume, with no epoch left to train, finished with that log."""
+    real_write = train_module.write_text
+
+    def full_at_last_log(target: Path, text: str, **kwargs: object) -> Path:
+        if Path(target).name == "log.csv" and len(text.splitlines()) == 3:  # epoch 2's
+            with atomic_path(target):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(target, text, **kwargs)
+
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 2})
+    monkeypatch.setattr(train_module, "write_text", full_at_last_log)
+    with pytest.raises(FullDisk):
+        train_module.train(config, data, out, progress=False)
+    monkeypatch.undo()
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert [row["epoch"] for row in read_rows(out / "log.csv")] == ["1", "2"]
 
 
 @pytest.mark.parametrize("harm", ["truncated", "deleted", "deleted with last.pt"])

@@ -58,13 +58,17 @@ def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> N
 @contextmanager
 def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Iterator[None]:
     """Run a training's write of ``target`` (``what`` as in :class:`FullDisk`); a full disk
-    (torch's RuntimeError over it included) becomes a :class:`FullDisk`."""
+    (torch's RuntimeError over it included) becomes a :class:`FullDisk`, and another write
+    error that torch's writer turned into a RuntimeError is raised as the OSError it was (a
+    passing I/O error, which the file's close did not meet again, ended in a traceback)."""
     try:
         yield
     except (OSError, RuntimeError) as exc:
-        if not no_space(exc):
-            raise
-        raise FullDisk(target, what) from None
+        if no_space(exc):
+            raise FullDisk(target, what) from None
+        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
 
 
 def resume_advice(out: str | os.PathLike[str]) -> str:

@@ -50,7 +50,7 @@ from covseg.evaluate import (
     target_scored,
 )
 from covseg.infer import Predictor
-from covseg.io.atomic import remove_temporaries, write_json, write_text
+from covseg.io.atomic import remove_temporaries, write_json, write_json_stopping, write_text
 from covseg.io.lock import LOCK_FILE, refuse_if_held, writing_to
 from covseg.metrics import (
     HD95_UNIT,
@@ -1183,20 +1183,20 @@ its summary.json (:func:`_continued`); removed once the summary is written."""
 def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
                   begun: Begun) -> Iterator[None]:
     """Run the block (the folds, the summary); where it ends in a stop or an error after this
-    command trained an epoch or finished a fold in ``out``, write :data:`STOPPED_FILE`, so that
-    the ``--resume`` that finishes the run counts this command's time too. A command refused
-    before it trained (a fold's run made otherwise, or from other data) is not recorded, nor
-    does a resume replace a record of another recipe's commands: it ran nothing of the run; a
-    run started afresh (no ``--resume``) replaces a record left from another. One killed
-    outright (``kill -9``) cannot be recorded."""
+    command trained an epoch or finished a fold in ``out``, write :data:`STOPPED_FILE` (where the
+    disk lets it: :func:`~covseg.io.atomic.write_json_stopping`), so that the ``--resume`` that
+    finishes the run counts this command's time too. A command refused before it trained (a
+    fold's run made otherwise, or from other data) is not recorded, nor does a resume replace a
+    record of another recipe's commands: it ran nothing of the run; a run started afresh (no
+    ``--resume``) replaces a record left from another. One killed outright (``kill -9``) cannot
+    be recorded."""
     try:
         yield
     except BaseException:
         if (_folds_state(out, len(begun.saved)) != begun.saved
                 and not (begun.resume and _stopped_otherwise(out, config, data))):
-            write_json(out / STOPPED_FILE,
-                       _continued(*_earlier(out, begun),
-                                  _command_record(config, data, begun, out), True, out))
+            write_json_stopping(out / STOPPED_FILE, _continued(
+                *_earlier(out, begun), _command_record(config, data, begun, out), True, out))
         raise
 
 

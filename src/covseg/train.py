@@ -81,7 +81,13 @@ from covseg.data.splits import validation_split
 from covseg.errors import CovsegError, FullDisk, Resumable, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
-from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
+from covseg.io.atomic import (
+    remove_empty_folders,
+    remove_temporaries,
+    write_json,
+    write_json_stopping,
+    write_text,
+)
 from covseg.io.facts import file_fact
 from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
@@ -1252,6 +1258,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
+    if history and _epochs_logged(out) != len(history):  # a stop between last.pt and log.csv
+        write_text(out / "log.csv", rows_to_csv(history))  # (a full disk) lost the last row
     guide = _pinned_guide(config, out, lung_sha256)
     meta = _meta(config, data.num_classes, guide)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
@@ -1499,9 +1507,10 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
     """Time the block and add it to ``out``'s :data:`INVOCATIONS_FILE`: its wall-clock seconds,
     members trained at once and epochs trained (summed over members), so that a resumed run's
     wall time covers every command, as its training time does. A block that ends in an error
-    or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch; one killed
-    outright (``kill -9``) cannot be; a resume that trained nothing (a finished run's) is not
-    recorded, so that its validation alone adds nothing to the run's wall time. Yields a dict
+    or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch, where the disk
+    lets it (:func:`~covseg.io.atomic.write_json_stopping`); one killed outright (``kill -9``)
+    cannot be; a resume that trained nothing (a finished run's) is not recorded, so that its
+    validation alone adds nothing to the run's wall time. Yields a dict
     whose ``invocations`` holds the record, this command's last, once the block is done."""
     path = out / INVOCATIONS_FILE
     before = [_epochs_logged(folder) for folder in members]
@@ -1519,8 +1528,10 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
                                           "epochs_trained": epochs}]
         if not epochs and earlier:  # a resume with nothing left to train: no training time
             done["invocations"] = earlier
-        elif epochs or finished:
+        elif finished:
             write_json(path, done["invocations"])
+        elif epochs:
+            write_json_stopping(path, done["invocations"])
 
 
 def _without_pixels(data: LoadedData, cases: Sequence[str]) -> LoadedData:

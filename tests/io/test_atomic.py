@@ -22,10 +22,12 @@ from covseg.io.atomic import (
     reserve,
     writable_folder,
     write_json,
+    write_json_stopping,
     write_text,
 )
 from tests.conftest import (
     deny_reading,
+    disk_full_from,
     refuse_writing_under,
     started_process,
     wait_until_written,
@@ -404,3 +406,44 @@ def test_writable_folder_refuses_a_folder_that_cannot_be_made_or_written_and_lea
         with pytest.raises(CovsegError, match=rf"^{folder}: cannot write to it \(Permission "
                                               r"denied\); pick a writable --out$"):
             writable_folder(folder)
+
+
+def test_a_record_written_while_stopping_gives_way_to_a_full_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record a run writes as an error stops it (cv's stopped.json) raised its own full
+    disk, which replaced the error that stopped the run: it is given up, nothing written."""
+    disk_full_from(monkeypatch, tmp_path / "stopped.json")
+    write_json_stopping(tmp_path / "stopped.json", {"seconds": 1.0})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    write_json_stopping(tmp_path / "stopped.json", {"seconds": 1.0})
+    assert json.loads((tmp_path / "stopped.json").read_text()) == {"seconds": 1.0}
+
+
+def test_a_disk_gone_while_a_stream_is_written_names_the_file_and_says_what_to_do(
+        tmp_path: Path) -> None:
+    """A stream's write error names no file: a disk gone (EIO) while a checkpoint was written
+    said a bare "covseg: error: Input/output error", as a full disk once did."""
+    target = tmp_path / "best.pt"
+    with pytest.raises(CovsegError) as caught, atomic_path(target):
+        raise OSError(errno.EIO, "Input/output error")
+    assert str(caught.value) == (f"{target}: cannot write it (Input/output error); pick a "
+                                 "writable place or another name")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_disk_names_the_file_not_its_temporary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a read-only file system unlinking a name never made fails with EROFS, not ENOENT:
+    the clean-up of the temporary file that could not be made raised that error, which named
+    the temporary (export: "covseg: error: out/.m.qefn5y1r.onnx: Read-only file system")."""
+    def read_only(path: str | os.PathLike[str], *_: object, **__: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", os.fsdecode(path))
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "unlink", read_only)
+    target = tmp_path / "m.onnx"
+    with pytest.raises(CovsegError) as caught, atomic_path(target):
+        raise AssertionError("no temporary file to write")
+    assert str(caught.value) == (f"{target}: cannot write it (Read-only file system); pick a "
+                                 "writable place or another name")

@@ -209,6 +209,24 @@ def test_a_folder_under_a_dangling_link_is_refused_naming_the_link(tmp_path: Pat
         pytest.fail("the folder was written to")
 
 
+def test_a_disk_gone_as_the_pid_is_written_is_refused_as_an_unwritable_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the pid names no file: a disk gone (EIO) said a bare "covseg: error:
+    Input/output error" before anything was done."""
+    real_write = os.write
+
+    def gone(fd: int, data: bytes, **kwargs: object) -> int:
+        if os.fstat(fd).st_ino == (tmp_path / LOCK_FILE).stat().st_ino:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_write(fd, data, **kwargs)
+
+    monkeypatch.setattr(os, "write", gone)
+    with pytest.raises(CovsegError) as caught, writing_to(tmp_path):
+        raise AssertionError("the lock was taken")
+    assert str(caught.value) == (f"{tmp_path}: cannot write to it (Input/output error); pick a "
+                                 "writable --out")
+
+
 def test_a_run_starting_while_a_load_probes_its_lock_is_not_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A load of a stopped run (predict, export, --lung-model) probes its lock, holding it

@@ -156,11 +156,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, OUTPUT_MODE)  # made 0600; outputs follow the umask
         os.replace(tmp, target)
     except OSError as exc:
-        if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not no_space(exc):
-            raise  # a full disk names no file when a stream is written: it is this one
+        if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not _stream_error(exc):
+            raise
         raise _unwritable(target, exc) from None
     finally:
         temporary.remove()  # the lock goes after the rename: no clean-up took the file before it
+
+
+def _stream_error(exc: OSError) -> bool:
+    """Whether ``exc`` is an error of the system that names no file, as writing a stream's
+    bytes gives (a full disk, a disk gone: EIO, a file system remounted read-only), so the
+    temporary file's: only writing is done in :func:`atomic_path`'s block. A disk gone while
+    a checkpoint was written said a bare "covseg: error: Input/output error"."""
+    return no_space(exc) or (exc.filename is None and exc.errno is not None)
 
 
 class _Temporary:
@@ -211,9 +219,13 @@ class _Temporary:
 
     def remove(self) -> None:
         """Remove the file, where it is still there (the rename took it on success), then close
-        it (and so give up its lock)."""
+        it (and so give up its lock). One that cannot be removed (a read-only or failing disk)
+        is left to a later run's :func:`remove_temporaries`: its error, naming the temporary
+        file, replaced the write's (export onto a read-only disk said "covseg: error:
+        out/.m.qefn5y1r.onnx: Read-only file system", as unlinking a name never made fails
+        so there)."""
         if self.path is not None:
-            with suppress(FileNotFoundError):
+            with suppress(OSError):
                 self.path.unlink()
         self.close()
 
@@ -452,6 +464,15 @@ def write_json(target: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically (indented, NaN written as null so every reader accepts it, names
     as :func:`utf8_text` reads them)."""
     return write_text(target, json.dumps(_finite(data), indent=2, sort_keys=False) + "\n")
+
+
+def write_json_stopping(target: str | os.PathLike[str], data: Any) -> None:
+    """:func:`write_json` of a record written as an error or a stop ends the run; one that
+    cannot be written (the full disk that stopped the run) is given up, so that the error told
+    stays the one that stopped it: a cv's full disk at test_per_case.csv was told as one at
+    stopped.json, the record it wrote on its way out."""
+    with suppress(CovsegError):
+        write_json(target, data)
 
 
 def _finite(value: Any) -> Any:

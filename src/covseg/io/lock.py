@@ -33,7 +33,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, no_space
 from covseg.io.atomic import unwritable_folder
 from covseg.provenance import option_name
 
@@ -116,9 +116,15 @@ def _locked(path: Path, shared: bool) -> IO[str]:
         if current:
             _remove_stale(path, handle)
         handle.close()
-    if not shared:  # alone: a killed run's pid (or shards') goes
-        handle.truncate(0)
-    os.write(handle.fileno(), f"{os.getpid()}{' ' + SHARD if shared else ''}\n".encode())
+    try:
+        if not shared:  # alone: a killed run's pid (or shards') goes
+            handle.truncate(0)
+        os.write(handle.fileno(), f"{os.getpid()}{' ' + SHARD if shared else ''}\n".encode())
+    except OSError as exc:  # names no file: a disk gone (EIO) said a bare "Input/output error"
+        handle.close()
+        if no_space(exc):
+            raise  # said as a full disk, with how to go on
+        raise unwritable_folder(path.parent, exc) from None
     return handle
 
 
