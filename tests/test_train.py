@@ -1702,7 +1702,6 @@ def test_members_run_in_the_parents_environment_as_they_start(
         assert (folder / "seen").read_text() == value
 
 
-
 @NEEDS_FORKSERVER
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
 def test_members_are_forked_by_a_fork_server_of_one_thread(
