@@ -584,9 +584,11 @@ def refuse_writing_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(tempfile, name, in_folder(getattr(tempfile, name)))
 
 
-def disk_full_from(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+def disk_full_from(monkeypatch: pytest.MonkeyPatch, path: Path, code: int = errno.ENOSPC
+                   ) -> None:
     """Every atomic write (:func:`covseg.io.atomic.atomic_path`'s temporary file) fails with
-    ENOSPC from the first of ``path`` on, as on a disk that filled there."""
+    ENOSPC from the first of ``path`` on, as on a disk that filled there (``code``: another
+    error, EIO for a disk that failed there)."""
     from covseg.io import atomic
 
     real_make = atomic._Temporary.make
@@ -596,7 +598,7 @@ def disk_full_from(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
         nonlocal full
         full = full or target == path
         if full:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, os.strerror(code))
         return real_make(self, target, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(atomic._Temporary, "make", make)

@@ -23,10 +23,11 @@ from covseg.checkpoint import (
     load_checkpoint,
     resume_advised,
     save_checkpoint,
+    write_errors_resumable,
 )
 from covseg.cli import main
 from covseg.config import TrainConfig
-from covseg.errors import CovsegError, FullDisk
+from covseg.errors import CovsegError, DiskFailed, FullDisk, Resumable
 from covseg.io.lock import writing_to
 from tests.conftest import deny_reading
 
@@ -587,24 +588,43 @@ def _write_fails(code: int) -> Callable[..., None]:
     return save
 
 
-@pytest.mark.parametrize(("code", "told"), [
-    (errno.ENOSPC, ("no space left on device writing {target}; free space and rerun the same "
-                    "command")),
-    (errno.EIO, ("{target}: cannot write it (Input/output error); pick a writable place or "
-                 "another name"))], ids=["full", "io-error"])
+@pytest.mark.parametrize(("code", "told", "kind"), [
+    (errno.ENOSPC, "no space left on device writing {target}; free space and ", FullDisk),
+    (errno.EIO, "{target}: cannot write it (Input/output error); ", DiskFailed)],
+    ids=["full", "io-error"])
 def test_a_write_error_while_saving_says_the_file_and_leaves_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, told: str) -> None:
-    """A full disk is a FullDisk: the run's caller says whether to go on with --resume
-    (:func:`resume_advised`), as the saver cannot tell whether the stopped run keeps its
-    folder. Another write error (an I/O error once, the file's close then fine) reached the
-    command line as torch's RuntimeError over it, a traceback."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, told: str,
+        kind: type[Resumable]) -> None:
+    """A full disk, or a failing one (an I/O error), is a :class:`Resumable` stop: the run's
+    caller says whether to go on with --resume (:func:`resume_advised`), as the saver cannot
+    tell whether the stopped run keeps its folder; elsewhere it says to rerun the command. An
+    I/O error once (the file's close then fine) reached the command line as torch's
+    RuntimeError over it, a traceback, and then as "pick a writable place or another name",
+    where the stopped training goes on with --resume once the disk is back."""
     monkeypatch.setattr(torch, "save", _write_fails(code))
     target = tmp_path / "run" / "best.pt"
     with pytest.raises(CovsegError) as caught:
         save_checkpoint(target, nn.Linear(2, 1), {"model": "x"})
-    assert str(caught.value) == told.format(target=target)
-    assert isinstance(caught.value, FullDisk) == (code == errno.ENOSPC)
+    assert str(caught.value) == told.format(target=target) + "rerun the same command"
+    assert isinstance(caught.value, kind)
+    # an ensemble member's reaches its parent whole (pickled), to be advised alike
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
     assert list((tmp_path / "run").iterdir()) == []  # no best.pt, no temporary
+    with pytest.raises(CovsegError) as caught, resume_advised(target.parent):
+        save_checkpoint(target, nn.Linear(2, 1), {"model": "x"})
+    assert str(caught.value) == (told.format(target=target)
+                                 + "rerun the same command with --resume to continue")
+
+
+def test_a_failing_disk_under_the_ensembles_shared_data_names_them(tmp_path: Path) -> None:
+    """The members' shared data (data.pkl, canvas.pt) are written outside any atomic file: a
+    failing disk there (an OSError naming no file) ended in a bare "covseg: error:
+    Input/output error"."""
+    what = f"the members' shared data in {tmp_path}"
+    with pytest.raises(DiskFailed) as caught, write_errors_resumable(tmp_path, what):
+        raise OSError(errno.EIO, "Input/output error")
+    assert str(caught.value) == (f"{what}: cannot write it (Input/output error); rerun the "
+                                 "same command")
 
 
 def test_a_full_disk_says_resume_only_where_the_runs_folder_is_left(tmp_path: Path) -> None:
@@ -621,12 +641,27 @@ def test_a_full_disk_says_resume_only_where_the_runs_folder_is_left(tmp_path: Pa
                                      f"rerun the same command {advice}")
 
 
-def test_another_runtime_error_while_saving_stays_a_bug(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*_: object) -> None:
-        raise RuntimeError("a bug")
+def _bug_over(error: OSError | None) -> Callable[..., None]:
+    """torch.save raising a bug's RuntimeError, while ``error`` is handled where given."""
+    def save(*_: object, **__: object) -> None:
+        if error is None:
+            raise RuntimeError("a bug")
+        try:
+            raise error
+        except OSError:
+            raise RuntimeError("a bug") from None
 
-    monkeypatch.setattr(torch, "save", broken)
+    return save
+
+
+@pytest.mark.parametrize("error", [
+    None, FileNotFoundError(errno.ENOENT, "No such file or directory", "x.json"),
+    OSError(errno.EIO, "Input/output error")], ids=["alone", "over-a-missing-file", "over-eio"])
+def test_another_runtime_error_while_saving_stays_a_bug(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError | None) -> None:
+    """Only torch's writer's RuntimeError over the file's OSError is that write error: a bug's
+    raised while an OSError was handled was told as that OSError (a file not found)."""
+    monkeypatch.setattr(torch, "save", _bug_over(error))
     with pytest.raises(RuntimeError, match="a bug"):
         save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), {"model": "x"})
 

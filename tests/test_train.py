@@ -904,9 +904,11 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
 
 
 def test_a_full_disk_at_the_last_epochs_log_is_made_good_by_the_resume(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """log.csv is written after last.pt: a full disk between the two at the last epoch left the
-    log an epoch short, and the resume, with no epoch left to train, finished with that log."""
+    log an epoch short, and the resume, with no epoch left to train, finished with that log;
+    under another thread count it warned that the run resumed under other settings."""
     real_write = train_module.write_text
 
     def full_at_last_log(target: Path, text: str, **kwargs: object) -> Path:
@@ -921,8 +923,42 @@ def test_a_full_disk_at_the_last_epochs_log_is_made_good_by_the_resume(
     with pytest.raises(FullDisk):
         train_module.train(config, data, out, progress=False)
     monkeypatch.undo()
+    record = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**record,
+                                                 "threads": torch.get_num_threads() + 1}))
+    caplog.set_level(logging.WARNING, logger="covseg")
     train_module.train(config, data, out, resume=True, progress=False)
     assert [row["epoch"] for row in read_rows(out / "log.csv")] == ["1", "2"]
+    # no epoch was left to train: the short log warned of a resume under other settings
+    assert not any("resumed under other settings" in r.getMessage() for r in caplog.records)
+
+
+def test_an_ensembles_resume_that_makes_a_log_good_records_no_epoch_trained(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ensemble counts the epochs each command trained by its members' last.pt: by their
+    log.csv, a resume that only wrote a member's lost row again (a full disk between its last
+    epoch's last.pt and log.csv row) was recorded in invocations.json as one that trained an
+    epoch, and the stopped command as one that trained an epoch fewer."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    data, out = load_dataset(synthetic_folder), tmp_path / "ens"
+    log = out / "member1-unet" / "log.csv"
+    real_write = train_module.write_text
+
+    def full_at_last_log(target: Path, text: str, **kwargs: object) -> Path:
+        if Path(target) == log and len(text.splitlines()) == 3:  # epoch 2's
+            with atomic_path(target):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(target, text, **kwargs)
+
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 2, "size": 32})
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "write_text", full_at_last_log)
+        with pytest.raises(FullDisk):
+            train_module.train(config, data, out, progress=False)
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert [row["epoch"] for row in read_rows(log)] == ["1", "2"]
+    invocations = json.loads((out / "invocations.json").read_text())
+    assert [i["epochs_trained"] for i in invocations] == [4]
 
 
 @pytest.mark.parametrize("harm", ["truncated", "deleted", "deleted with last.pt"])

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from covseg.config import MAX_SIZE, TrainConfig, check_window
-from covseg.errors import CovsegError, FullDisk, Resumable, no_space, refuse_special_file
-from covseg.io.atomic import atomic_path
+from covseg.errors import CovsegError, Resumable, failing_disk, no_space, refuse_special_file
+from covseg.io.atomic import atomic_path, write_error
 from covseg.io.facts import file_fact
 from covseg.io.image import unreadable_file
 from covseg.io.lock import holder
@@ -49,26 +49,49 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[s
 
 def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> None:
     """``torch.save`` a training's file through a Python file, so that a full disk is an
-    OSError (torch's own writer gave a traceback of RuntimeErrors): :func:`full_disk_resumable`
-    says it naming ``target``."""
-    with full_disk_resumable(target), tmp.open("wb") as handle:
+    OSError (torch's own writer gave a traceback of RuntimeErrors):
+    :func:`write_errors_resumable` says it naming ``target``."""
+    with write_errors_resumable(target), tmp.open("wb") as handle:
         torch.save(payload, handle)
 
 
 @contextmanager
-def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Iterator[None]:
-    """Run a training's write of ``target`` (``what`` as in :class:`FullDisk`); a full disk
-    (torch's RuntimeError over it included) becomes a :class:`FullDisk`, and another write
-    error that torch's writer turned into a RuntimeError is raised as the OSError it was (a
-    passing I/O error, which the file's close did not meet again, ended in a traceback)."""
+def write_errors_resumable(target: str | os.PathLike[str], what: str = "") -> Iterator[None]:
+    """Run a training's write of ``target`` (``what`` as in
+    :func:`~covseg.io.atomic.write_error`); a write error that names no file (a stream's), a
+    full or failing disk, and torch's writer's RuntimeError over one
+    (:func:`_hidden_write_error`), become ``target``'s one-line error
+    (:func:`~covseg.io.atomic.write_error`): a full or failing disk is a :class:`Resumable`
+    stop, which a run says to resume. The ensemble's shared data, written outside any atomic
+    file, ended in a bare "covseg: error: Input/output error"; torch's RuntimeError over a
+    passing I/O error, in a traceback."""
     try:
         yield
-    except (OSError, RuntimeError) as exc:
-        if no_space(exc):
-            raise FullDisk(target, what) from None
-        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
-            raise exc.__context__ from None
-        raise
+    except RuntimeError as exc:
+        hidden = _hidden_write_error(exc)
+        if hidden is None:
+            raise
+        raise write_error(target, hidden, what) from None
+    except OSError as exc:
+        if exc.filename is not None and not (no_space(exc) or failing_disk(exc)):
+            raise
+        raise write_error(target, exc, what) from None
+
+
+TORCH_WRITER_SIGNS = ("inline_container", "PytorchStreamWriter", "unexpected pos")
+"""Words of the RuntimeError torch's checkpoint writer (caffe2's inline_container.cc, torch
+2.14: "[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0", "PytorchStreamWriter
+failed writing file ...") raises over the OSError of the Python file it writes."""
+
+
+def _hidden_write_error(exc: RuntimeError) -> OSError | None:
+    """The OSError that torch's writer turned into ``exc`` (:data:`TORCH_WRITER_SIGNS`), None
+    for any other RuntimeError: a bug's raised while an OSError was handled is no write error
+    (it was told as that OSError)."""
+    context = exc.__context__
+    if isinstance(context, OSError) and any(sign in str(exc) for sign in TORCH_WRITER_SIGNS):
+        return context
+    return None
 
 
 def resume_advice(out: str | os.PathLike[str]) -> str:
@@ -83,8 +106,8 @@ def resume_advice(out: str | os.PathLike[str]) -> str:
 
 @contextmanager
 def resume_advised(out: str | os.PathLike[str]) -> Iterator[None]:
-    """Run a train, cv or compare into ``out``: its :class:`Resumable` stop (a full disk, a
-    member killed, a fold lost on Ray) ends saying how to go on (:func:`resume_advice`),
+    """Run a train, cv or compare into ``out``: its :class:`Resumable` stop (a full or failing
+    disk, a member killed, a fold lost on Ray) ends saying how to go on (:func:`resume_advice`),
     decided once the run has removed what it had not saved (it said --resume where that
     removed ``out``, and the rerun was refused: nothing to resume)."""
     try:

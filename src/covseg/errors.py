@@ -63,9 +63,10 @@ class BatchFailed(CovsegError):
 
 class Resumable(CovsegError):
     """A stop that a rerun gets past (its first argument says what): a full disk in any
-    command's write (:class:`FullDisk`), a training member killed, a fold lost on Ray. How a
-    train, cv or compare run goes on depends on what it leaves, known only once it has cleaned
-    up: :func:`~covseg.checkpoint.resume_advised` says it; alone it says to rerun the command."""
+    command's write (:class:`FullDisk`), a failing one (:class:`DiskFailed`), a training
+    member killed, a fold lost on Ray. How a train, cv or compare run goes on depends on what
+    it leaves, known only once it has cleaned up: :func:`~covseg.checkpoint.resume_advised`
+    says it; alone it says to rerun the command."""
 
     def __str__(self) -> str:
         return self.advised("rerun the same command")
@@ -89,6 +90,20 @@ class FullDisk(Resumable):
     def advised(self, rerun: str) -> str:
         """The line saying the full disk, then how to go on (``rerun``)."""
         return no_space_text(self.target, rerun, self.what)
+
+
+class DiskFailed(Resumable):
+    """A disk that failed as a file was written (an I/O error: a disk failing or gone), its
+    first argument the line naming the file (:func:`~covseg.io.atomic.write_error`): a
+    :class:`Resumable` stop, as the machine's fault, not the input's, so that a train, cv or
+    compare so stopped says to rerun with --resume once the disk is back; it said to pick a
+    writable place or another name, which would start the run again elsewhere."""
+
+
+def failing_disk(exc: OSError) -> bool:
+    """Whether ``exc`` is a disk failing (EIO), not a full disk nor a place that cannot be
+    written (a read-only file system, a permission: for the user to change)."""
+    return exc.errno == errno.EIO
 
 
 def examples(names: list[str]) -> str:

@@ -54,11 +54,11 @@ from covseg.checkpoint import (
     checkpoint_file,
     fold_folders,
     fold_index,
-    full_disk_resumable,
     load_checkpoint,
     lost_model,
     save_checkpoint,
     trained_by,
+    write_errors_resumable,
 )
 from covseg.config import (
     MAX_SIZE,
@@ -78,7 +78,7 @@ from covseg.data.layouts import (
     warn_notes,
 )
 from covseg.data.splits import validation_split
-from covseg.errors import CovsegError, FullDisk, Resumable, counted
+from covseg.errors import CovsegError, Resumable, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import (
@@ -740,7 +740,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     _refuse_other_split(out, saved_record, split)
     refuse_other_weights(out, saved, saved_record, weights)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])),
-                            len(member_names(saved.model)))
+                            member_names(saved.model))
     return saved
 
 
@@ -757,25 +757,41 @@ def _refuse_unchecked_finished_run(out: Path) -> None:
                           f"{option_name('out')}")
 
 
-def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int, members: int
-                            ) -> None:
+def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int,
+                            names: Sequence[str]) -> None:
     """Warn in one line of a resume under another covseg (version or source), torch or thread
     count than the run started with (its ``record``): each changes the weights trained, so the
     run matches neither an uninterrupted run nor one all under this command. A thread count
-    that gives each of the run's ``members`` (1: a single network) the threads it trained with
-    is no change (:func:`network_threads`): the default ensemble on 2 cores, each member on one
-    thread whether resumed with 1 or 2, was warned of. A run with no epoch left of its
-    ``epochs`` (finished, or stopped in its last validation), which a resume only validates
-    again, is not warned of."""
+    that gives each of the run's members (``names``; one: a single network) the threads it
+    trained with is no change (:func:`network_threads`): the default ensemble on 2 cores, each
+    member on one thread whether resumed with 1 or 2, was warned of. A run with no epoch left
+    of its ``epochs`` in any network (finished, or stopped in its last validation), which a
+    resume only validates again, is not warned of: by last.pt's epochs, as a stop between an
+    epoch's last.pt and its log.csv row left the log an epoch short, and warned."""
+    members = len(names)
     threads, saved = torch.get_num_threads(), record.get("threads")
     if type(saved) is int and saved > 0 and (network_threads(saved, members)
                                               == network_threads(threads, members)):
         threads = saved
     changed = environment_changes(record, {**environment(), "threads": threads})
-    if changed and not (out / "metrics.json").is_file() and _epochs_logged(out) < epochs:
+    networks = _member_folders(out, names) if members > 1 else [out]
+    if changed and any(not (network / "metrics.json").is_file()
+                       and len(_saved_history(network)) < epochs for network in networks):
         log.warning("%s: resumed under other settings than the run started with (%s): its "
                     "results may differ from an uninterrupted run's (config.json's resumed_by "
                     "records each command)", out, "; ".join(changed))
+
+
+def _saved_history(out: Path) -> list[dict[str, float]]:
+    """The epochs' history in a run's (or an ensemble member's) last.pt, its tensors left on
+    disk (memory-mapped): [] without one (finished, or before its first epoch) or where it
+    cannot be read, which a resume refuses as it loads it (:func:`_start`)."""
+    try:
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+        history = state["history"]
+    except Exception:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
+        return []
+    return history if isinstance(history, list) else []
 
 
 def _epochs_logged(out: Path) -> int:
@@ -1505,15 +1521,17 @@ INVOCATIONS_FILE = "invocations.json"
 def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resume: bool
                          ) -> Iterator[dict[str, list[dict[str, Any]]]]:
     """Time the block and add it to ``out``'s :data:`INVOCATIONS_FILE`: its wall-clock seconds,
-    members trained at once and epochs trained (summed over members), so that a resumed run's
-    wall time covers every command, as its training time does. A block that ends in an error
+    members trained at once and epochs trained (summed over members, as their last.pt count
+    them: log.csv's rows counted a resume that only wrote a lost row again, and not the epoch
+    whose row the stopped command lost), so that a resumed run's wall time covers every
+    command, as its training time does. A block that ends in an error
     or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch, where the disk
     lets it (:func:`~covseg.io.atomic.write_json_stopping`); one killed outright (``kill -9``)
     cannot be; a resume that trained nothing (a finished run's) is not recorded, so that its
     validation alone adds nothing to the run's wall time. Yields a dict
     whose ``invocations`` holds the record, this command's last, once the block is done."""
     path = out / INVOCATIONS_FILE
-    before = [_epochs_logged(folder) for folder in members]
+    before = [len(_saved_history(folder)) for folder in members]
     earlier = json.loads(path.read_text()) if resume and path.is_file() else []
     started = time.perf_counter()
     done: dict[str, list[dict[str, Any]]] = {}
@@ -1522,7 +1540,7 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
         yield done
         finished = True
     finally:
-        epochs = sum(_epochs_logged(f) - n for f, n in zip(members, before, strict=True))
+        epochs = sum(len(_saved_history(f)) - n for f, n in zip(members, before, strict=True))
         done["invocations"] = [*earlier, {"wall_seconds": time.perf_counter() - started,
                                           "members_side_by_side": workers,
                                           "epochs_trained": epochs}]
@@ -1602,12 +1620,13 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix=MEMBERS_SCRATCH,
                                                          dir=run) as scratch:
         shared = Path(scratch) / "data.pkl"
-        with full_disk_resumable(run, f"the members' shared data in {run}"):
+        items = make_items()  # outside the writes' guard: its errors are no write's
+        with write_errors_resumable(run, f"the members' shared data in {run}"):
             with shared.open("wb") as handle:
                 pickle.dump((_without_pixels(data, train_cases), list(train_cases),
                              list(val_cases), fingerprint, dict(weights), lung_sha256), handle,
                             pickle.HIGHEST_PROTOCOL)
-            _save_items(make_items(), shared.with_name(ITEMS_FILE))
+            _save_items(items, shared.with_name(ITEMS_FILE))
         _return_freed_memory()
         for start in range(0, len(jobs), workers):
             _run_wave(context, jobs[start:start + workers], shared, progress, threads)
@@ -1700,7 +1719,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
                 process.join()
                 if process.exitcode != 0:
                     sent = _sent_error(receiver)
-                    if isinstance(sent, FullDisk):  # advised as the parent's own full disk
+                    if isinstance(sent, Resumable):  # advised as the parent's own disk's
                         raise sent
                     raise CovsegError(sent) if sent else _failure(process)
     finally:
@@ -1730,8 +1749,9 @@ def _start_member(context: BaseContext, process: BaseProcess) -> None:
         process.start()
 
 
-def _sent_error(receiver: Connection) -> str | FullDisk | None:
-    """The covseg error a member sent before it stopped, if any: its line, or its full disk."""
+def _sent_error(receiver: Connection) -> str | Resumable | None:
+    """The covseg error a member sent before it stopped, if any: its line, or its full or
+    failing disk (:class:`~covseg.errors.Resumable`)."""
     try:
         return receiver.recv() if receiver.poll() else None
     except EOFError:  # it stopped without sending one
@@ -1801,7 +1821,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
                              bar_label=member_label(out))
             raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
-        errors.send(exc if isinstance(exc, FullDisk) else str(exc))
+        errors.send(exc if isinstance(exc, Resumable) else str(exc))
         sys.exit(2)
     except Terminated:
         sys.exit(143)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, DiskFailed
 from covseg.io import atomic
 from covseg.io.atomic import (
     atomic_path,
@@ -408,11 +408,12 @@ def test_writable_folder_refuses_a_folder_that_cannot_be_made_or_written_and_lea
             writable_folder(folder)
 
 
-def test_a_record_written_while_stopping_gives_way_to_a_full_disk(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO], ids=["full", "failing"])
+def test_a_record_written_while_stopping_gives_way_to_a_full_or_failing_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     """The record a run writes as an error stops it (cv's stopped.json) raised its own full
     disk, which replaced the error that stopped the run: it is given up, nothing written."""
-    disk_full_from(monkeypatch, tmp_path / "stopped.json")
+    disk_full_from(monkeypatch, tmp_path / "stopped.json", code)
     write_json_stopping(tmp_path / "stopped.json", {"seconds": 1.0})
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
@@ -420,15 +421,25 @@ def test_a_record_written_while_stopping_gives_way_to_a_full_disk(
     assert json.loads((tmp_path / "stopped.json").read_text()) == {"seconds": 1.0}
 
 
+def test_a_record_written_while_stopping_tells_what_is_no_disks_fault(tmp_path: Path) -> None:
+    """Only a full or failing disk gives the record up: a folder in its way was given up
+    too, unsaid."""
+    (tmp_path / "stopped.json").mkdir()
+    with pytest.raises(CovsegError, match="is a folder"):
+        write_json_stopping(tmp_path / "stopped.json", {"seconds": 1.0})
+
+
 def test_a_disk_gone_while_a_stream_is_written_names_the_file_and_says_what_to_do(
         tmp_path: Path) -> None:
     """A stream's write error names no file: a disk gone (EIO) while a checkpoint was written
-    said a bare "covseg: error: Input/output error", as a full disk once did."""
+    said a bare "covseg: error: Input/output error", as a full disk once did. It is the
+    machine's fault, a stop to rerun once the disk is back (a training's with --resume), as a
+    full disk is: it said to pick a writable place or another name."""
     target = tmp_path / "best.pt"
-    with pytest.raises(CovsegError) as caught, atomic_path(target):
+    with pytest.raises(DiskFailed) as caught, atomic_path(target):
         raise OSError(errno.EIO, "Input/output error")
-    assert str(caught.value) == (f"{target}: cannot write it (Input/output error); pick a "
-                                 "writable place or another name")
+    assert str(caught.value) == (f"{target}: cannot write it (Input/output error); rerun the "
+                                 "same command")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import IO, Any, Literal
 
-from covseg.errors import CovsegError, FullDisk, no_space
+from covseg.errors import CovsegError, DiskFailed, FullDisk, failing_disk, no_space
 from covseg.provenance import option_given, option_name
 
 
@@ -151,14 +151,14 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             output_folder(target.parent, holds=target).mkdir(parents=True, exist_ok=True)
             tmp = temporary.make(target)
         except OSError as exc:
-            raise _unwritable(target, exc) from None
+            raise write_error(target, exc) from None
         yield tmp
         os.chmod(tmp, OUTPUT_MODE)  # made 0600; outputs follow the umask
         os.replace(tmp, target)
     except OSError as exc:
         if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not _stream_error(exc):
             raise
-        raise _unwritable(target, exc) from None
+        raise write_error(target, exc) from None
     finally:
         temporary.remove()  # the lock goes after the rename: no clean-up took the file before it
 
@@ -372,14 +372,18 @@ def remove_temporaries_of(target: Path) -> list[Path]:
     return _remove_temporaries_named(target.parent, lambda name: own.match(name) is not None)
 
 
-def _unwritable(target: Path, exc: OSError) -> CovsegError:
-    """A one-line error for an OS error writing ``target`` (or its temporary file); a full disk
-    is a :class:`~covseg.errors.FullDisk`, which a training run advises on as it can be
-    resumed."""
+def write_error(target: str | os.PathLike[str], exc: OSError, what: str = "") -> CovsegError:
+    """A one-line error for an OS error writing ``target`` (or its temporary file; ``what``:
+    how to call it, where not by its name); a full disk is a :class:`~covseg.errors.FullDisk`
+    and a failing one a :class:`~covseg.errors.DiskFailed`, which a training run advises on as
+    it can be resumed (an I/O error on last.pt was told to pick a writable place or another
+    name)."""
     if no_space(exc):
-        return FullDisk(target)
-    return CovsegError(f"{target}: cannot write it ({exc.strerror or exc}); "
-                       "pick a writable place or another name")
+        return FullDisk(target, what)
+    failed = f"{what or target}: cannot write it ({exc.strerror or exc})"
+    if failing_disk(exc):
+        return DiskFailed(failed)
+    return CovsegError(f"{failed}; pick a writable place or another name")
 
 
 def refuse_undecodable_name(path: Path, option: str | None = None) -> None:
@@ -467,11 +471,12 @@ def write_json(target: str | os.PathLike[str], data: Any) -> Path:
 
 
 def write_json_stopping(target: str | os.PathLike[str], data: Any) -> None:
-    """:func:`write_json` of a record written as an error or a stop ends the run; one that
-    cannot be written (the full disk that stopped the run) is given up, so that the error told
-    stays the one that stopped it: a cv's full disk at test_per_case.csv was told as one at
-    stopped.json, the record it wrote on its way out."""
-    with suppress(CovsegError):
+    """:func:`write_json` of a record written as an error or a stop ends the run; one that a
+    full or failing disk (the one that stopped the run) keeps from being written is given up,
+    so that the error told stays the one that stopped it: a cv's full disk at
+    test_per_case.csv was told as one at stopped.json, the record it wrote on its way out.
+    Another error writing it (a file in its way) is told."""
+    with suppress(FullDisk, DiskFailed):
         write_json(target, data)
 
 
