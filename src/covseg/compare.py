@@ -289,9 +289,7 @@ def patient_dice(cv_dir: Path, repeats: int = 1) -> tuple[dict[Hashable, float],
         case = ((int(row["fold"]) if repeats == 1 else "case"), row["case_id"])
         groups.setdefault(row.get("patient_id") or case, []).append(float(row["dice"]))
     if all(len(values) == repeats for values in groups.values()):
-        by_fold: dict[Hashable, float] = {(int(row["fold"]), row["case_id"]): float(row["dice"])
-                                          for row in rows}  # per_case_dice's, from the rows read
-        return slice_dice(by_fold, repeats), "slice"
+        return slice_dice(_case_dice(rows, by_fold=True), repeats), "slice"
     return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
 
 
@@ -657,8 +655,14 @@ def per_case_dice(cv_dir: Path, table: str = "per_case.csv", by_fold: bool = Fal
     finished fold, from its ``test_per_case.csv``), keyed by case id, or ``by_fold`` by
     (fold, case id): the same fold's same slice pairs up between models, and a slice that two
     folds test keeps both."""
+    return _case_dice(read_rows(cv_dir / table), by_fold)
+
+
+def _case_dice(rows: Sequence[Mapping[str, str]], by_fold: bool) -> dict[Hashable, float]:
+    """Per-case Dice of rows read from a per-case table, keyed as :func:`per_case_dice` says
+    (:func:`patient_dice` keys the rows it read so, not reading the table twice)."""
     return {(int(row["fold"]), row["case_id"]) if by_fold else row["case_id"]:
-            float(row["dice"]) for row in read_rows(cv_dir / table)}
+            float(row["dice"]) for row in rows}
 
 
 def _class_dice_table(result: dict[str, Any]) -> list[str]:

@@ -419,9 +419,10 @@ def _html_table(result: dict[str, Any], study: str) -> str:
     """The report's table: a row per region, headed by its name, a column per
     :func:`_html_fields` field, headed by its words and unit above its CSV column name."""
     fields = _html_fields(result)
-    head = "".join(f"<th>{html.escape(HTML_HEADINGS[k])}"
-                   + (f"<br><small>{html.escape(k)}</small>" if k != HTML_HEADINGS[k] else "")
-                   + "</th>" for k in fields)
+    labels = {k: HTML_HEADINGS.get(k, k) for k in fields}  # a field added later: its name
+    head = "".join(f"<th>{html.escape(label)}"
+                   + (f"<br><small>{html.escape(k)}</small>" if k != label else "")
+                   + "</th>" for k, label in labels.items())
     rows = "".join(
         f"<tr><th>{html.escape(REGION_NAMES[row['region']])}</th>"
         + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>" for k in fields[1:])
