@@ -39,6 +39,7 @@ from covseg.io.atomic import atomic_path, write_json
 from covseg.io.lock import LOCK_FILE
 from covseg.provenance import cli_command, invoked_as
 from covseg.report import read_rows
+from covseg.stopping import Terminated, stops_recorded
 from covseg.train import handler_restored, member_label, train_label
 from tests.conftest import (
     NEEDS_ZOO,
@@ -901,6 +902,28 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
         load_checkpoint(out)
     monkeypatch.undo()
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
+
+
+def test_a_kill_between_last_pt_and_the_log_waits_for_the_epochs_log_row(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """log.csv is written after last.pt: a SIGTERM between the two (a side-by-side member
+    ended by its parent) left the log a row short of last.pt's history, so invocations.json
+    counted an epoch more than the logs showed. The epoch's files are now written together,
+    the stop raised once the row is in."""
+    real_save = train_module.save_checkpoint
+
+    def killed_after_last(path: Path, *args: object, **kwargs: object) -> None:
+        real_save(path, *args, **kwargs)
+        if Path(path).name == "last.pt" and kwargs["epoch"] == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_after_last)
+    with stops_recorded(), pytest.raises(Terminated):
+        train_module.train(TrainConfig(**TINY), data, out, progress=False)
+    saved = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["history"]
+    assert len(saved) == 2
+    assert [row["epoch"] for row in read_rows(out / "log.csv")] == ["1", "2"]
 
 
 def test_a_full_disk_at_the_last_epochs_log_is_made_good_by_the_resume(

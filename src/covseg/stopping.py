@@ -195,10 +195,10 @@ def stops_recorded(stops: Collection[int] = tuple(STOPS)) -> Iterator[None]:
 @contextmanager
 def stops_held() -> Iterator[None]:
     """Hold the stops back while the block runs (a command's last line: its error, its rerun
-    hint), so that a second Ctrl-C cannot cut it off unseen: one received meanwhile is raised
-    again after it, to the handler before. Python's handlers, not the signal mask, which holds
-    a signal back from one thread only (PyTorch's threads took it). Off the main thread,
-    handlers cannot be set: nothing is done."""
+    hint; an epoch's checkpoints and log row), so that a Ctrl-C or ``kill`` cannot cut it off
+    halfway: one received meanwhile is raised again after it, to the handler before. Python's
+    handlers, not the signal mask, which holds a signal back from one thread only (PyTorch's
+    threads took it). Off the main thread, handlers cannot be set: nothing is done."""
     held: list[int] = []
     try:
         with _handlers_put_back(lambda handler, _: handler) as previous:

@@ -112,7 +112,13 @@ from covseg.provenance import (
 )
 from covseg.records import content_hash, read_record
 from covseg.report import read_rows
-from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
+from covseg.stopping import (
+    Terminated,
+    exit_status,
+    raise_if_stopped,
+    stops_held,
+    stops_recorded,
+)
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
 from covseg.viz import MemberCurves, drawn, members_curves, training_curves
 
@@ -1313,15 +1319,17 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                                                          config.threshold)
         history.append(row)
         score = row.get("val_dice", float(epoch))
-        if score > best_dice or not val_items:
-            best_dice = score
-            save_checkpoint(out / "best.pt", served, {**meta, "epoch": epoch,
-                                                      "val_dice": row.get("val_dice")})
-        resume_state = {} if averaged is None else {"moving_average": averaged.state_dict()}
-        save_checkpoint(out / "last.pt", model, meta, config=config.to_dict(), epoch=epoch,
-                        best_dice=best_dice, history=history, optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), **resume_state)
-        write_text(out / "log.csv", rows_to_csv(history))
+        with stops_held():  # the epoch's files together: a kill between last.pt and log.csv
+            if score > best_dice or not val_items:  # left the log a row short of last.pt
+                best_dice = score
+                save_checkpoint(out / "best.pt", served, {**meta, "epoch": epoch,
+                                                          "val_dice": row.get("val_dice")})
+            resume_state = {} if averaged is None else {"moving_average": averaged.state_dict()}
+            save_checkpoint(out / "last.pt", model, meta, config=config.to_dict(), epoch=epoch,
+                            best_dice=best_dice, history=history,
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            **resume_state)
+            write_text(out / "log.csv", rows_to_csv(history))
         bar.set_postfix(_bar_postfix(row, data.num_classes > 2))
         raise_if_stopped()  # the epoch is saved: a stop dropped in a finaliser ends here
     bar.close()
