@@ -651,12 +651,14 @@ def test_folds_stopped_before_their_first_epoch_leave_no_folder(
     run stopped here removes the folder of a run that saved no epoch."""
     out = tmp_path / "cv"
     monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch())
-    _when_started(out, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    started = time.monotonic()
+    killed: list[float] = []
+    _when_started(out, 2, lambda: (killed.append(time.monotonic()),
+                                   os.kill(os.getpid(), signal.SIGTERM)))
     with handler_restored(signal.SIGTERM, _stop), pytest.raises(_Stopped):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
                                  "local", 1, {}, [], None)
-    assert time.monotonic() - started < 45  # the folds' two minutes not waited for
+    # from the kill, not the start: Ray's workers took 48 s to start beside a test suite
+    assert time.monotonic() - killed[0] < 45  # the folds' two minutes not waited for
     assert not out.exists()
 
 

@@ -904,22 +904,27 @@ def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
 
 
-def test_a_kill_between_last_pt_and_the_log_waits_for_the_epochs_log_row(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """log.csv is written after last.pt: a SIGTERM between the two (a side-by-side member
-    ended by its parent) left the log a row short of last.pt's history, so invocations.json
-    counted an epoch more than the logs showed. The epoch's files are now written together,
-    the stop raised once the row is in."""
+@pytest.mark.parametrize(("stop", "raised"), [
+    (lambda: signal.raise_signal(signal.SIGTERM), Terminated),  # a member ended by its parent
+    (_thread.interrupt_main, KeyboardInterrupt),  # Ray's cancel of a fold: no signal sent
+], ids=["kill", "ray-cancel"])
+def test_a_stop_between_last_pt_and_the_log_waits_for_the_epochs_log_row(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        stop: Callable[[], None], raised: type[BaseException]) -> None:
+    """log.csv is written after last.pt: a stop between the two left the log a row short of
+    last.pt's history, so invocations.json counted an epoch more than the logs showed. The
+    epoch's files are now written together, the stop raised once the row is in."""
     real_save = train_module.save_checkpoint
 
-    def killed_after_last(path: Path, *args: object, **kwargs: object) -> None:
+    def stopped_after_last(path: Path, *args: object, **kwargs: object) -> None:
         real_save(path, *args, **kwargs)
         if Path(path).name == "last.pt" and kwargs["epoch"] == 2:
-            signal.raise_signal(signal.SIGTERM)
+            stop()
 
     data, out = load_dataset(synthetic_folder), tmp_path / "run"
-    monkeypatch.setattr(train_module, "save_checkpoint", killed_after_last)
-    with stops_recorded(), pytest.raises(Terminated):
+    monkeypatch.setattr(train_module, "save_checkpoint", stopped_after_last)
+    with handler_restored(signal.SIGINT, signal.default_int_handler), stops_recorded(), \
+            pytest.raises(raised):
         train_module.train(TrainConfig(**TINY), data, out, progress=False)
     saved = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["history"]
     assert len(saved) == 2
