@@ -487,3 +487,27 @@ def test_a_multiclass_report_gives_each_class_its_percent_involved(tmp_path: Pat
     page = write_html(tmp_path / "binary.html", binary, "case", None).read_text()
     assert "percent_involved</small></th>" in page and "ggo_percent_involved" not in page
     assert "consolidation_percent_involved" not in page
+
+
+def test_the_report_names_the_infection_model_and_the_covseg_that_made_it(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """report.html named the lung model by path and SHA-256 but the infection model not at all,
+    nor the covseg version: a forwarded report could not say what made its lesions. It now
+    names predict's model with its SHA-256, quantify's mask and the model that predicted it,
+    and the covseg version in its last line."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    covseg.predict_volumes(tiny_run, [ct], tmp_path / "pred", html=True)
+    predicted = tmp_path / "pred" / "case"
+    record = json.loads((predicted / "quantification.json").read_text())
+    digest = record["settings"]["model_sha256"]
+    made = f"model {tiny_run} (SHA-256 {digest})"
+    footer = f"made by covseg {covseg.__version__}.</p></body>"
+    page = html.unescape((predicted / "report.html").read_text())
+    assert f"<p>Lesions: {made}</p>" in page and footer in page
+    covseg.quantify([tmp_path / "pred"], tmp_path / "again", html=True)
+    page = html.unescape((tmp_path / "again" / "case" / "report.html").read_text())
+    assert f"<p>Lesions: mask {predicted / 'infection.nii.gz'}, predicted by {made}</p>" \
+        in page and footer in page
+    covseg.quantify(mask, tmp_path / "own", image=ct, html=True)
+    page = html.unescape((tmp_path / "own" / "case" / "report.html").read_text())
+    assert f"<p>Lesions: mask {mask}</p>" in page and footer in page

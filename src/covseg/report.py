@@ -39,9 +39,11 @@ from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
 from covseg.provenance import provenance
 from covseg.records import (
     LUNG_MODEL_SHA256,
+    MODEL_SHA256,
     REPORT_SETTING,
     RESULT_JSON,
     SETTINGS,
+    model_identity,
     output_path,
     recorded_output,
 )
@@ -135,6 +137,21 @@ def lungs_text(result: dict[str, Any], short: bool = False) -> str:
     if source == "mask":
         return f"lung mask {Path(inputs['lungs']).name if short else inputs.get('lungs')}"
     return {"threshold": "HU threshold"}.get(str(source), "none")
+
+
+def lesions_text(result: dict[str, Any]) -> str:
+    """Where a study's lesion mask came from, as report.html says it: predict's model (its
+    path and SHA-256), or the mask quantify read and the model that predicted it where its
+    record names one. The report named the lung model so, and the infection model not at all."""
+    model = model_identity(result) or (result.get("inputs") or {}).get("predict_model")
+    made = ""
+    if isinstance(model, dict):
+        digest = model.get(MODEL_SHA256)
+        made = f"model {model.get('source')}" + (f" (SHA-256 {digest})" if digest else "")
+    mask = (result.get("inputs") or {}).get("mask")
+    if mask is None:
+        return made or "(not recorded)"
+    return f"mask {mask}" + (f", predicted by {made}" if made else "")
 
 
 def shown_values(region: dict[str, Any]) -> dict[str, Any]:
@@ -406,11 +423,14 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         "</head><body>"
         f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
         f"<p>{html.escape(CATEGORY_RULE)}</p>"
+        f"<p>Lesions: {html.escape(lesions_text(result))}</p>"
         f"<p>Lungs: {html.escape(lungs_text(result))}</p>{warning}"
         f"{_html_table(result, study)}"
         f"{rounding}{image}"
         f"<h2>Inputs</h2><pre>{details}</pre>"
-        "<p>Research software output, not a diagnosis.</p></body></html>\n"
+        "<p>Research software output, not a diagnosis; made by covseg "
+        f"{html.escape(str(result.get('covseg_version', '(version not recorded)')))}.</p>"
+        "</body></html>\n"
     )
     return write_text(path, text)
 
@@ -499,11 +519,11 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
                             lungs_note=_montage_lungs(result) if lungs is not None else "",
                             image_source=image_source)
     files["montage"] = str(montage)
+    result = {"study_name": study, **provenance(), **result}
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
     files["json"] = str(out_dir / RESULT_JSON)
-    files = {kind: output_path(path) for kind, path in files.items()}
-    result = {"study_name": study, **provenance(), **result, "files": files}
+    result["files"] = {kind: output_path(path) for kind, path in files.items()}
     write_json(out_dir / RESULT_JSON, result)
     return result
 
