@@ -879,7 +879,7 @@ def _stored_frames(path: Path, source: str) -> np.ndarray:
     try:
         dataset = _dcmread(path)
         stored = dataset.pixel_array
-    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
+    except (*DICOM_ERRORS, AttributeError, RuntimeError) as exc:
         raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
                           f"them in HU ({_one_line(exc)}); {_decoding_advice(exc, dataset)}"
                           ) from None
@@ -1023,9 +1023,10 @@ GEOMETRY_KEYWORDS = ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPa
 """The geometry and rescale fields :func:`_slice_header` reads, at the top level or in the
 groups."""
 DICOM_ERRORS = (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, OSError,
-                EOFError, ValueError, struct.error)
+                EOFError, ValueError, struct.error, NotImplementedError)
 """What pydicom raises for files it cannot parse (BytesLengthException, struct.error: a value or
-a length cut short)."""
+a length cut short; NotImplementedError: a VR DICOM does not define, a flipped bit's "UK", or
+pixels it has no decoder for)."""
 
 
 @dataclass(frozen=True)
