@@ -817,7 +817,7 @@ def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_pat
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "quantification.json").write_text("{}")
+        (folder / ("quantification.csv" if study.name == "c" else RESULT_JSON)).write_text("{}")
         if study.name == "a":
             return {"study": {"lesion_ml": 1.0}, "right_lung": {"percent_involved": 3.0},
                     "left_lung": {"percent_involved": 4.0}, "orientation_note": "sides?",
@@ -836,6 +836,32 @@ def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_pat
     assert not (out / "c").exists()
     rows = {row["study"]: row["status"] for row in read_rows(out / "summary.csv")}
     assert rows["c"] == rows["d"] == "pending"  # evaluate warns of them
+
+
+def test_a_study_stopped_right_after_its_record_is_kept_as_done(tmp_path: Path) -> None:
+    """A stop (Ctrl-C, SIGTERM) landing right after a study's quantification.json, the record
+    written last that marks it done, removed the finished study (minutes of a CT's work) with
+    the files of a study stopped midway; a ``kill -9`` there kept it. It is kept now: the next
+    call skips it, and the call's studies not reached are "pending"."""
+    mask = synthetic_study(tmp_path / "in", "a")[1]
+    other = synthetic_study(tmp_path / "in", "b")[1]
+    out = tmp_path / "out"
+    report_module = importlib.import_module("covseg.report")
+    real_write = report_module.write_json
+
+    def stop_after_record(path: Path, record: object) -> Path:
+        written = real_write(path, record)
+        if Path(path).name == RESULT_JSON:
+            raise KeyboardInterrupt
+        return written
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(report_module, "write_json", stop_after_record)
+        with pytest.raises(KeyboardInterrupt):
+            quantify_batch([mask, other], out)
+    assert read_record(out / "a" / RESULT_JSON) is not None
+    result = quantify_batch([mask, other], out)
+    assert (result.done, result.skipped) == (1, 1)
 
 
 def test_a_shard_summary_listing_a_study_the_whole_batch_does_not_is_kept(tmp_path: Path) -> None:

@@ -156,6 +156,39 @@ def test_a_checkpoint_whose_settings_cannot_be_used_is_refused_naming_the_value(
                                  f"{wanted}); train the model again or pass another run")
 
 
+@pytest.mark.parametrize(("model", "options", "said"), [
+    ("nosuchnet", {}, "unknown model 'nosuchnet'; `covseg models` lists: "),
+    ("miniseg,nosuchnet", {}, "unknown model 'nosuchnet'"),
+    ("miniseg", {"nosuch": 3}, "model 'miniseg' has no option 'nosuch'; its options: "),
+])
+def test_a_checkpoint_whose_model_the_registry_cannot_build_is_refused_naming_the_file(
+        tmp_path: Path, model: str, options: dict[str, Any], said: str) -> None:
+    """A checkpoint naming a model or an option covseg does not know was refused in the
+    registry's words alone, as if of the command line's --model ("unknown model 'nosuchnet';
+    `covseg models` lists ..."), naming no file."""
+    path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1),
+                           {"model": model, "in_channels": 1, "num_classes": 2, "size": 64,
+                            "model_options": options})
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: a damaged checkpoint "
+                                          rf"\(meta model: {re.escape(said)}.*\); train the "
+                                          "model again or pass another run$"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_whose_weights_hold_nan_is_refused(tmp_path: Path) -> None:
+    """Weights holding NaN (a diverged training, a corrupt file) predicted NaN probabilities:
+    empty masks, exit 0."""
+    layer = nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.bias.fill_(float("nan"))
+    path = save_checkpoint(tmp_path / "best.pt", layer,
+                           {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64})
+    with pytest.raises(CovsegError, match=r"best\.pt: a damaged checkpoint \(its weights bias "
+                                          r"hold NaN: a training that diverged, or a corrupt "
+                                          r"file\); train the model again"):
+        load_checkpoint(path)
+
+
 @pytest.mark.parametrize("version", ["2", None, 1.5, -1])
 def test_a_checkpoint_whose_format_version_is_no_number_is_refused(
         tmp_path: Path, version: Any) -> None:

@@ -685,6 +685,34 @@ def test_an_ensemble_keeps_its_members_last_pt_until_it_finishes_then_deletes_th
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
 
 
+@pytest.mark.parametrize("model", ["unet", "unet,unet"])
+def test_a_stop_right_after_metrics_json_leaves_no_last_pt(
+        synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        model: str) -> None:
+    """A stop (Ctrl-C, ``kill``) landing right after a run's metrics.json was written, before
+    its last.pt (an ensemble's members') was deleted, left it beside the finished run, about
+    three times best.pt, which no resume deletes (that of a finished run leaves every file as
+    it was): the run is finished once metrics.json is written, and its last.pt goes on the
+    way out too."""
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model=model, model_options={"width": 4}, epochs=1, size=32,
+                         batch_size=4)
+    out = tmp_path / "run"
+    real_write = train_module.write_json
+
+    def stop_after_metrics(path: Path, record: object) -> Path:
+        written = real_write(path, record)
+        if Path(path) == out / "metrics.json":
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(train_module, "write_json", stop_after_metrics)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # an ensemble's members in turn
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, data, out, progress=False)
+    assert (out / "metrics.json").is_file() and not list(out.rglob("last.pt"))
+
+
 def test_a_full_disk_at_an_ensembles_model_is_told_at_its_file_not_at_its_time_record(
         synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full disk at the ensemble's best.pt, after its members, was told as one at

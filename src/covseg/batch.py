@@ -776,9 +776,10 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
         remove_earlier_outputs(folder, study)  # none that looks done is left of a failed study
         remove_empty_folders(made)
         return "failed", None, message
-    except BaseException:  # Ctrl-C, SIGTERM: a stopped study leaves none either
-        remove_earlier_outputs(folder, study)
-        remove_empty_folders(made)
+    except BaseException:  # Ctrl-C, SIGTERM: a stopped study leaves none either, but one
+        if not done.is_file():  # stopped once its record (written last) was, which is done
+            remove_earlier_outputs(folder, study)  # (its minutes' work was deleted)
+            remove_empty_folders(made)
         raise
 
 

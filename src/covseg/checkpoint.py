@@ -516,10 +516,29 @@ def _check_entries(path: Path, payload: dict[str, Any], advice: str | None) -> N
     if missing:
         raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); "
                           f"{advice or NEW_MODEL}")
-    problem = meta_problem(payload["meta"])
+    problem = meta_problem(payload["meta"]) or _model_problem(payload["meta"])
     if problem:
         raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); "
                           f"{advice or RETRAIN}")
+    nan = next((key for key, value in payload["state_dict"].items()
+                if isinstance(value, torch.Tensor) and torch.isnan(value).any()), None)
+    if nan is not None:  # predicted NaN probabilities: empty masks, exit 0
+        raise CovsegError(f"{path}: a damaged checkpoint (its weights {nan} hold NaN: a "
+                          f"training that diverged, or a corrupt file); {advice or RETRAIN}")
+
+
+def _model_problem(meta: dict[str, Any]) -> str | None:
+    """What keeps ``meta``'s network from being built as recorded: a model name or an option
+    the registry does not know. Said by the registry alone, it read as of the command line's
+    --model ("unknown model 'x'; `covseg models` lists ..."), naming no file."""
+    from covseg.models.registry import check_model_names, check_options
+
+    try:
+        for name in check_model_names(meta["model"]):
+            check_options(name, without_weights_file(meta.get("model_options", {})))
+    except CovsegError as exc:
+        return f"model: {exc}"
+    return None
 
 
 def meta_problem(meta: dict[str, Any]) -> str | None:

@@ -523,17 +523,15 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
-                metrics = _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                          fingerprint, weights, pin, progress, record)
+                return _train_ensemble(config, data, out, resume, train_cases, val_cases,
+                                       fingerprint, weights, pin, progress, record)
+            return _train_model(config, data, out, resume, train_cases, val_cases,
+                                fingerprint, weights, pin, progress, record=record, judged=True)
+        finally:  # a stop landing right after metrics.json finished the run: it left last.pt
+            if (out / "metrics.json").is_file():
+                drop_resume_state(out)
             else:
-                metrics = _train_model(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, weights, pin, progress, record=record,
-                                       judged=True)
-        except BaseException:
-            forget_unsaved_run(out)
-            raise
-        drop_resume_state(out)
-        return metrics
+                forget_unsaved_run(out)
 
 
 def drop_resume_state(out: Path) -> None:
@@ -541,7 +539,9 @@ def drop_resume_state(out: Path) -> None:
     its metrics.json is written: the weights, AdamW's two moments and the schedule that only a
     resume reads (about three times best.pt: 476 of a deeplabv3 run's 635 MB), and a --resume of
     a finished run trains nothing (:func:`finished_metrics`), its epochs fixed by the recipe it
-    checks. A kill before this leaves them, which the next resume leaves as they are."""
+    checks. A stop (Ctrl-C, ``kill``) after metrics.json deletes them on its way out
+    (:func:`_train`); a ``kill -9`` before this leaves them, which the next resume leaves as
+    they are."""
     for network in run_networks(out):
         (network / "last.pt").unlink(missing_ok=True)
 

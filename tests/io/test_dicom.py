@@ -527,6 +527,35 @@ def test_an_empty_or_header_cut_slice_is_named(slice_index: int, suffix: str, ke
         read_volume(tmp_path / "cut")
 
 
+def test_a_slice_whose_header_names_an_unknown_value_representation_is_named(
+        tmp_path: Path) -> None:
+    """A flipped bit turning a file meta element's VR into one DICOM does not define ("UI" to
+    "UK") made GDCM leave the slice out and pydicom raise NotImplementedError, which predict
+    reported in its words alone (dcm failed: NotImplementedError: Unknown Value Representation
+    'UK' in tag (0002,0010)); the slice is named as any corrupt one is."""
+    files = synthetic_series(tmp_path / "flip", phantom(depth=4))
+    blob = files[2].read_bytes()
+    at = blob.index(b"\x02\x00\x10\x00UI")  # TransferSyntaxUID
+    files[2].write_bytes(blob[:at + 4] + b"UK" + blob[at + 6:])
+    with pytest.raises(CovsegError, match=r"IM0002.dcm: truncated or corrupt: its DICOM header "
+                                          "cannot be read"):
+        read_volume(tmp_path / "flip")
+
+
+def test_a_slice_gdcms_series_scan_throws_on_is_named(tmp_path: Path) -> None:
+    """A slice claiming PALETTE COLOR without a palette made GDCM's series scan throw, which
+    predict reported as "RuntimeError: Unknown exception thrown in SimpleITK
+    ImageSeriesReader_GetGDCMSeriesIDs", naming no file and saying nothing to do."""
+    files = synthetic_series(tmp_path / "palette", phantom(depth=4))
+    dataset = pydicom.dcmread(files[2])
+    dataset.PhotometricInterpretation = "PALETTE COLOR"
+    dataset.save_as(files[2])
+    with pytest.raises(CovsegError, match=r"IM0002.dcm: GDCM cannot scan its DICOM header "
+                                          r"\(corrupt, or contradicting itself, .*\); replace "
+                                          "it, or remove it to read the others$"):
+        read_volume(tmp_path / "palette")
+
+
 def test_a_slice_cut_anywhere_is_refused(tmp_path: Path) -> None:
     """Cut at any length, an end slice is refused, never read as a series one slice short (a
     cut inside the SeriesInstanceUID left a UID that matched no series)."""

@@ -23,7 +23,7 @@ from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti, read_paired
 from covseg.io.volume import write_mask_like
 from covseg.quantify import quantify_study
-from tests.io.helpers import phantom, save, traced_peak
+from tests.io.helpers import patched_nifti, phantom, save, traced_peak
 from tests.test_quantify import synthetic_study
 
 
@@ -673,3 +673,38 @@ def test_a_git_lfs_pointer_in_place_of_a_nifti_is_named_as_one(tmp_path: Path, n
         assert str(caught.value) == (f"{path}: a Git LFS pointer, not the file itself (cloned "
                                      "without Git LFS); run `git lfs pull` in its clone to "
                                      "fetch the content")
+
+
+
+@pytest.mark.parametrize(("offset", "fmt", "values", "refusal"), [
+    (280, "12f", (0.0,) * 12, "zero, singular or not finite"),  # TypeError in forms_note
+    (280, "12f", (1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0), "zero, singular or not finite"),
+    (292, "f", (float("inf"),), "zero, singular or not finite"),  # "Could not decompose"
+    (123, "B", (0xFF,), r"xyzt_units \(255\) is no unit NIfTI defines"),  # KeyError
+])
+def test_a_header_placing_no_voxels_is_refused_in_one_line(
+        tmp_path: Path, offset: int, fmt: str, values: tuple[float, ...], refusal: str) -> None:
+    """A zero or singular sform beside a qform (both codes set), an infinite origin, and a unit
+    code NIfTI does not define were tracebacks (TypeError, nibabel's HeaderDataError and
+    KeyError); each is refused naming the file."""
+    path = patched_nifti(tmp_path / "ct.nii", np.zeros((8, 8, 3), np.int16), offset, fmt, *values)
+    with pytest.raises(CovsegError, match=rf"ct\.nii: .*{refusal}"):
+        read_nifti(path)
+
+
+def test_nibabels_header_mending_and_numpys_overflow_print_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+        ) -> None:
+    """nibabel printed what its header check mended ("vox offset -400 too low ...; setting to
+    minimum value of 352", on a handler of its own) and numpy an overflow warning of a scaling
+    beyond float32, lines of their own on stderr above covseg's refusal."""
+    data = np.full((8, 8, 3), 100, np.int16)
+    offset = patched_nifti(tmp_path / "offset.nii", data, 108, "f", -400.0)
+    scaled = patched_nifti(tmp_path / "scaled.nii", data, 112, "2f", 1e38, 0.0)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(CovsegError, match="cannot read the NIfTI header"):
+            read_nifti(offset)
+        with pytest.raises(CovsegError, match="beyond float32's range"):
+            read_nifti(scaled)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("nibabel")] == []
+    assert [str(w.message) for w in recwarn] == []

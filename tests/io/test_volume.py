@@ -24,7 +24,7 @@ from covseg.io.volume import (
     write_probabilities_like,
 )
 from tests.conftest import SAMPLE_CT as CT
-from tests.io.helpers import needs_ct, phantom, save
+from tests.io.helpers import needs_ct, patched_nifti, phantom, save
 
 
 @needs_ct
@@ -369,3 +369,19 @@ def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_pat
                                           r"mask \S*mask\.nii\.gz \(64, 48, 12\) \(each file's "
                                           r"own axis order, nibabel's shape\); they must be"):
         check_same_grid(mask, ct)
+
+
+@pytest.mark.parametrize(("offset", "fmt", "values"), [
+    (256, "3f", (5.0, 5.0, 5.0)),  # a quaternion of no rotation: nibabel's ValueError
+    (80, "f", (float("inf"),)),  # an infinite voxel size: numpy's "SVD did not converge"
+])
+def test_a_qform_placing_no_voxels_beside_a_sound_sform_is_a_note(
+        tmp_path: Path, offset: int, fmt: str, values: tuple[float, ...]) -> None:
+    """forms_note raised on a qform of no placement beside a sound sform, which covseg
+    follows; it now says so, and the volume is read on the sform."""
+    path = patched_nifti(tmp_path / "ct.nii", np.full((8, 8, 3), -800, np.int16), offset, fmt,
+                         *values)
+    volume = read_volume(path)
+    assert volume.forms_note is not None and volume.forms_note.startswith(
+        "the header's qform places no voxels")
+    assert volume.spacing == pytest.approx((5.0, 0.7, 0.7))

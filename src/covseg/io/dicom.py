@@ -318,18 +318,48 @@ def _special_file(path: Path) -> bool:
 def _directory_series(directory: Path, special: set[str]) -> list[Series]:
     """The series of the files in ``directory`` itself, read by GDCM. With ``special`` files
     there, GDCM found no series at all ("no DICOM series found" beside two good slices and a
-    FIFO), so it reads links to the others in a folder of their own, named as they are."""
-    if not special:
-        return [(uid, directory, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(
-                    str(directory), uid)))
-                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory))]
-    with tempfile.TemporaryDirectory(prefix="covseg-dicom-") as links:
-        for entry in os.scandir(directory):
-            if entry.name not in special and entry.is_file():
-                os.symlink(os.path.abspath(entry.path), os.path.join(links, entry.name))
-        return [(uid, directory, tuple(str(directory / Path(name).name) for name in
-                                       sitk.ImageSeriesReader.GetGDCMSeriesFileNames(links, uid)))
-                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(links)]
+    FIFO), so it reads links to the others in a folder of their own, named as they are. A file
+    GDCM's scan throws on is named (:func:`_scan_failure`)."""
+    try:
+        if not special:
+            return _scanned(directory, directory)
+        with tempfile.TemporaryDirectory(prefix="covseg-dicom-") as links:
+            for entry in os.scandir(directory):
+                if entry.name not in special and entry.is_file():
+                    os.symlink(os.path.abspath(entry.path), os.path.join(links, entry.name))
+            return _scanned(Path(links), directory)
+    except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise
+        raise _scan_failure(directory, special, exc) from None
+
+
+def _scanned(scanned: Path, directory: Path) -> list[Series]:
+    """GDCM's series of the files in ``scanned``, their files named as in ``directory``."""
+    return [(uid, directory, tuple(str(directory / Path(name).name) for name in
+                                   sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(scanned),
+                                                                                 uid)))
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(scanned))]
+
+
+def _scan_failure(directory: Path, special: set[str], exc: RuntimeError) -> CovsegError:
+    """The refusal of a folder whose files GDCM's series scan throws on ("Unknown exception
+    thrown in SimpleITK ImageSeriesReader_GetGDCMSeriesIDs", of a PhotometricInterpretation
+    PALETTE COLOR without its palette), naming the first file it throws on alone (each scanned
+    in a folder of its own: only on this path, which the scan failed)."""
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name in special or not entry.is_file():
+            continue
+        with tempfile.TemporaryDirectory(prefix="covseg-dicom-") as alone:
+            os.symlink(os.path.abspath(entry.path), os.path.join(alone, entry.name))
+            try:
+                sitk.ImageSeriesReader.GetGDCMSeriesIDs(alone)
+            except RuntimeError:
+                return CovsegError(f"{entry.path}: GDCM cannot scan its DICOM header (corrupt, "
+                                   "or contradicting itself, such as PALETTE COLOR without a "
+                                   "palette); replace it, or remove it to read the others")
+    return CovsegError(f"{directory}: GDCM cannot list its DICOM series ({itk_message(exc)}); "
+                       "is one of its files corrupt?")
 
 
 def _ct_series(series: list[Series], folder: Path) -> list[Series]:
@@ -879,7 +909,7 @@ def _stored_frames(path: Path, source: str) -> np.ndarray:
     try:
         dataset = _dcmread(path)
         stored = dataset.pixel_array
-    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
+    except (*DICOM_ERRORS, AttributeError, RuntimeError) as exc:
         raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
                           f"them in HU ({_one_line(exc)}); {_decoding_advice(exc, dataset)}"
                           ) from None
@@ -1023,9 +1053,10 @@ GEOMETRY_KEYWORDS = ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPa
 """The geometry and rescale fields :func:`_slice_header` reads, at the top level or in the
 groups."""
 DICOM_ERRORS = (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, OSError,
-                EOFError, ValueError, struct.error)
+                EOFError, ValueError, struct.error, NotImplementedError)
 """What pydicom raises for files it cannot parse (BytesLengthException, struct.error: a value or
-a length cut short)."""
+a length cut short; NotImplementedError: a VR DICOM does not define, a flipped bit's "UK", or
+pixels it has no decoder for)."""
 
 
 @dataclass(frozen=True)

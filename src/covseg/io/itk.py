@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from covseg.errors import CovsegError, is_out_of_memory
 from covseg.io.image import CT_SLICES, MASK_SLICES, Slices
-from covseg.io.nifti import on_geometry_of_like, volume_from_nifti
+from covseg.io.nifti import GZIP_MAGIC, on_geometry_of_like, volume_from_nifti
 from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
     BLANK_LINE,
@@ -89,7 +89,8 @@ def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,
     if is_segmentation(path) and what != MASK_SLICES:
         raise segmentation_as_ct(path)
     head = _read_head(path)
-    _check_data_file(path, head.held)
+    _check_data_files(path, head)
+    _check_compressed(path, head)
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
     reader.SetImageIO(_format(path)[1])
@@ -197,12 +198,47 @@ def _raw_voxels(path: Path, head: _Head) -> tuple[Path, int] | None:
     """The file holding the raw voxels of a NRRD or MetaImage at ``path`` whose head is
     ``head`` (:func:`_read_head`) and where in it they start; None for compressed or text
     voxels, skipped bytes, or a header not found."""
+    if head.header is None:
+        return None
+    metaimage = _format(path)[0] == "MetaImage"
+    if (_compressed(head.header) if metaimage else RAW.search(head.header) is None):
+        return None
+    return _voxels_at(path, head)
+
+
+def _compressed(header: str) -> bool:
+    """Whether a MetaImage's header says its voxels are compressed."""
+    return COMPRESSED.search(header) is not None
+
+
+def _check_compressed(path: Path, head: _Head) -> None:
+    """Refuse a MetaImage whose header says CompressedData = True but whose voxels do not start
+    as zlib or gzip data (MetaIO inflates either): MetaIO printed "Uncompress failed" on the
+    stderr covseg quiets and gave zeros, or whatever memory held, read as a CT without a word."""
+    if _format(path)[0] != "MetaImage" or head.header is None or not _compressed(head.header):
+        return
+    at = _voxels_at(path, head)
+    if at is None:
+        return
+    where, start = at
+    with open(where, "rb") as handle:
+        handle.seek(start)
+        first = handle.read(2)
+    zlib_start = len(first) == 2 and first[0] & 0x0F == 8 and int.from_bytes(first, "big") % 31 == 0
+    if not zlib_start and first != GZIP_MAGIC:
+        raise CovsegError(f"{path}: its header says CompressedData = True, but the voxels in "
+                          f"{where.name} are not compressed data (raw voxels under that line?); "
+                          "set CompressedData = False for raw voxels, or save the volume again")
+
+
+def _voxels_at(path: Path, head: _Head) -> tuple[Path, int] | None:
+    """The file holding the voxels of a NRRD or MetaImage at ``path`` whose head is ``head``
+    (:func:`_read_head`) and where in it they start, stored as they are; None for skipped
+    bytes, several files, or a header not found."""
     text, header, named, held = head
     if text is None or header is None or SKIPS.search(header):
         return None
     metaimage = _format(path)[0] == "MetaImage"
-    if (COMPRESSED.search(header) is not None) if metaimage else (RAW.search(header) is None):
-        return None
     if held is not None:
         return (held, 0) if held.is_file() else None
     if named and named.group(1).upper() != "LOCAL":  # several files, a list or a pattern
@@ -292,10 +328,17 @@ def _detached_headers(folder: Path) -> list[Path]:
         return []
 
 
-def _check_data_file(path: Path, held: Path | None) -> None:
-    """Refuse a header (of ``path``) whose data file ``held`` (:func:`_data_file`) is not
-    there, naming it: ITK said "File cannot be read: x.mhd ... No such file or directory", of
-    the header that was there."""
-    if held is not None and not held.is_file():
-        raise CovsegError(f"{path}: its voxels are in {held.name}, named in its header, which "
-                          f"is not there; put {held.name} beside {path.name}")
+def _check_data_files(path: Path, head: _Head) -> None:
+    """Refuse a header (of ``path``, its head ``head``) whose data files (:func:`data_files`)
+    are not all there, naming the first missing: ITK said "File cannot be read: x.mhd ... No
+    such file or directory", of the header that was there. A ``LIST`` of no files is refused
+    too: MetaIO printed "cannot open slice" on the stderr covseg quiets and gave whatever
+    memory held, read as a CT."""
+    files = _named_files(head.header, head.named, path.parent)[0]
+    if head.named is not None and head.named.group(1).upper().startswith("LIST") and not files:
+        raise CovsegError(f"{path}: its header's data file line ({head.named.group(0).strip()}) "
+                          "lists no files; list the files of its slices below it, one a line")
+    missing = next((file for file in files if not file.is_file()), None)
+    if missing is not None:
+        raise CovsegError(f"{path}: its voxels are in {missing.name}, named in its header, "
+                          f"which is not there; put {missing.name} beside {path.name}")

@@ -33,6 +33,7 @@ from covseg.io.image import (
     fractional_values,
     stand_in,
 )
+from covseg.io.quiet import warnings_logged_quiet
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
     NIFTI_SUFFIXES,
@@ -45,12 +46,14 @@ from covseg.io.volume import (
     _one_line,
     _unoriented,
     as_axial,
+    check_orientable,
     check_voxel_count,
     forms_note,
     is_itk_source,
     itk_lacks_geometry,
     nibabel_path,
     short_of_memory,
+    usable_qform,
     volume_shape,
 )
 
@@ -59,6 +62,10 @@ NIFTI_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFEr
 """What nibabel raises for corrupt, truncated or unsupported files."""
 ANALYZE_SUFFIXES = (".hdr", ".img")
 """The two files of an Analyze 7.5 image (or a two-file NIfTI pair), which covseg does not read."""
+NIBABEL_CHECKS = "nibabel.global"
+"""The logger on which nibabel prints what its header check found and mended ("sizeof_hdr
+should be 348; set sizeof_hdr to 348", "data code 9999 not recognized"), lines of its own on
+stderr before covseg's one: covseg refuses what it cannot read in its own words."""
 GZIP_MAGIC = b"\x1f\x8b"
 NIFTI2_HEADER_SIZE = 540
 """``sizeof_hdr`` of a NIfTI-2 header (NIfTI-1: 348)."""
@@ -142,6 +149,7 @@ def _opened_nifti(path: Path, warn: bool = True) -> Iterator[nib.Nifti1Image]:
     with contextlib.ExitStack() as opened:
         try:
             named_gz, gzipped = path.name.lower().endswith(".gz"), _gzipped(path)
+            opened.enter_context(warnings_logged_quiet(NIBABEL_CHECKS, logging.CRITICAL + 1))
             if named_gz == gzipped and _nibabel_reads_name(path):
                 image = nib.load(nibabel_path(path))
             else:
@@ -334,6 +342,8 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     shape = volume_shape(tuple(int(n) for n in image.shape), source, what.flat)
     check_voxel_count(shape, source, np.dtype(dtype).itemsize)
+    _check_units(image.header, source)
+    check_orientable(image.affine, source)
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
     data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,
@@ -345,6 +355,17 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     read_affine = image.affine if affine is not image.affine else None
     return as_axial(Volume(data, affine, header, source, as_read=as_read,
                            read_affine=read_affine), what)
+
+
+def _check_units(header: nib.Nifti1Header, source: str) -> None:
+    """Refuse a header whose ``xyzt_units`` is no code NIfTI defines (a flipped bit): nibabel's
+    KeyError on reading the unit was a traceback."""
+    try:
+        header.get_xyzt_units()
+    except KeyError:
+        raise CovsegError(f"{source}: its header's xyzt_units ({int(header['xyzt_units'])}) is "
+                          "no unit NIfTI defines, so the voxel sizes' unit is unknown; fix the "
+                          "header (xyzt_units 10: mm and seconds)") from None
 
 
 def _in_mm(image: nib.Nifti1Pair, header: nib.Nifti1Header
@@ -380,8 +401,9 @@ def _header_sized_by_affine(image: nib.Nifti1Pair, source: str) -> nib.Nifti1Hea
     stated = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
     implied = nib.affines.voxel_sizes(image.affine)
     notes = [note] if (note := forms_note(image.header)) else []
-    qform_sizes = nib.affines.voxel_sizes(image.header.get_qform())
-    if _sizes_differ(stated, implied) and not (notes and not _sizes_differ(stated, qform_sizes)):
+    qform = usable_qform(image.header)
+    follows_qform = qform is not None and not _sizes_differ(stated, nib.affines.voxel_sizes(qform))
+    if _sizes_differ(stated, implied) and not (notes and follows_qform):
         mm = UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)  # said in mm, as read
         notes.append(f"voxel sizes {_mm(stated * mm)} mm in the header differ from the "
                      f"affine's {_mm(implied * mm)} mm; volumes use the affine's")
@@ -557,7 +579,8 @@ def _fill_scaled(out: np.ndarray, slabs: Iterator[tuple[int, np.ndarray]], slope
             if plane.dtype.kind == "f" and not np.isfinite(plane).all():
                 raise CovsegError(f"{source}: the volume holds NaN or infinite values")
             if scaled:
-                plane = plane * np.float32(slope) + np.float32(inter)
+                with np.errstate(over="ignore"):  # an overflow is refused below
+                    plane = plane * np.float32(slope) + np.float32(inter)
             if dtype.kind in "iu" and plane.dtype.kind == "f":
                 fractions.extend(fraction_range(plane))
                 plane = np.rint(plane)

@@ -150,12 +150,14 @@ def ignore_for_good(category: type[Warning], message: str) -> None:
 
 
 @contextmanager
-def warnings_logged_quiet(name: str) -> Iterator[None]:
-    """Python logger ``name`` and its children at ERROR for the block: timm warned of
-    "Unexpected keys" in a weights file covseg had checked, once per build, three times a run."""
+def warnings_logged_quiet(name: str, least: int = logging.ERROR) -> Iterator[None]:
+    """Python logger ``name`` and its children at level ``least`` for the block: timm warned of
+    "Unexpected keys" in a weights file covseg had checked, once per build, three times a run.
+    ``least`` above CRITICAL quiets errors too: those a library logs and then raises, which
+    covseg words itself."""
     logger = logging.getLogger(name)
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(least)
     try:
         yield
     finally:

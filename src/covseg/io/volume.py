@@ -362,7 +362,12 @@ def forms_note(header: nib.Nifti1Header) -> str | None:
     if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
         return None
     scale = np.diag([UNIT_MM.get(header.get_xyzt_units()[0], 1.0)] * 3 + [1.0])
-    sform, qform = scale @ header.get_sform(), scale @ header.get_qform()
+    qform = usable_qform(header)
+    if qform is None:
+        return ("the header's qform places no voxels (NaN, infinite or zero sizes, or no valid "
+                "rotation); covseg follows the sform, as nibabel does, while readers that "
+                "follow the qform (ITK-based ones may) cannot place them")
+    sform, qform = scale @ header.get_sform(), scale @ qform
     differences = affine_differences(sform, qform)
     if not differences:
         return None
@@ -372,6 +377,18 @@ def forms_note(header: nib.Nifti1Header) -> str | None:
     return (f"the header's sform and qform place the voxels differently ({'; '.join(differences)}"
             "); covseg follows the sform, as nibabel does, for right and left and for volumes, "
             "while readers that follow the qform (ITK-based ones may) place them otherwise")
+
+
+def usable_qform(header: nib.Nifti1Header) -> np.ndarray | None:
+    """The header's qform, or None where it places no voxels (:func:`orientable`): a qform of
+    NaN or infinite voxel sizes, or whose quaternion is no rotation (nibabel raises "w2 should be
+    positive"), made :func:`forms_note` raise beside a sound sform, read as a traceback."""
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):
+            qform = np.asarray(header.get_qform(), dtype=np.float64)
+    except ValueError:
+        return None
+    return qform if orientable(qform) else None
 
 
 def _unoriented(header: nib.Nifti1Header) -> bool:
@@ -702,7 +719,7 @@ def as_axial(volume: Volume, what: Slices = CT_SLICES) -> Volume:
     case) are flipped in place, so that no second copy of a large study is made. ``what`` the
     volume holds, for the refusal of one too thin (:func:`_refuse_thin_slices`).
     """
-    _check_orientable(volume)
+    check_orientable(volume.affine, volume.source)
     start = nib.io_orientation(volume.affine)
     to_working = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(WORKING_AXES))
     _refuse_thin_slices(volume, to_working, what)
@@ -726,13 +743,19 @@ def as_axial(volume: Volume, what: Slices = CT_SLICES) -> Volume:
                   StoredAxes(to_working, volume.file_affine, volume.file_header))
 
 
-def _check_orientable(volume: Volume) -> None:
-    """Refuse an affine that gives no orientation: zero, singular or not finite."""
-    matrix = np.asarray(volume.affine, dtype=np.float64)[:3, :3]
-    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12:
-        raise CovsegError(f"{volume.source}: its affine (the voxel-to-mm matrix of the header) is "
-                          "zero or singular, so the slices' orientation is unknown; fix the "
-                          "header's sform/qform or voxel sizes")
+def orientable(affine: np.ndarray) -> bool:
+    """Whether an affine places voxels: finite, its origin too, and not singular."""
+    matrix = np.asarray(affine, dtype=np.float64)[:3]
+    return bool(np.isfinite(matrix).all()) and abs(np.linalg.det(matrix[:, :3])) >= 1e-12
+
+
+def check_orientable(affine: np.ndarray, source: str | Path) -> None:
+    """Refuse an affine that gives no orientation: zero, singular or not finite (a NaN or
+    infinite origin too: nibabel's qform of it raised "Could not decompose affine")."""
+    if not orientable(affine):
+        raise CovsegError(f"{source}: its affine (the voxel-to-mm matrix of the header) is "
+                          "zero, singular or not finite, so the slices' orientation is unknown; "
+                          "fix the header's sform/qform or voxel sizes")
 
 
 def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: Slices) -> None:
