@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import pickle
@@ -169,10 +170,25 @@ def test_a_checkpoint_whose_model_the_registry_cannot_build_is_refused_naming_th
     path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1),
                            {"model": model, "in_channels": 1, "num_classes": 2, "size": 64,
                             "model_options": options})
-    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: a damaged checkpoint "
-                                          rf"\(meta model: {re.escape(said)}.*\); train the "
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: a checkpoint of a "
+                                          rf"network this covseg cannot build \({re.escape(said)}"
+                                          r".*\): saved by another covseg version, or edited; "
+                                          "load it with the covseg that trained it, or train the "
                                           "model again or pass another run$"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_of_a_model_whose_package_is_missing_is_not_called_damaged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sound deeplabv3+ checkpoint on an install without segmentation-models-pytorch was
+    called damaged, to be trained again: its load now passes the check, and the build says
+    what to install."""
+    registry = importlib.import_module("covseg.models.registry")
+    monkeypatch.setattr(registry, "unavailable", lambda *_, **__: "No module named 'smp'")
+    path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1),
+                           {"model": "deeplabv3+", "in_channels": 1, "num_classes": 2,
+                            "size": 64})
+    assert load_checkpoint(path)["meta"]["model"] == "deeplabv3+"
 
 
 def test_a_checkpoint_whose_weights_hold_nan_is_refused(tmp_path: Path) -> None:

@@ -501,7 +501,8 @@ def test_the_report_names_the_infection_model_and_the_covseg_that_made_it(
     record = json.loads((predicted / "quantification.json").read_text())
     digest = record["settings"]["model_sha256"]
     made = f"model {tiny_run} (SHA-256 {digest})"
-    footer = f"made by covseg {covseg.__version__}.</p></body>"
+    footer = (f"made by covseg {covseg.__version__} (code SHA-256 "
+              f"{record['source_sha256'][:12]}).</p></body>")
     page = html.unescape((predicted / "report.html").read_text())
     assert f"<p>Lesions: {made}</p>" in page and footer in page
     covseg.quantify([tmp_path / "pred"], tmp_path / "again", html=True)

@@ -516,10 +516,15 @@ def _check_entries(path: Path, payload: dict[str, Any], advice: str | None) -> N
     if missing:
         raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); "
                           f"{advice or NEW_MODEL}")
-    problem = meta_problem(payload["meta"]) or _model_problem(payload["meta"])
+    problem = meta_problem(payload["meta"])
     if problem:
         raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); "
                           f"{advice or RETRAIN}")
+    unbuildable = _model_problem(payload["meta"])
+    if unbuildable:
+        raise CovsegError(f"{path}: a checkpoint of a network this covseg cannot build "
+                          f"({unbuildable}): saved by another covseg version, or edited; load it "
+                          f"with the covseg that trained it, or {advice or RETRAIN}")
     nan = next((key for key, value in payload["state_dict"].items()
                 if isinstance(value, torch.Tensor) and torch.isnan(value).any()), None)
     if nan is not None:  # predicted NaN probabilities: empty masks, exit 0
@@ -530,14 +535,17 @@ def _check_entries(path: Path, payload: dict[str, Any], advice: str | None) -> N
 def _model_problem(meta: dict[str, Any]) -> str | None:
     """What keeps ``meta``'s network from being built as recorded: a model name or an option
     the registry does not know. Said by the registry alone, it read as of the command line's
-    --model ("unknown model 'x'; `covseg models` lists ..."), naming no file."""
-    from covseg.models.registry import check_model_names, check_options
+    --model ("unknown model 'x'; `covseg models` lists ..."), naming no file. A model whose
+    package is missing is left to the build, which says what to install."""
+    from covseg.models.registry import REGISTRY, check_options, member_names
 
-    try:
-        for name in check_model_names(meta["model"]):
+    for name in member_names(meta["model"]):
+        if name not in REGISTRY:
+            return f"unknown model {name!r}; `covseg models` lists: {', '.join(REGISTRY)}"
+        try:
             check_options(name, without_weights_file(meta.get("model_options", {})))
-    except CovsegError as exc:
-        return f"model: {exc}"
+        except CovsegError as exc:
+            return str(exc)
     return None
 
 

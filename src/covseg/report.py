@@ -154,6 +154,15 @@ def lesions_text(result: dict[str, Any]) -> str:
     return f"mask {mask}" + (f", predicted by {made}" if made else "")
 
 
+def _made_by(result: dict[str, Any]) -> str:
+    """The covseg that made a study's numbers, as its record names it: the version, and the
+    start of its code's SHA-256, which tells builds of one version apart."""
+    version = result.get("covseg_version")
+    code = result.get("source_sha256")
+    return (f"covseg {version or '(version not recorded)'}"
+            + (f" (code SHA-256 {str(code)[:12]})" if code else ""))
+
+
 def shown_values(region: dict[str, Any]) -> dict[str, Any]:
     """A region's values as the CSVs and the report show them: an effusion recorded as None (a
     model without an effusion class) reads "not predicted", not 0 or empty (none found)."""
@@ -428,8 +437,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         f"{_html_table(result, study)}"
         f"{rounding}{image}"
         f"<h2>Inputs</h2><pre>{details}</pre>"
-        "<p>Research software output, not a diagnosis; made by covseg "
-        f"{html.escape(str(result.get('covseg_version', '(version not recorded)')))}.</p>"
+        f"<p>Research software output, not a diagnosis; made by {html.escape(_made_by(result))}"
+        ".</p>"
         "</body></html>\n"
     )
     return write_text(path, text)

@@ -392,3 +392,19 @@ def test_hu_without_their_scaling_are_told_to_be_saved_scaled_back(tmp_path: Pat
                                           r"save the volume again, or pass --hu yes") as again:
         read_volume(tmp_path / name)
     assert "scl_" not in str(caught.value) + str(again.value)
+
+
+def test_a_list_longer_than_the_head_read_is_not_refused_for_its_cut_name(tmp_path: Path) -> None:
+    """A MetaImage listing its slices past the 64 KiB of its head covseg reads had its last
+    name, cut short there, refused as a missing file, where ITK reads the whole list."""
+    (tmp_path / "sl").mkdir()
+    slices = 1800
+    names = [f"sl/a_rather_long_slice_file_name_{z:05d}.raw" for z in range(slices)]
+    for z, name in enumerate(names):
+        (tmp_path / name).write_bytes(np.full((2, 2), z % 7, "<i2").tobytes())
+    path = tmp_path / "ct.mhd"
+    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 2 2 " + str(slices)
+                    + "\nElementType = MET_SHORT\nElementDataFile = LIST 2D\n"
+                    + "\n".join(names) + "\n")
+    assert path.stat().st_size > 65536
+    assert read_volume(path).array.shape == (slices, 2, 2)

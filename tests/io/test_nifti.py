@@ -269,6 +269,15 @@ def test_nifti_in_metres_or_microns_is_read_in_mm(unit: str, per_mm: float,
     assert np.array_equal(np.asarray(written.dataobj), (data > -500).astype(np.uint8))
 
 
+def test_fine_voxels_of_a_file_in_metres_are_orientable(tmp_path: Path) -> None:
+    """The affine's orientation was judged in the file's unit: 0.05 mm voxels saved in metres
+    (a determinant of 1e-13 m^3) were refused as a singular affine."""
+    image = nib.Nifti1Image(np.zeros((10, 10, 4), np.int16), np.diag([5e-5, 5e-5, 5e-5, 1.0]))
+    image.header.set_xyzt_units("meter")
+    nib.save(image, tmp_path / "fine.nii")
+    assert read_nifti(tmp_path / "fine.nii", np.int16).spacing == pytest.approx((0.05,) * 3)
+
+
 @pytest.mark.parametrize(("unit", "per_mm"), [("meter", 1e-3), ("micron", 1e3)])
 def test_stale_pixdim_of_a_file_in_metres_is_said_in_mm(unit: str, per_mm: float,
                                                         tmp_path: Path, caplog) -> None:
@@ -680,7 +689,8 @@ def test_a_git_lfs_pointer_in_place_of_a_nifti_is_named_as_one(tmp_path: Path, n
     (280, "12f", (0.0,) * 12, "zero, singular or not finite"),  # TypeError in forms_note
     (280, "12f", (1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0), "zero, singular or not finite"),
     (292, "f", (float("inf"),), "zero, singular or not finite"),  # "Could not decompose"
-    (123, "B", (0xFF,), r"xyzt_units \(255\) is no unit NIfTI defines"),  # KeyError
+    (123, "B", (0xFF,), r"xyzt_units \(255\) holds no space unit, so the voxel sizes'"),
+    (123, "B", (58,), r"xyzt_units \(58\) holds no time unit \(a damaged header\)"),  # mm
 ])
 def test_a_header_placing_no_voxels_is_refused_in_one_line(
         tmp_path: Path, offset: int, fmt: str, values: tuple[float, ...], refusal: str) -> None:

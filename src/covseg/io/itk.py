@@ -24,6 +24,7 @@ from covseg.io.nifti import GZIP_MAGIC, on_geometry_of_like, volume_from_nifti
 from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
     BLANK_LINE,
+    HEADER_BYTES,
     METAIMAGE_SUFFIXES,
     SEGMENTATION_SUFFIX,
     SLICER_LABELMAP,
@@ -335,7 +336,10 @@ def _check_data_files(path: Path, head: _Head) -> None:
     too: MetaIO printed "cannot open slice" on the stderr covseg quiets and gave whatever
     memory held, read as a CT."""
     files = _named_files(head.header, head.named, path.parent)[0]
-    if head.named is not None and head.named.group(1).upper().startswith("LIST") and not files:
+    listed = head.named is not None and head.named.group(1).upper().startswith("LIST")
+    if listed and len(head.text or "") >= HEADER_BYTES:  # the head read stops inside the list:
+        files = files[:-1]  # its last name may be cut short (ITK reads the list whole)
+    elif listed and not files:
         raise CovsegError(f"{path}: its header's data file line ({head.named.group(0).strip()}) "
                           "lists no files; list the files of its slices below it, one a line")
     missing = next((file for file in files if not file.is_file()), None)

@@ -343,7 +343,8 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     shape = volume_shape(tuple(int(n) for n in image.shape), source, what.flat)
     check_voxel_count(shape, source, np.dtype(dtype).itemsize)
     _check_units(image.header, source)
-    check_orientable(image.affine, source)
+    unit = UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)  # judged in mm: a file in metres
+    check_orientable(np.diag([unit] * 3 + [1.0]) @ image.affine, source)  # has tiny numbers
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
     data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,
@@ -357,15 +358,23 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
                            read_affine=read_affine), what)
 
 
+SPACE_UNIT_BITS = 0x07
+"""The bits of ``xyzt_units`` holding the space unit (the time unit is in the next three)."""
+
+
 def _check_units(header: nib.Nifti1Header, source: str) -> None:
     """Refuse a header whose ``xyzt_units`` is no code NIfTI defines (a flipped bit): nibabel's
-    KeyError on reading the unit was a traceback."""
+    KeyError on reading the unit was a traceback. Said of the space unit or the time unit,
+    whichever it is: a defined space unit with an undefined time unit is not an unknown size."""
     try:
         header.get_xyzt_units()
     except KeyError:
-        raise CovsegError(f"{source}: its header's xyzt_units ({int(header['xyzt_units'])}) is "
-                          "no unit NIfTI defines, so the voxel sizes' unit is unknown; fix the "
-                          "header (xyzt_units 10: mm and seconds)") from None
+        code = int(header["xyzt_units"])
+        part = ("space unit, so the voxel sizes' unit is unknown"
+                if code & SPACE_UNIT_BITS not in nib.nifti1.unit_codes.value_set()
+                else "time unit (a damaged header)")
+        raise CovsegError(f"{source}: its header's xyzt_units ({code}) holds no {part} NIfTI "
+                          "defines; fix the header (xyzt_units 10: mm and seconds)") from None
 
 
 def _in_mm(image: nib.Nifti1Pair, header: nib.Nifti1Header
