@@ -336,12 +336,13 @@ def _check_data_files(path: Path, head: _Head) -> None:
     too: MetaIO printed "cannot open slice" on the stderr covseg quiets and gave whatever
     memory held, read as a CT."""
     files = _named_files(head.header, head.named, path.parent)[0]
+    line = head.named.group(0).strip() if head.named is not None else ""
     listed = head.named is not None and head.named.group(1).upper().startswith("LIST")
     if listed and len(head.text or "") >= HEADER_BYTES:  # the head read stops inside the list:
         files = files[:-1]  # its last name may be cut short (ITK reads the list whole)
     elif listed and not files:
-        raise CovsegError(f"{path}: its header's data file line ({head.named.group(0).strip()}) "
-                          "lists no files; list the files of its slices below it, one a line")
+        raise CovsegError(f"{path}: its header's data file line ({line}) lists no files; list "
+                          "the files of its slices below it, one a line")
     missing = next((file for file in files if not file.is_file()), None)
     if missing is not None:
         raise CovsegError(f"{path}: its voxels are in {missing.name}, named in its header, "
