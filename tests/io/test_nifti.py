@@ -718,3 +718,22 @@ def test_nibabels_header_mending_and_numpys_overflow_print_nothing(
             read_nifti(scaled)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("nibabel")] == []
     assert [str(w.message) for w in recwarn] == []
+
+
+@pytest.mark.parametrize("damage", ["crc", "voxel", "trailer cut"])
+def test_a_nii_gz_whose_gzip_check_fails_is_refused(tmp_path: Path, damage: str) -> None:
+    """The voxels were read only as far as they go, never to the gzip stream's end where its
+    CRC is checked: a bit flipped in the compressed voxels garbled thousands of them without a
+    word (the CT was segmented, exit 0), and a cut or flipped trailer passed."""
+    path = save(tmp_path / "ct.nii.gz", np.random.default_rng(0).integers(
+        -1000, 400, (64, 64, 8)).astype(np.int16))
+    blob = bytearray(path.read_bytes())
+    if damage == "trailer cut":
+        del blob[-8:]
+    else:
+        blob[-8 if damage == "crc" else len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: cannot read the voxels "
+                                          r"\((BadGzipFile|EOFError): .*\); is the file "
+                                          r"truncated or corrupt\?$"):
+        read_nifti(path)
