@@ -343,8 +343,9 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     shape = volume_shape(tuple(int(n) for n in image.shape), source, what.flat)
     check_voxel_count(shape, source, np.dtype(dtype).itemsize)
     _check_units(image.header, source)
-    unit = UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)  # judged in mm: a file in metres
-    check_orientable(np.diag([unit] * 3 + [1.0]) @ image.affine, source)  # has tiny numbers
+    in_mm = image.affine.copy()  # judged in mm: a file in metres has tiny numbers
+    in_mm[:3] *= UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    check_orientable(in_mm, source)
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
     data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,
