@@ -860,8 +860,35 @@ def test_a_study_stopped_right_after_its_record_is_kept_as_done(tmp_path: Path) 
         with pytest.raises(KeyboardInterrupt):
             quantify_batch([mask, other], out)
     assert read_record(out / "a" / RESULT_JSON) is not None
+    assert [row["status"] for row in read_rows(out / "summary.csv")] == ["done", "pending"]
     result = quantify_batch([mask, other], out)
     assert (result.done, result.skipped) == (1, 1)
+    assert [row["status"] for row in read_rows(out / "summary.csv")] == ["done", "done"]
+
+
+def test_a_rerun_stopped_before_its_done_studies_keeps_their_rows(tmp_path: Path) -> None:
+    """A rerun over done studies, stopped right after its first summary write (before the
+    studies, or among them), listed them "pending" there, and the call after it "skipped" (the
+    input as given by the call that did them lost); they keep their rows now."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in "ab"]
+    out = tmp_path / "out"
+    quantify_batch(masks, out)
+    done = read_rows(out / "summary.csv")
+    batch_module = importlib.import_module("covseg.batch")
+    real_write = batch_module.write_text
+
+    def stop_after_summary(path: Path, text: str) -> Path:
+        real_write(path, text)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(batch_module, "write_text", stop_after_summary)
+        with pytest.raises(KeyboardInterrupt):
+            quantify_batch(masks, out)
+    assert read_rows(out / "summary.csv") == done
+    result = quantify_batch(masks, out)
+    assert (result.done, result.skipped) == (0, 2)
+    assert read_rows(out / "summary.csv") == done
 
 
 def test_a_shard_summary_listing_a_study_the_whole_batch_does_not_is_kept(tmp_path: Path) -> None:

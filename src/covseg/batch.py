@@ -294,7 +294,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
-    table = _SummaryTable(summary, rows, _pending_rows(selected))
+    waiting = _waiting_rows(selected, out_dir, records, earlier)
+    table = _SummaryTable(summary, rows, waiting)
     table.write()
     unwritten = False  # skipped studies' rows not yet in the summary
     unrecorded = 0
@@ -302,9 +303,14 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
           stage_bar(study_bar) as stages):
         for index, study in enumerate(selected):
             folder = out_dir / study.name
-            with reporting(stages.reporter(study.name)):
-                status, result, error = _run_one(study, folder, process,
-                                                 bool(settings and settings.get(REPORT_SETTING)))
+            try:
+                with reporting(stages.reporter(study.name)):
+                    status, result, error = _run_one(
+                        study, folder, process, bool(settings and settings.get(REPORT_SETTING)))
+            except BaseException:  # a stop; one landing once the study's record was written
+                if waiting[index]["status"] == PENDING:  # left it done (:func:`_run_one`)
+                    _listed_if_done(table, index, study, folder)
+                raise
             stages.show("")
             counts[status] += 1
             unrecorded += status == "skipped" and recorded_no_settings(result)
@@ -360,11 +366,33 @@ class _SummaryTable:
         write_text(self.path, csv_joined(self._records, SUMMARY_FIELDS))
 
 
-def _pending_rows(selected: Sequence[Study]) -> list[dict[str, Any]]:
-    """The summary rows, status "pending", of the call's studies in order, built once: each
-    study's row is written until it is reached (a path resolved per study, not per write)."""
-    return [{"study": study.name, "status": PENDING, "error": "",
-             "input": recorded_path(study.path), "output": ""} for study in selected]
+def _waiting_rows(selected: Sequence[Study], out_dir: Path, records: Records,
+                  earlier: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """The summary rows of the call's studies in order until each is reached, built once (a
+    path resolved per study, not per write): status "pending", but a study already done (its
+    record there: it is skipped) has the row it will keep, as the call that did it wrote it
+    (:func:`_as_it_was`; its ``earlier`` row). A rerun stopped before it reached them left
+    them "pending", and the next call labelled them "skipped", their input as given then
+    lost."""
+    rows = []
+    for study in selected:
+        folder = out_dir / study.name
+        record = _record_of(study, out_dir, records) if folder.is_dir() else None
+        rows.append({"study": study.name, "status": PENDING, "error": "",
+                     "input": recorded_path(study.path), "output": ""} if record is None else
+                    _as_it_was(_summary_row(study, folder, "skipped", record, ""),
+                               earlier.get(study.name)))
+    return rows
+
+
+def _listed_if_done(table: _SummaryTable, index: int, study: Study, folder: Path) -> None:
+    """List the ``index``-th study of the call, which a stop ended, as done where its record
+    was written (the stop landed after it): the summary said "pending", and the next call,
+    skipping it, "skipped"."""
+    record = read_record(folder / RESULT_JSON)
+    if record is not None:
+        table.finish(index, _summary_row(study, folder, "done", record, ""))
+        table.write()
 
 
 def _chart_title(rows: Sequence[dict[str, Any]], out_dir: Path) -> str:
