@@ -1126,3 +1126,109 @@ def test_a_sniffing_read_quiets_pydicoms_user_warnings_only(
         warnings.simplefilter("always")
         assert not dicom_module._parses_as_dicom(path)
     assert [str(warning.message) for warning in caught] == ["specific_tags is deprecated"]
+
+
+@needs_dicom
+@pytest.mark.parametrize(("keyword", "value"), [("Columns", 128), ("BitsAllocated", 12)])
+def test_a_header_claiming_fewer_pixels_than_its_pixel_data_holds_is_refused(
+        keyword: str, value: int, tmp_path: Path) -> None:
+    """Real slices whose Columns (or BitsAllocated) understate their Pixel Data were read as
+    slices of garbage (512-pixel rows cut into 128-pixel ones) without a word; refused before
+    any pixel is read, as a series and as a file."""
+    folder = edited_series(tmp_path / "liar", 3, lambda k, d: setattr(d, keyword, value))
+    columns, bits = (128, 16) if keyword == "Columns" else (512, 12)
+    claim = (rf"its header claims {columns} x 512 pixels x 1 frame of {bits} bits "
+             rf"\({columns * 512 * bits // 8:,} bytes, uncompressed\) but its Pixel Data holds "
+             r"524,288 bytes, so its pixels would be read as garbage; its header is corrupt")
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(folder / '000.dcm'))}: {claim}.*"
+                                          "remove it to read the series without it$"):
+        read_volume(folder)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(folder / '001.dcm'))}: {claim}.*"
+                                          "replace the file$"):
+        read_volume(folder / "001.dcm")
+
+
+def test_the_pad_byte_of_pixel_data_of_odd_length_is_no_excess(tmp_path: Path) -> None:
+    """DICOM pads a value of odd length with one byte: 25 x 33 8-bit pixels (825 bytes) are
+    stored as 826, which the length check takes as the pixels' own."""
+    path = synthetic_series(tmp_path / "odd", phantom(depth=1, rows=25, columns=33))[0]
+    dataset = pydicom.dcmread(path)
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 8, 8, 7
+    dataset.PixelRepresentation, dataset.RescaleIntercept = 0, -1000
+    dataset.PixelData = np.arange(25 * 33, dtype=np.uint8).tobytes()
+    dataset.save_as(path)
+    assert len(pydicom.dcmread(path).PixelData) == 826
+    assert read_volume(path).array.shape == (1, 25, 33)
+
+
+def _grey_8_bit(dataset: pydicom.Dataset, samples: int) -> None:
+    """A slice's pixels made 8-bit unsigned, of ``samples`` a pixel (3: RGB), its Pixel Data
+    of that length."""
+    dataset.SamplesPerPixel = samples
+    if samples == 3:
+        dataset.PhotometricInterpretation, dataset.PlanarConfiguration = "RGB", 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 8, 8, 7
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = bytes(int(dataset.Rows) * int(dataset.Columns) * samples)
+
+
+@pytest.mark.parametrize(("samples", "found"), [
+    (3, (r"slices differ in samples per pixel \(SamplesPerPixel 1 in IM0000.dcm, 3 in "
+         r"IM0001.dcm\); give a series whose slices are all grey \(1\)")),
+    (1, (r"slices differ in bits per pixel \(BitsAllocated 16 bits in IM0000.dcm, 8 bits in "
+         r"IM0001.dcm\); give a series whose slices are all stored alike"))],
+    ids=["rgb", "8-bit"])
+def test_a_slice_stored_unlike_the_others_of_its_series_is_refused(
+        samples: int, found: str, tmp_path: Path) -> None:
+    """One RGB slice (or one 8-bit grey slice) in a 16-bit grey series was read in the first
+    slice's pixel format, as garbage, without a word. A whole RGB series is still refused as
+    colour when read (:func:`~covseg.io.volume.volume_from_itk`)."""
+    files = synthetic_series(tmp_path / "mixed", phantom(depth=3))
+    dataset = pydicom.dcmread(files[1])
+    _grey_8_bit(dataset, samples)
+    dataset.save_as(files[1])
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / 'mixed'))}: {found}$"):
+        read_volume(tmp_path / "mixed")
+
+
+@pytest.mark.parametrize(("tags", "fault"), [
+    ({"BitsStored": 20, "HighBit": 19}, "BitsStored 20 with BitsAllocated 16"),
+    ({"HighBit": 11}, r"HighBit 11 with BitsStored 16 \(HighBit must be BitsStored - 1\)"),
+    ({"PixelRepresentation": 5}, (r"PixelRepresentation 5 \(0 for unsigned, 1 for signed "
+                                  r"values\)"))],
+    ids=["stored-over-allocated", "high-bit", "representation"])
+def test_bits_of_a_stored_pixel_that_contradict_each_other_are_refused(
+        tags: dict[str, int], fault: str, tmp_path: Path) -> None:
+    """BitsStored over BitsAllocated, a HighBit other than BitsStored - 1, or a
+    PixelRepresentation neither 0 nor 1 on one slice: GDCM read the series anyway."""
+    files = synthetic_series(tmp_path / "bits", phantom(depth=3))
+    dataset = pydicom.dcmread(files[1])
+    for keyword, value in tags.items():
+        setattr(dataset, keyword, value)
+    dataset.save_as(files[1])
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(tmp_path / 'bits'))}: {fault} in the DICOM header of IM0001.dcm, "
+            "so its stored values are unknown; fix the header, or replace the file$")):
+        read_volume(tmp_path / "bits")
+
+
+@pytest.mark.parametrize(("tags", "said"), [
+    ({"RescaleSlope": 0}, "RescaleSlope 0 and RescaleIntercept -1024"),
+    ({"RescaleSlope": "NaN"}, "RescaleSlope nan and RescaleIntercept -1024"),
+    ({"RescaleIntercept": "inf"}, "RescaleSlope 1 and RescaleIntercept nan")],
+    ids=["slope-0", "slope-nan", "intercept-inf"])
+def test_a_slice_whose_rescale_is_not_finite_or_of_slope_0_is_refused_naming_it(
+        tags: dict[str, object], said: str, tmp_path: Path) -> None:
+    """GDCM reads a RescaleSlope of 0 or NaN as 1 (and an infinite intercept as 0) without a
+    word, so the slice's values were read as other units than HU."""
+    files = synthetic_series(tmp_path / "rescale", phantom(depth=3))
+    dataset = pydicom.dcmread(files[2])
+    with warnings.catch_warnings():  # pydicom's about "NaN" and "inf", no valid DS: the point
+        warnings.simplefilter("ignore", UserWarning)
+        for keyword, value in tags.items():
+            setattr(dataset, keyword, value)
+    dataset.save_as(files[2])
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(tmp_path / 'rescale'))}: {said} in the DICOM header of "
+            r"IM0002.dcm, which put no stored value in HU; restore the slice's rescale")):
+        read_volume(tmp_path / "rescale")

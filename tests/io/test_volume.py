@@ -4,11 +4,13 @@ display orientation."""
 from __future__ import annotations
 
 import logging
+import re
 from fractions import Fraction
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -24,7 +26,7 @@ from covseg.io.volume import (
     write_probabilities_like,
 )
 from tests.conftest import SAMPLE_CT as CT
-from tests.io.helpers import needs_ct, patched_nifti, phantom, save
+from tests.io.helpers import needs_ct, patched_nifti, phantom, save, synthetic_series
 
 
 @needs_ct
@@ -385,3 +387,38 @@ def test_a_qform_placing_no_voxels_beside_a_sound_sform_is_a_note(
     assert volume.forms_note is not None and volume.forms_note.startswith(
         "the header's qform places no voxels")
     assert volume.spacing == pytest.approx((5.0, 0.7, 0.7))
+
+
+def _lying_voxels(folder: Path, kind: str, side: float) -> Path:
+    """The phantom saved as ``kind`` with voxels of ``side`` mm along x."""
+    volume = phantom(depth=4)
+    if kind == "dicom":
+        files = synthetic_series(folder, volume)
+        for path in files:
+            dataset = pydicom.dcmread(path)
+            dataset.PixelSpacing = [0.7, side]
+            dataset.save_as(path)
+        return folder
+    folder.mkdir()
+    if kind == "nifti":
+        return save(folder / "ct.nii.gz", volume.T, np.diag([side, 0.7, 2.5, 1.0]))
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing((side, 0.7, 2.5))
+    sitk.WriteImage(image, str(folder / "ct.nrrd"))
+    return folder / "ct.nrrd"
+
+
+@pytest.mark.parametrize("side", [1e30, 1e-6])
+@pytest.mark.parametrize("kind", ["nifti", "nrrd", "dicom"])
+def test_voxel_sizes_no_ct_has_are_refused_by_every_reader(kind: str, side: float,
+                                                           tmp_path: Path) -> None:
+    """A NIfTI's sform of 1e30 mm voxels was read, and quantify said volumes in mL no body
+    holds; a NRRD's spacing or DICOM's PixelSpacing as much, and sub-micron voxels alike."""
+    path = _lying_voxels(tmp_path / kind, kind, side)
+    sizes = re.escape(f"{side:g} x 0.7 x 2.5")
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(path))}: voxel sizes {sizes} mm, which no CT has "
+            r"\(each side 0\.001 to 100 mm\); give it its true voxel sizes in mm")):
+        read_volume(path)
+    with pytest.raises(CovsegError, match="which no CT has"):
+        volume_from_array(phantom(depth=4), (2.5, 0.7, side), "the array")

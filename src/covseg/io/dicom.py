@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import stat
 import struct
@@ -740,34 +741,50 @@ def _columns_rows(header: SliceHeader) -> tuple[int, int]:
 
 def _check_pixels_held(path: Path, header: SliceHeader, in_series: bool = False) -> None:
     """Refuse, before its pixels are read, an uncompressed DICOM file whose Pixel Data holds
-    fewer bytes than its header claims (Rows x Columns x NumberOfFrames x BitsAllocated): 8 KB
-    claiming 65535 x 65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x 20000
-    with "out of memory ... use a machine with more", and a slice cut short with "Unable to
-    determine ImageIO reader" or, with SimpleITK 2.4.0 to 2.5.3, was read with its missing pixels
-    as -1024 HU (the whole file's size, its header included, had been compared). ``in_series``:
-    the file is a slice of a series, which may be read without it."""
+    fewer bytes than its header claims (Rows x Columns x NumberOfFrames x SamplesPerPixel x
+    BitsAllocated), or whose Pixel Data is longer than that (but for the pad byte of an odd
+    length): 8 KB claiming 65535 x 65535 pixels failed in GDCM with "Failed to allocate
+    memory", 20000 x 20000 with "out of memory ... use a machine with more", and a slice cut
+    short with "Unable to determine ImageIO reader" or, with SimpleITK 2.4.0 to 2.5.3, was read
+    with its missing pixels as -1024 HU (the whole file's size, its header included, had been
+    compared); 64-pixel rows claimed as 16 Columns (or 16 BitsAllocated as 12) were read as
+    slices of garbage. Compressed (encapsulated) Pixel Data has no such length and is left to
+    its decoder. ``in_series``: the file is a slice of a series, which may be read without
+    it."""
     if header.transfer_syntax and header.transfer_syntax not in RAW_SYNTAXES:
         return
     columns, rows = _columns_rows(header)
-    needed = -(-columns * rows * header.frames * header.bits // 8)
+    needed = -(-columns * rows * header.frames * header.samples * header.bits // 8)
     if not needed:
         return
-    held = _pixel_bytes_held(path, needed,
-                             header.transfer_syntax == pydicom.uid.ExplicitVRBigEndian)
+    held, length = _pixel_bytes_held(path, needed,
+                                     header.transfer_syntax == pydicom.uid.ExplicitVRBigEndian)
+    samples = f" x {header.samples} samples" if header.samples != 1 else ""
+    claim = (f"{path}: its header claims {columns} x {rows} pixels{samples} x "
+             f"{counted(header.frames, 'frame')} of {header.bits} bits ({needed:,} bytes, "
+             "uncompressed)")
+    if length != UNDEFINED_LENGTH and held > needed + needed % 2:
+        fix = "remove it to read the series without it" if in_series else "replace the file"
+        raise CovsegError(f"{claim} but its Pixel Data holds {held:,} bytes, so its pixels "
+                          "would be read as garbage; its header is corrupt (Rows, Columns, "
+                          f"BitsAllocated, SamplesPerPixel or NumberOfFrames): fix it, or {fix}")
     if needed <= held:
         return
-    claim = (f"{path}: its header claims {columns} x {rows} pixels x "
-             f"{counted(header.frames, 'frame')} of {header.bits} bits ({needed:,} bytes, "
-             f"uncompressed) but the file holds {held:,} bytes of them")
+    claim += f" but the file holds {held:,} bytes of them"
     if in_series:
         raise CovsegError(f"{claim} (truncated, or its header corrupt?); replace it, or remove "
                           "it to read the series without it")
     raise CovsegError(f"{claim}; is it truncated or its header corrupt?")
 
 
-def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
-    """The bytes of an uncompressed DICOM file's Pixel Data value that the file holds (0 when
-    it holds no Pixel Data element: cut before it). An intact file's Pixel Data ends it (``needed``
+UNDEFINED_LENGTH = 0xFFFFFFFF
+"""The length an encapsulated Pixel Data element gives (its fragments end it, not a count)."""
+
+
+def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> tuple[int, int]:
+    """The bytes of an uncompressed DICOM file's Pixel Data value that the file holds and the
+    length its element gives ((0, 0) when it holds no Pixel Data element: cut before it). An
+    intact file's Pixel Data ends it (``needed``
     bytes, padded to an even count), so its element is looked for there first, without a parse
     (a series' headers are parsed once a slice); elsewhere pydicom parses the header and stops
     before it (a file cut short, or one with elements after its pixels)."""
@@ -778,29 +795,29 @@ def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
             size = os.fstat(handle.fileno()).st_size
             for offset in (size - even - 12, size - even - 8):  # explicit VR, implicit VR
                 handle.seek(max(offset, 0))
-                held = _value_held(handle.read(12), offset, size, order)
+                held, length = _value_held(handle.read(12), offset, size, order)
                 if held >= needed:
-                    return held
+                    return held, length
             handle.seek(0)
             _dcmread(handle, stop_before_pixels=True, force=True, specific_tags=["PixelData"])
             offset = handle.tell()
             return _value_held(handle.read(12), offset, size, order)
     except DICOM_ERRORS:
-        return 0
+        return 0, 0
 
 
-def _value_held(element: bytes, offset: int, size: int, order: str) -> int:
-    """The bytes of the Pixel Data value that a file of ``size`` bytes holds, its element's
-    first 12 bytes (``element``) read at ``offset``; 0 when they are not its tag, VR and length
-    (``order``: the byte order, "<" or ">")."""
+def _value_held(element: bytes, offset: int, size: int, order: str) -> tuple[int, int]:
+    """The bytes of the Pixel Data value that a file of ``size`` bytes holds and the length its
+    element gives, its element's first 12 bytes (``element``) read at ``offset``; (0, 0) when
+    they are not its tag, VR and length (``order``: the byte order, "<" or ">")."""
     if (offset < 0 or len(element) < 8
             or element[:4] != struct.pack(f"{order}HH", 0x7FE0, 0x0010)):
-        return 0
+        return 0, 0
     explicit = element[4:6] in (b"OB", b"OW")  # else implicit VR: the length follows the tag
     if explicit and len(element) < 12:
-        return 0
+        return 0, 0
     length = struct.unpack(f"{order}I", element[8:12] if explicit else element[4:8])[0]
-    return max(0, min(length, size - offset - (12 if explicit else 8)))
+    return max(0, min(length, size - offset - (12 if explicit else 8))), length
 
 
 def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,
@@ -1040,7 +1057,7 @@ SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatie
               "PhotometricInterpretation", "NumberOfFrames", "SharedFunctionalGroupsSequence",
               "PerFrameFunctionalGroupsSequence", "RescaleSlope", "RescaleIntercept",
               "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation",
-              "BitsAllocated")
+              "BitsAllocated", "BitsStored", "HighBit", "SamplesPerPixel")
 """The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
 SERIES_TAGS = (*SLICE_TAGS, "ImageType", "InstanceNumber")
 """The header fields read once per file of a folder's series (:func:`_header_datasets`)."""
@@ -1090,6 +1107,11 @@ class SliceHeader:
     through PixelPaddingRangeLimit where given): read as air (:func:`_padding_as_air`)."""
     bits: int = 1
     """BitsAllocated: the bits a stored pixel takes (1 where absent, the fewest it may take)."""
+    samples: int = 1
+    """SamplesPerPixel: 1 for grey, 3 for colour (1 where absent, as GDCM takes it)."""
+    pixel_format: tuple[float | None, float | None, float | None] = (None, None, None)
+    """(BitsStored, HighBit, PixelRepresentation), None where absent: how a stored pixel's
+    value lies in its bits (:func:`_check_pixel_format`)."""
 
 
 def read_slice_header(path: Path) -> SliceHeader:
@@ -1173,6 +1195,7 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
     thicknesses = (_numbers(geometry, "SliceThickness", 1), step)
     frames = _numbers(dataset, "NumberOfFrames", 1)
     bits = _numbers(dataset, "BitsAllocated", 1)
+    samples = _numbers(dataset, "SamplesPerPixel", 1)
     meta = getattr(dataset, "file_meta", None)
     return SliceHeader(
         name=name,
@@ -1189,17 +1212,34 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
         rescale=_rescale(geometry),
         padding=_padding(dataset),
         bits=int(bits[0]) if bits and bits[0] >= 1 else 1,
+        samples=int(samples[0]) if samples and samples[0] >= 1 else 1,
+        pixel_format=(_present_number(dataset, "BitsStored"), _present_number(dataset, "HighBit"),
+                      _present_number(dataset, "PixelRepresentation")),
     )
 
 
 def _rescale(geometry: pydicom.Dataset) -> tuple[float, float] | None:
     """(RescaleSlope, RescaleIntercept), one of them absent taken as GDCM takes it (slope 1,
-    intercept 0); None when both are absent."""
-    slope = _numbers(geometry, "RescaleSlope", 1)
-    intercept = _numbers(geometry, "RescaleIntercept", 1)
+    intercept 0), one given but not a finite number as NaN (:func:`_check_rescale` refuses it);
+    None when both are absent."""
+    slope = _present_number(geometry, "RescaleSlope")
+    intercept = _present_number(geometry, "RescaleIntercept")
     if slope is None and intercept is None:
         return None
-    return slope[0] if slope else 1.0, intercept[0] if intercept else 0.0
+    return 1.0 if slope is None else slope, 0.0 if intercept is None else intercept
+
+
+def _present_number(dataset: pydicom.Dataset, keyword: str) -> float | None:
+    """A single-valued number field: None where absent or empty, NaN where given but not a
+    finite number (text, "NaN", "inf"), for the checks to refuse rather than take a default."""
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _padding(dataset: pydicom.Dataset) -> tuple[float, float] | None:
@@ -1234,18 +1274,26 @@ def _numbers(dataset: pydicom.Dataset, keywords: str | tuple[str, ...],
 
 def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> np.ndarray:
     """Refuse, in one line, a series that SimpleITK would read into a wrong grid without a word:
-    not CT, a Modality LUT on some slices only, no pixel spacing, slices of different sizes,
-    pixel spacings or orientations, or positions off a regular grid along the slice normal
-    (missing or duplicate slices, a gantry tilt). SimpleITK
+    not CT, bits of a stored pixel that contradict each other, a Modality LUT on some slices
+    only or one that is not finite or of slope 0, no pixel spacing, slices of different sizes,
+    pixel formats, pixel spacings or orientations, or positions off a regular grid along the
+    slice normal (missing or duplicate slices, a gantry tilt). SimpleITK
     spaces slices evenly at their mean distance, shears nothing and takes the first slice's
-    pixel spacing for all, so volumes in mL and mask positions came out wrong. Returns the
+    pixel spacing and pixel format for all, so volumes in mL and mask positions came out wrong,
+    and one colour slice in a grey series was read as grey garbage. Returns the
     slices' order along their normal (indices into ``headers``: :func:`_check_positions`),
     which a series' files are read in."""
     _check_modality(headers, source)
+    _check_pixel_format(headers, source)
     _check_rescaled_alike(headers, source)
+    _check_rescale(headers, source)
     _check_pixel_spacing(headers, source)
     _check_alike(headers, "size", 0.0, source, "slices differ in size (rows x columns ",
                  "give a series whose slices are all one size")
+    _check_alike(headers, "samples", 0.0, source, "slices differ in samples per pixel "
+                 "(SamplesPerPixel ", "give a series whose slices are all grey (1)")
+    _check_alike(headers, "bits", 0.0, source, "slices differ in bits per pixel "
+                 "(BitsAllocated ", "give a series whose slices are all stored alike", " bits")
     _check_alike(headers, "pixel_spacing", 1e-3, source, "pixel spacing differs between "
                  "slices (", "give a series of one pixel spacing, or resample it", " mm")
     _check_alike(headers, "orientation", 1e-3, source, "slice orientations differ "
@@ -1269,6 +1317,49 @@ def _check_pixel_spacing(headers: Sequence[SliceHeader], source: str) -> None:
     raise CovsegError(f"{source}: {found}, so the pixel size and every volume in mL are "
                       f"unknown; give a series with {wanted}, or a NIfTI file with its voxel "
                       "sizes")
+
+
+def _check_pixel_format(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse a slice whose header contradicts itself on how its stored values lie in their
+    bits (:func:`_pixel_format_fault`): GDCM read such slices anyway, their values garbage
+    or masked to other bits, without a word."""
+    for header in headers:
+        fault = _pixel_format_fault(header)
+        if fault:
+            raise CovsegError(f"{source}: {fault} in the DICOM header of {header.name}, so its "
+                              "stored values are unknown; fix the header, or replace the file")
+
+
+def _pixel_format_fault(header: SliceHeader) -> str:
+    """What contradicts itself among a header's BitsAllocated, BitsStored, HighBit and
+    PixelRepresentation, as DICOM (PS3.3 C.7.6.3) defines them: BitsStored at most
+    BitsAllocated, HighBit one less than BitsStored, PixelRepresentation 0 (unsigned) or 1
+    (two's complement); "" when nothing does (a field absent is not judged)."""
+    stored, high, representation = header.pixel_format
+    if stored is not None and not (1 <= stored <= header.bits):
+        return f"BitsStored {stored:g} with BitsAllocated {header.bits}"
+    if stored is not None and high is not None and high != stored - 1:
+        return f"HighBit {high:g} with BitsStored {stored:g} (HighBit must be BitsStored - 1)"
+    if representation is not None and representation not in (0, 1):
+        return (f"PixelRepresentation {representation:g} (0 for unsigned, 1 for signed "
+                "values)")
+    return ""
+
+
+def _check_rescale(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse a slice whose RescaleSlope or RescaleIntercept is not a finite number, or whose
+    slope is 0: GDCM reads such a slope as 1 and such an intercept as 0 without a word, so its
+    values came out in other units than HU (slope 0 would make every voxel one value)."""
+    for header in headers:
+        if header.rescale is None:
+            continue
+        slope, intercept = header.rescale
+        if math.isfinite(slope) and math.isfinite(intercept) and slope != 0:
+            continue
+        raise CovsegError(f"{source}: RescaleSlope {slope:g} and RescaleIntercept "
+                          f"{intercept:g} in the DICOM header of {header.name}, which put no "
+                          "stored value in HU; restore the slice's rescale (a finite intercept, "
+                          "a finite slope other than 0), or remove the slice")
 
 
 def _check_modality(headers: Sequence[SliceHeader], source: str) -> None:
@@ -1309,9 +1400,12 @@ def _check_alike(headers: Sequence[SliceHeader], field: str, tolerance: float, s
                           f"{_listed(value)}{unit} in {header.name}); {advice}")
 
 
-def _listed(values: tuple[float, ...] | None) -> str:
-    """Header numbers as a user reads them: "512 x 512", "0.625 x 0.625"; "none" if absent."""
-    return "none" if values is None else " x ".join(f"{v:g}" for v in values)
+def _listed(values: float | tuple[float, ...] | None) -> str:
+    """Header numbers as a user reads them: "512 x 512", "0.625 x 0.625", "3"; "none" if
+    absent."""
+    if values is None:
+        return "none"
+    return " x ".join(f"{v:g}" for v in (values if isinstance(values, tuple) else (values,)))
 
 
 def _check_positions(headers: Sequence[SliceHeader], source: str) -> np.ndarray:

@@ -48,6 +48,7 @@ from covseg.io.volume import (
     as_axial,
     check_orientable,
     check_voxel_count,
+    check_voxel_sides,
     forms_note,
     is_itk_source,
     itk_lacks_geometry,
@@ -346,6 +347,7 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     in_mm = image.affine.copy()  # judged in mm: a file in metres has tiny numbers
     in_mm[:3] *= UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)
     check_orientable(in_mm, source)
+    check_voxel_sides(in_mm, source)
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
     data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,

@@ -720,6 +720,7 @@ def as_axial(volume: Volume, what: Slices = CT_SLICES) -> Volume:
     volume holds, for the refusal of one too thin (:func:`_refuse_thin_slices`).
     """
     check_orientable(volume.affine, volume.source)
+    check_voxel_sides(volume.affine, volume.source)
     start = nib.io_orientation(volume.affine)
     to_working = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(WORKING_AXES))
     _refuse_thin_slices(volume, to_working, what)
@@ -756,6 +757,29 @@ def check_orientable(affine: np.ndarray, source: str | Path) -> None:
         raise CovsegError(f"{source}: its affine (the voxel-to-mm matrix of the header) is "
                           "zero, singular or not finite, so the slices' orientation is unknown; "
                           "fix the header's sform/qform or voxel sizes")
+
+
+VOXEL_SIDE_MM = (1e-3, 100.0)
+"""The shortest and longest voxel side in mm that a CT may have (:func:`check_voxel_sides`).
+Clinical CT reconstructs slices 0.5 to 10 mm thick and pixels of 0.3 to 1.5 mm; sparse
+protocols step 10 to 20 mm between slices; micro-CT of lungs uses voxels of some µm to 100 µm,
+the finest lab scanners about 1 µm. 100 mm is a tenth of a body's length: no CT has voxels so
+coarse, while a header's garbage (1e30) or a CT in metres saved as mm (0.0007 "mm") lies
+outside by orders of magnitude."""
+
+
+def check_voxel_sides(affine: np.ndarray, source: str | Path) -> None:
+    """Refuse an affine (in mm) whose voxel sides lie outside :data:`VOXEL_SIDE_MM`: every
+    reader's voxels pass here (:func:`as_axial`; a NIfTI's before its voxels are read). NIfTI
+    voxels of 1e30 mm were read, and quantify gave volumes in mL no body holds."""
+    sides = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    low, high = VOXEL_SIDE_MM
+    if ((sides >= low) & (sides <= high)).all():
+        return
+    raise CovsegError(f"{source}: voxel sizes {_mm(sides)} mm, which no CT has (each side "
+                      f"{low:g} to {high:g} mm); give it its true voxel sizes in mm (a NIfTI's "
+                      "pixdim, sform and unit, DICOM's PixelSpacing and slice positions, a "
+                      "NRRD's or MetaImage's spacing)")
 
 
 def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: Slices) -> None:
