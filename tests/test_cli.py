@@ -1090,6 +1090,37 @@ def test_a_disk_remounted_read_only_mid_run_says_to_fix_it_and_resume_which_then
     assert "trained 2 epochs" in _resumed_after_stop(capsys, argv, told, monkeypatch.undo)
 
 
+@pytest.mark.parametrize(("command", "module", "record"), [
+    (("train",), "covseg.train", "metrics.json"),
+    (("cv", "--folds", "2"), "covseg.crossval", "summary.json")], ids=["train", "cv"])
+def test_a_stop_after_the_last_write_says_the_run_had_finished(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: tuple[str, ...], module: str, record: str) -> None:
+    """A stop (Ctrl-C) landing right after a train's metrics.json or a cv's summary.json, the
+    last thing each writes, said "rerun the same command with --resume to continue", which then
+    had nothing to do (a cv's wrote its stopped.json too, and the resume every report again): it
+    says the run had finished, with the stop's exit status, and the resume finds it so."""
+    writer = importlib.import_module(module)
+    out = tmp_path / "r"
+    real_write = writer.write_json
+
+    def stopped_after_record(path: Path, content: object, **kwargs: object) -> Path:
+        written = real_write(path, content, **kwargs)
+        if Path(path) == out / record:
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(writer, "write_json", stopped_after_record)
+    argv = (*command, "synthetic", "--out", str(out), *TINY_RECIPE)
+    code, _, err = _run(capsys, *argv)
+    assert (code, err.splitlines()[-1]) == (130, (
+        f"covseg: interrupted; the run had finished ({out / record} was written before the "
+        "stop): nothing to resume"))
+    assert not (out / "stopped.json").exists() and not list(out.rglob("last.pt"))
+    monkeypatch.undo()
+    code, out_text, _ = _run(capsys, *argv, "--resume")
+    assert code == 0 and "nothing to do" in out_text
+
 @pytest.mark.parametrize(("options", "never"), [
     (("--target", "lung"), "--target lung"), (("--lung-guide", "threshold"), "--lung-guide")])
 def test_frame_lungs_given_where_it_never_applies_is_refused(

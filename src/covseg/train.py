@@ -554,6 +554,13 @@ def _already_trained(out: Path, lost: str | None) -> AlreadyTrained | None:
     return None if finished is None else AlreadyTrained(finished)
 
 
+def reads_trained(out: Path) -> bool:
+    """Whether ``out`` holds a finished run that a --resume leaves as it is
+    (:func:`_already_trained`): a stop landing once its metrics.json was written was told to
+    resume it, which had nothing to do."""
+    return _already_trained(out, lost_network(out)) is not None
+
+
 def lost_network(out: Path) -> str | None:
     """Why the network trained into ``out`` (a run's, an ensemble member's folder) is trained
     again from epoch 1, None where it is not: finished (its metrics.json), its model lost
