@@ -714,6 +714,26 @@ def test_the_records_in_out_are_read_once_per_folder(tmp_path: Path,
     assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a", "b", "c", "d"]
 
 
+def test_a_skipped_study_s_record_is_read_once(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study given again and skipped as done had its record read as the call began (for its
+    checks and its summary row) and again as it was skipped: twice per done study per call.
+    It is read once, and the studies are still skipped and listed."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b")]
+    out = tmp_path / "out"
+    quantify_batch(masks, out, multiclass=False)
+    reads: list[Path] = []
+
+    def counted_read(path: Path, **kwargs: Any) -> dict[str, Any] | None:
+        reads.append(path)
+        return read_record(path, **kwargs)
+
+    monkeypatch.setattr("covseg.batch.read_record", counted_read)
+    assert quantify_batch(masks, out, multiclass=False).skipped == 2
+    done = [out / name / "quantification.json" for name in "ab"]
+    assert [path for path in reads if path in done] == done
+    assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a", "b"]
+
 def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new_ones(
         tmp_path: Path) -> None:
     """A study of a covseg before 3 Dec (its record holds no settings) was listed in the

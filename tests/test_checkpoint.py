@@ -29,6 +29,7 @@ from covseg.checkpoint import (
 from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError, DiskFailed, FullDisk, Resumable
+from covseg.io.atomic import atomic_path
 from covseg.io.lock import writing_to
 from tests.conftest import deny_reading
 
@@ -639,15 +640,18 @@ def _write_fails(code: int) -> Callable[..., None]:
 
 @pytest.mark.parametrize(("code", "told", "kind"), [
     (errno.ENOSPC, "no space left on device writing {target}; free space and ", FullDisk),
-    (errno.EIO, "{target}: cannot write it (Input/output error); ", DiskFailed)],
-    ids=["full", "io-error"])
+    (errno.EIO, "{target}: cannot write it (Input/output error); fix the disk and ", DiskFailed),
+    (errno.EROFS, "{target}: cannot write it (Read-only file system); fix the disk and ",
+     DiskFailed)],
+    ids=["full", "io-error", "remounted-read-only"])
 def test_a_write_error_while_saving_says_the_file_and_leaves_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, told: str,
         kind: type[Resumable]) -> None:
-    """A full disk, or a failing one (an I/O error), is a :class:`Resumable` stop: the run's
-    caller says whether to go on with --resume (:func:`resume_advised`), as the saver cannot
-    tell whether the stopped run keeps its folder; elsewhere it says to rerun the command. An
-    I/O error once (the file's close then fine) reached the command line as torch's
+    """A full disk, or a failing one (an I/O error, or a file system remounted read-only
+    under the file: "pick a writable place or another name" before), is a :class:`Resumable`
+    stop: the run's caller says whether to go on with --resume (:func:`resume_advised`), as
+    the saver cannot tell whether the stopped run keeps its folder; elsewhere it says to rerun
+    the command. An I/O error once (the file's close then fine) reached the command line as torch's
     RuntimeError over it, a traceback, and then as "pick a writable place or another name",
     where the stopped training goes on with --resume once the disk is back."""
     monkeypatch.setattr(torch, "save", _write_fails(code))
@@ -665,6 +669,28 @@ def test_a_write_error_while_saving_says_the_file_and_leaves_nothing(
                                  + "rerun the same command with --resume to continue")
 
 
+@pytest.mark.parametrize("error", [
+    OSError(errno.EIO, "Input/output error", "other.json"),
+    OSError(errno.EROFS, "Read-only file system"),
+    OSError(errno.EROFS, "Read-only file system", "other.json"),
+    OSError(errno.EACCES, "Permission denied", "other.json"),
+    OSError("no errno")], ids=["eio-named", "erofs", "erofs-named", "eacces-named", "no-errno"])
+def test_an_atomic_file_and_a_trainings_write_judge_an_error_alike(
+        tmp_path: Path, error: OSError) -> None:
+    """An atomic file's write and a training's (:func:`write_errors_resumable`) decided by two
+    rules whether an error was the disk's: an I/O error naming another file, or one with no
+    errno, was the file's own line in one and raised as it was in the other."""
+    told = []
+    for writing in (atomic_path(tmp_path / "a.json"), write_errors_resumable(tmp_path / "a.json")):
+        try:
+            with writing:
+                raise error
+        except CovsegError as exc:
+            told.append((type(exc), str(exc)))
+        except OSError as exc:
+            told.append((type(exc), str(exc)))
+    assert told[0] == told[1]
+
 def test_a_failing_disk_under_the_ensembles_shared_data_names_them(tmp_path: Path) -> None:
     """The members' shared data (data.pkl, canvas.pt) are written outside any atomic file: a
     failing disk there (an OSError naming no file) ended in a bare "covseg: error:
@@ -672,8 +698,8 @@ def test_a_failing_disk_under_the_ensembles_shared_data_names_them(tmp_path: Pat
     what = f"the members' shared data in {tmp_path}"
     with pytest.raises(DiskFailed) as caught, write_errors_resumable(tmp_path, what):
         raise OSError(errno.EIO, "Input/output error")
-    assert str(caught.value) == (f"{what}: cannot write it (Input/output error); rerun the "
-                                 "same command")
+    assert str(caught.value) == (f"{what}: cannot write it (Input/output error); fix the disk "
+                                 "and rerun the same command")
 
 
 def test_a_full_disk_says_resume_only_where_the_runs_folder_is_left(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -1044,15 +1045,81 @@ def test_a_full_disk_after_the_checkpoints_says_to_resume_which_then_finishes(
 
     monkeypatch.setattr(Figure, "savefig", full)
     out = tmp_path / "r"
-    argv = ("train", "synthetic", "--out", str(out), *TINY_RECIPE)
+    told = f"no space left on device writing {out / 'curves.png'}; free space and "
+    out_text = _resumed_after_stop(capsys, ("train", "synthetic", "--out", str(out),
+                                            *TINY_RECIPE), told, monkeypatch.undo)
+    assert "trained 1 epoch" in out_text and (out / "curves.png").is_file()
+
+
+def _resumed_after_stop(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], told: str,
+                        repair: Callable[[], None]) -> str:
+    """Run ``argv``, which must stop (exit 2) with ``told`` then "rerun the same command with
+    --resume to continue" as its last line; ``repair`` what stopped it, and run it again with
+    --resume, which must finish: its stdout."""
     code, _, err = _run(capsys, *argv)
     assert (code, err.splitlines()[-1]) == (2, (
-        f"covseg: error: no space left on device writing {out / 'curves.png'}; free space and "
-        "rerun the same command with --resume to continue"))
-    monkeypatch.setattr(Figure, "savefig", save)
+        f"covseg: error: {told}rerun the same command with --resume to continue"))
+    repair()
     code, out_text, _ = _run(capsys, *argv, "--resume")
-    assert code == 0 and "trained 1 epoch" in out_text and (out / "curves.png").is_file()
+    assert code == 0
+    return out_text
 
+
+def test_a_disk_remounted_read_only_mid_run_says_to_fix_it_and_resume_which_then_finishes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system remounted read-only under epoch 2's last.pt (its write failing with EROFS,
+    naming no file, as a disk failing makes the kernel do) said "pick a writable place or
+    another name", which would train the run again elsewhere: it is the disk's, as a full or
+    failing one is, and the run goes on with --resume once the disk is fixed."""
+    save = torch.save
+    saved_last = 0
+
+    def read_only_at_second_last(payload: object, handle: Any, *args: object,
+                                 **kwargs: object) -> None:
+        nonlocal saved_last
+        saved_last += ".last." in Path(handle.name).name
+        if saved_last == 2:
+            raise OSError(errno.EROFS, "Read-only file system")
+        save(payload, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", read_only_at_second_last)
+    out = tmp_path / "r"
+    told = f"{out / 'last.pt'}: cannot write it (Read-only file system); fix the disk and "
+    argv = ("train", "synthetic", "--out", str(out), "--epochs", "2", *TINY_RECIPE[2:])
+    assert "trained 2 epochs" in _resumed_after_stop(capsys, argv, told, monkeypatch.undo)
+
+
+@pytest.mark.parametrize(("command", "module", "record"), [
+    (("train",), "covseg.train", "metrics.json"),
+    (("cv", "--folds", "2"), "covseg.crossval", "summary.json")], ids=["train", "cv"])
+def test_a_stop_after_the_last_write_says_the_run_had_finished(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: tuple[str, ...], module: str, record: str) -> None:
+    """A stop (Ctrl-C) landing right after a train's metrics.json or a cv's summary.json, the
+    last thing each writes, said "rerun the same command with --resume to continue", which then
+    had nothing to do (a cv's wrote its stopped.json too, and the resume every report again): it
+    says the run had finished, with the stop's exit status, and the resume finds it so."""
+    writer = importlib.import_module(module)
+    out = tmp_path / "r"
+    real_write = writer.write_json
+
+    def stopped_after_record(path: Path, content: object, **kwargs: object) -> Path:
+        written = real_write(path, content, **kwargs)
+        if Path(path) == out / record:
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(writer, "write_json", stopped_after_record)
+    argv = (*command, "synthetic", "--out", str(out), *TINY_RECIPE)
+    code, _, err = _run(capsys, *argv)
+    assert (code, err.splitlines()[-1]) == (130, (
+        f"covseg: interrupted; the run had finished ({out / record} was written before the "
+        "stop): nothing to resume"))
+    assert not (out / "stopped.json").exists() and not list(out.rglob("last.pt"))
+    monkeypatch.undo()
+    code, out_text, _ = _run(capsys, *argv, "--resume")
+    assert code == 0 and "nothing to do" in out_text
 
 @pytest.mark.parametrize(("options", "never"), [
     (("--target", "lung"), "--target lung"), (("--lung-guide", "threshold"), "--lung-guide")])

@@ -1017,6 +1017,48 @@ def test_an_ensembles_resume_that_makes_a_log_good_records_no_epoch_trained(
     assert [i["epochs_trained"] for i in invocations] == [4]
 
 
+def _version(path: Path) -> tuple[int, int] | None:
+    """The inode and modification time of ``path``: which of its versions it is now (None
+    where there is none)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+def test_a_resumed_ensemble_unpickles_its_members_last_pt_once_to_check_it(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A resumed ensemble under another environment unpickled a stopped member's last.pt three
+    times before it trained: for the warning of the environment, for the epochs the command
+    trains (invocations.json), and to resume it. The two counts of its epochs share one read
+    of the file (its history, memory-mapped), the resume loads it: two loads, and the warning
+    and the epochs recorded are as before."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members in this process
+    data, out = load_dataset(synthetic_folder), tmp_path / "ens"
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 3, "size": 32})
+    with stopped_after_epoch(2):
+        train_module.train(config, data, out, progress=False)
+    last = out / "member0-unet" / "last.pt"
+    stopped = _version(last)
+    time.sleep(0.2)  # a file changed in the last 0.1 s is read again (covseg.io.facts)
+    real_environment, real_load = train_module.environment, torch.load
+    monkeypatch.setattr(train_module, "environment",
+                        lambda: {**real_environment(), "torch": "0.0"})
+    loads: list[tuple[int, int] | None] = []
+
+    def counted_load(path: Any, *args: Any, **kwargs: Any) -> Any:
+        loads.append(_version(Path(path)))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted_load)
+    with caplog.at_level(logging.WARNING, logger="covseg"):
+        train_module.train(config, data, out, resume=True, progress=False)
+    assert loads.count(stopped) == 2  # the last.pt it resumes from, not the epochs' it saves
+    assert "resumed under other settings than the run started with" in caplog.text
+    invocations = json.loads((out / "invocations.json").read_text())
+    assert [i["epochs_trained"] for i in invocations] == [2, 4]
+
 @pytest.mark.parametrize("harm", ["truncated", "deleted", "deleted with last.pt"])
 @pytest.mark.usefixtures("last_pt_kept")  # as a run an earlier covseg finished keeps it
 def test_a_finished_run_whose_best_pt_is_lost_is_told_so_and_trained_again_on_resume(

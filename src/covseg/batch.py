@@ -294,7 +294,9 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
-    waiting = _waiting_rows(selected, out_dir, records, earlier)
+    known = [_record_of(study, out_dir, records) if (out_dir / study.name).is_dir() else None
+             for study in selected]
+    waiting = _waiting_rows(selected, out_dir, known, earlier)
     table = _SummaryTable(summary, rows, waiting)
     table.write()
     unwritten = False  # skipped studies' rows not yet in the summary
@@ -306,7 +308,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             try:
                 with reporting(stages.reporter(study.name)):
                     status, result, error = _run_one(
-                        study, folder, process, bool(settings and settings.get(REPORT_SETTING)))
+                        study, folder, process, bool(settings and settings.get(REPORT_SETTING)),
+                        known[index])
             except BaseException:  # a stop; one landing once the study's record was written
                 if waiting[index]["status"] == PENDING:  # left it done (:func:`_run_one`)
                     _listed_if_done(table, index, study, folder)
@@ -366,18 +369,18 @@ class _SummaryTable:
         write_text(self.path, csv_joined(self._records, SUMMARY_FIELDS))
 
 
-def _waiting_rows(selected: Sequence[Study], out_dir: Path, records: Records,
+def _waiting_rows(selected: Sequence[Study], out_dir: Path,
+                  known: Sequence[dict[str, Any] | None],
                   earlier: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     """The summary rows of the call's studies in order until each is reached, built once (a
     path resolved per study, not per write): status "pending", but a study already done (its
-    record there: it is skipped) has the row it will keep, as the call that did it wrote it
-    (:func:`_as_it_was`; its ``earlier`` row). A rerun stopped before it reached them left
-    them "pending", and the next call labelled them "skipped", their input as given then
-    lost."""
+    record there, ``known`` in the call's order: it is skipped) has the row it will keep, as
+    the call that did it wrote it (:func:`_as_it_was`; its ``earlier`` row). A rerun stopped
+    before it reached them left them "pending", and the next call labelled them "skipped",
+    their input as given then lost."""
     rows = []
-    for study in selected:
+    for study, record in zip(selected, known, strict=True):
         folder = out_dir / study.name
-        record = _record_of(study, out_dir, records) if folder.is_dir() else None
         rows.append({"study": study.name, "status": PENDING, "error": "",
                      "input": recorded_path(study.path), "output": ""} if record is None else
                     _as_it_was(_summary_row(study, folder, "skipped", record, ""),
@@ -786,12 +789,14 @@ def _last_modified(path: Path) -> float:
 
 
 def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[str, Any]],
-             html_report: bool) -> tuple[str, dict[str, Any] | None, str]:
+             html_report: bool, record: dict[str, Any] | None
+             ) -> tuple[str, dict[str, Any] | None, str]:
+    """Skip ``study`` done (its ``record``, read as the call began: read again here, each done
+    study's record was read twice a call), or redo it; a failure is returned, a stop raised."""
     done = folder / RESULT_JSON
+    if record is not None:
+        return "skipped", add_report(folder, record) if html_report else record, ""
     if done.is_file():
-        record = read_record(done)
-        if record is not None:
-            return "skipped", add_report(folder, record) if html_report else record, ""
         log.warning("%s: unreadable, redoing %s", done, study.name)
     remove_temporaries(folder)
     remove_earlier_outputs(folder, study)

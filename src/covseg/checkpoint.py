@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from covseg.config import MAX_SIZE, TrainConfig, check_window
-from covseg.errors import CovsegError, Resumable, failing_disk, no_space, refuse_special_file
+from covseg.errors import CovsegError, Resumable, disk_error, refuse_special_file
 from covseg.io.atomic import atomic_path, write_error
 from covseg.io.facts import file_fact
 from covseg.io.image import unreadable_file
@@ -58,8 +58,9 @@ def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> N
 @contextmanager
 def write_errors_resumable(target: str | os.PathLike[str], what: str = "") -> Iterator[None]:
     """Run a training's write of ``target`` (``what`` as in
-    :func:`~covseg.io.atomic.write_error`); a write error that names no file (a stream's), a
-    full or failing disk, and torch's writer's RuntimeError over one
+    :func:`~covseg.io.atomic.write_error`); a write error that is the disk's
+    (:func:`~covseg.errors.disk_error`, as an atomic file's write judges it: one that names no
+    file, a full or failing disk), and torch's writer's RuntimeError over one
     (:func:`_hidden_write_error`), become ``target``'s one-line error
     (:func:`~covseg.io.atomic.write_error`): a full or failing disk is a :class:`Resumable`
     stop, which a run says to resume. The ensemble's shared data, written outside any atomic
@@ -73,7 +74,7 @@ def write_errors_resumable(target: str | os.PathLike[str], what: str = "") -> It
             raise
         raise write_error(target, hidden, what) from None
     except OSError as exc:
-        if exc.filename is not None and not (no_space(exc) or failing_disk(exc)):
+        if not disk_error(exc):
             raise
         raise write_error(target, exc, what) from None
 

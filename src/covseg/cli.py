@@ -62,7 +62,7 @@ from covseg.stopping import (
     stops_held,
     stops_recorded,
 )
-from covseg.train import AlreadyTrained
+from covseg.train import AlreadyTrained, reads_trained
 from covseg.transforms import (
     AUGMENTATIONS,
     AUTO_ADVICE,
@@ -793,10 +793,28 @@ cv and compare: :func:`~covseg.checkpoint.resume_advice`)."""
 
 def _rerun_hint(args: argparse.Namespace) -> str:
     """What to do after ``args``' command stopped (:data:`RERUN_HINTS`); a train, cv or compare
-    goes on with --resume only where its ``--out`` is left (:func:`resume_advice`)."""
+    goes on with --resume only where its ``--out`` is left (:func:`resume_advice`), and a train
+    or cv stopped once it had finished has nothing to resume (:func:`_finished_before_stop`)."""
     if args.command in ("train", "cv", "compare"):
-        return resume_advice(args.out)
+        return _finished_before_stop(args) or resume_advice(args.out)
     return RERUN_HINTS.get(args.command, "rerun the same command")
+
+
+def _finished_before_stop(args: argparse.Namespace) -> str | None:
+    """The line's end for a train or a whole cv stopped once its run had finished (its record,
+    written last, there: :func:`~covseg.train.reads_trained`,
+    :func:`~covseg.crossval.reads_finished`): it said to rerun with --resume, which then had
+    nothing to do. None where a --resume has work left, and for compare, whose finished
+    comparison is judged against the models and folds of its data, not read here."""
+    out = Path(args.out)
+    if args.command == "train" and reads_trained(out):
+        record = out / "metrics.json"
+    elif (args.command == "cv" and args.fold is None
+          and reads_finished(out, args.folds, args.repeats)):
+        record = out / "summary.json"
+    else:
+        return None
+    return f"the run had finished ({record} was written before the stop): nothing to resume"
 
 
 STDOUT_CLOSED = 141

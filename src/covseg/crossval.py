@@ -1163,13 +1163,10 @@ def _fold_state(fold_dir: Path) -> FoldState:
     members, :func:`~covseg.train.run_networks`, and ``metrics.json``, written as ``last.pt``
     is deleted at the run's end) as last written (inode, modification time): a command that
     changed none of them ran nothing."""
-    written: list[tuple[int, int]] = []
-    for checkpoint in sorted(run / name for run in run_networks(fold_dir)
-                             for name in ("last.pt", "metrics.json")):
-        with suppress(OSError):
-            status = checkpoint.stat()
-            written.append((status.st_ino, status.st_mtime_ns))
-    return fold_done(fold_dir), fold_recorded(fold_dir), tuple(written)
+    written = (_written(checkpoint) for checkpoint in sorted(
+        run / name for run in run_networks(fold_dir) for name in ("last.pt", "metrics.json")))
+    return (fold_done(fold_dir), fold_recorded(fold_dir),
+            tuple(version for version in written if version is not None))
 
 
 STOPPED_FILE = "stopped.json"
@@ -1189,15 +1186,31 @@ def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
     fold's run made otherwise, or from other data) is not recorded, nor does a resume replace a
     record of another recipe's commands: it ran nothing of the run; a run started afresh (no
     ``--resume``) replaces a record left from another. One killed outright (``kill -9``) cannot
-    be recorded."""
+    be recorded. A stop landing once the block wrote the summary (which sums the commands)
+    finishes the run as the block's end does, :data:`STOPPED_FILE` removed: it was written
+    again, and the finished run read as stopped, its --resume writing every report again."""
+    summary = out / "summary.json"
+    before = _written(summary)
     try:
         yield
     except BaseException:
-        if (_folds_state(out, len(begun.saved)) != begun.saved
+        if _written(summary) != before:
+            (out / STOPPED_FILE).unlink(missing_ok=True)
+        elif (_folds_state(out, len(begun.saved)) != begun.saved
                 and not (begun.resume and _stopped_otherwise(out, config, data))):
             write_json_stopping(out / STOPPED_FILE, _continued(
                 *_earlier(out, begun), _command_record(config, data, begun, out), True, out))
         raise
+
+
+def _written(path: Path) -> tuple[int, int] | None:
+    """Which write of ``path`` it holds (its inode and modification time: an atomic write
+    changes both), None without one."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns
 
 
 def _stopped_otherwise(out: Path, config: TrainConfig, data: LoadedData) -> bool:

@@ -99,11 +99,29 @@ class DiskFailed(Resumable):
     compare so stopped says to rerun with --resume once the disk is back; it said to pick a
     writable place or another name, which would start the run again elsewhere."""
 
+    def advised(self, rerun: str) -> str:
+        """The line naming the file, then to fix the disk, as a full disk's says to free
+        space, and how to go on (``rerun``)."""
+        return f"{self.args[0]}; fix the disk and {rerun}"
+
 
 def failing_disk(exc: OSError) -> bool:
-    """Whether ``exc`` is a disk failing (EIO), not a full disk nor a place that cannot be
-    written (a read-only file system, a permission: for the user to change)."""
-    return exc.errno == errno.EIO
+    """Whether ``exc`` is a disk failing (EIO), or a file system turned read-only under a file
+    being written (EROFS naming no file: a remount, as the kernel does when a disk fails,
+    which stopped a training with "pick a writable place or another name"), not a full disk
+    nor a place that cannot be written (a read-only file system given, a permission: for the
+    user to change)."""
+    return exc.errno == errno.EIO or (exc.errno == errno.EROFS and exc.filename is None)
+
+
+def disk_error(exc: OSError) -> bool:
+    """Whether ``exc``, raised writing a file, is the disk's, for the file's own one-line error
+    (:func:`~covseg.io.atomic.write_error`): a full or failing disk (:func:`no_space`,
+    :func:`failing_disk`), or any error of the system naming no file, as writing a stream's
+    bytes gives. The one rule of an atomic file's write and a training's
+    (:func:`~covseg.checkpoint.write_errors_resumable`), which judged some errors otherwise."""
+    return (no_space(exc) or failing_disk(exc)
+            or (exc.filename is None and exc.errno is not None))
 
 
 def examples(names: list[str]) -> str:

@@ -554,6 +554,13 @@ def _already_trained(out: Path, lost: str | None) -> AlreadyTrained | None:
     return None if finished is None else AlreadyTrained(finished)
 
 
+def reads_trained(out: Path) -> bool:
+    """Whether ``out`` holds a finished run that a --resume leaves as it is
+    (:func:`_already_trained`): a stop landing once its metrics.json was written was told to
+    resume it, which had nothing to do."""
+    return _already_trained(out, lost_network(out)) is not None
+
+
 def lost_network(out: Path) -> str | None:
     """Why the network trained into ``out`` (a run's, an ensemble member's folder) is trained
     again from epoch 1, None where it is not: finished (its metrics.json), its model lost
@@ -782,22 +789,31 @@ def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int,
     changed = environment_changes(record, {**environment(), "threads": threads})
     networks = _member_folders(out, names) if members > 1 else [out]
     if changed and any(not (network / "metrics.json").is_file()
-                       and len(_saved_history(network)) < epochs for network in networks):
+                       and _saved_epochs(network) < epochs for network in networks):
         log.warning("%s: resumed under other settings than the run started with (%s): its "
                     "results may differ from an uninterrupted run's (config.json's resumed_by "
                     "records each command)", out, "; ".join(changed))
 
 
-def _saved_history(out: Path) -> list[dict[str, float]]:
-    """The epochs' history in a run's (or an ensemble member's) last.pt, its tensors left on
-    disk (memory-mapped): [] without one (finished, or before its first epoch) or where it
-    cannot be read, which a resume refuses as it loads it (:func:`_start`)."""
+def _saved_epochs(out: Path) -> int:
+    """How many epochs a run's (or an ensemble member's) last.pt holds: 0 without one
+    (finished, or before its first epoch) or where it cannot be read, which a resume refuses as
+    it loads it (:func:`_start`). Worked out once per version of the file
+    (:func:`~covseg.io.facts.file_fact`): a resumed ensemble's check of its environment and
+    its record of the epochs it trains each unpickled the same last.pt before it was loaded to
+    resume."""
+    last = out / "last.pt"
+    return file_fact(last, "epochs", _epochs_in) if last.is_file() else 0
+
+
+def _epochs_in(last: Path) -> int:
+    """The length of the history in ``last`` (see :func:`_saved_epochs`), its tensors left on
+    disk (memory-mapped)."""
     try:
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True, mmap=True)
-        history = state["history"]
+        history = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["history"]
     except Exception:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
-        return []
-    return history if isinstance(history, list) else []
+        return 0
+    return len(history) if isinstance(history, list) else 0
 
 
 def _epochs_logged(out: Path) -> int:
@@ -1539,7 +1555,7 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
     validation alone adds nothing to the run's wall time. Yields a dict
     whose ``invocations`` holds the record, this command's last, once the block is done."""
     path = out / INVOCATIONS_FILE
-    before = [len(_saved_history(folder)) for folder in members]
+    before = [_saved_epochs(folder) for folder in members]
     earlier = json.loads(path.read_text()) if resume and path.is_file() else []
     started = time.perf_counter()
     done: dict[str, list[dict[str, Any]]] = {}
@@ -1548,7 +1564,7 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
         yield done
         finished = True
     finally:
-        epochs = sum(len(_saved_history(f)) - n for f, n in zip(members, before, strict=True))
+        epochs = sum(_saved_epochs(f) - n for f, n in zip(members, before, strict=True))
         done["invocations"] = [*earlier, {"wall_seconds": time.perf_counter() - started,
                                           "members_side_by_side": workers,
                                           "epochs_trained": epochs}]

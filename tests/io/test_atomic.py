@@ -438,8 +438,8 @@ def test_a_disk_gone_while_a_stream_is_written_names_the_file_and_says_what_to_d
     target = tmp_path / "best.pt"
     with pytest.raises(DiskFailed) as caught, atomic_path(target):
         raise OSError(errno.EIO, "Input/output error")
-    assert str(caught.value) == (f"{target}: cannot write it (Input/output error); rerun the "
-                                 "same command")
+    assert str(caught.value) == (f"{target}: cannot write it (Input/output error); fix the "
+                                 "disk and rerun the same command")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import IO, Any, Literal
 
-from covseg.errors import CovsegError, DiskFailed, FullDisk, failing_disk, no_space
+from covseg.errors import CovsegError, DiskFailed, FullDisk, disk_error, failing_disk, no_space
 from covseg.provenance import option_given, option_name
 
 
@@ -156,19 +156,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, OUTPUT_MODE)  # made 0600; outputs follow the umask
         os.replace(tmp, target)
     except OSError as exc:
-        if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not _stream_error(exc):
+        if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not disk_error(exc):
             raise
         raise write_error(target, exc) from None
     finally:
         temporary.remove()  # the lock goes after the rename: no clean-up took the file before it
-
-
-def _stream_error(exc: OSError) -> bool:
-    """Whether ``exc`` is an error of the system that names no file, as writing a stream's
-    bytes gives (a full disk, a disk gone: EIO, a file system remounted read-only), so the
-    temporary file's: only writing is done in :func:`atomic_path`'s block. A disk gone while
-    a checkpoint was written said a bare "covseg: error: Input/output error"."""
-    return no_space(exc) or (exc.filename is None and exc.errno is not None)
 
 
 class _Temporary:
