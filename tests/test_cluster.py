@@ -343,6 +343,30 @@ def test_a_member_killed_in_a_fold_on_ray_says_resume_only_where_out_is_left(
         "not exist)")
 
 
+KILLED_AFTER_RAY = """
+import signal
+from covseg.cluster import joined
+from covseg.stopping import Terminated, stops_recorded
+with stops_recorded():
+    with joined("local", 1):
+        pass
+    try:
+        signal.raise_signal(signal.SIGTERM)
+    except Terminated:
+        print("stopped")
+"""
+
+
+@NEEDS_RAY
+def test_a_kill_once_a_ray_started_here_is_shut_down_is_a_stop() -> None:
+    """Ray's shutdown reset SIGTERM to the default behind Python's back: a ``kill`` while cv
+    wrote its summary after the folds on Ray ended the run at once (exit status -15, no line,
+    its lock left). Run in its own process, which that kill ended."""
+    run = subprocess.run([sys.executable, "-c", KILLED_AFTER_RAY], check=False,
+                         capture_output=True, text=True, timeout=300)
+    assert (run.returncode, run.stdout.strip()) == (0, "stopped"), run.stderr[-2000:]
+
+
 FAILED_FOLD_RUN = """
 import sys
 from covseg import api

@@ -1873,8 +1873,8 @@ if __name__ == "__main__":
 def test_a_ctrl_c_while_the_fork_server_starts_stops_the_run(tmp_path: Path) -> None:
     """The first member's start waits seconds while the fork server imports torch and MONAI;
     it ran with Ctrl-C ignored, so a Ctrl-C then was lost and the run trained on. The server
-    now starts on its own with Ctrl-C ignored (so it and its members ignore it), and the start
-    is interrupted as any other wait of the parent."""
+    now starts on its own with Ctrl-C ignored (so it and its members ignore it), and a Ctrl-C
+    during the start stops the run as the start returns, the member known and stopped."""
     script = tmp_path / "start.py"
     script.write_text(INTERRUPTED_START)
     run = subprocess.Popen([sys.executable, str(script), str(tmp_path / "member")],
@@ -1928,6 +1928,36 @@ def test_an_interrupt_without_a_signal_stops_every_member_at_once(
                                False, 1)
     stopped = [float((folder / "stopped").read_text()) for _, folder in jobs]
     assert max(stopped) - min(stopped) < 1.5, "members stopped one after the other"
+
+
+def test_a_stop_as_a_member_starts_stops_that_member(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while a member started (the fork server's first start waits seconds while it
+    imports) was raised inside the start: the member the server forked meanwhile was unknown to
+    the parent, which left it running (it printed "Process member0-unet:" under the stop line).
+    The stop is now raised once the member is known, and stops it."""
+    (tmp_path / "long_member.py").write_text(SLOW_TO_STOP_MEMBER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(train_module, "_member_process",
+                        importlib.import_module("long_member").run)
+    started = []
+    real_start = train_module._start_member
+
+    def start_as_ctrl_c_lands(context: Any, process: Any, **_: Any) -> None:
+        real_start(context, process)
+        started.append(process)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_module, "_start_member", start_as_ctrl_c_lands)
+    try:
+        with handler_restored(signal.SIGINT, signal.default_int_handler), \
+                pytest.raises(KeyboardInterrupt):
+            train_module._run_wave(train_module.member_context(), [("recipe", tmp_path / "m0")],
+                                   tmp_path / "data.pkl", False, 1)
+        assert not started[0].is_alive(), "the member was left running"
+    finally:
+        for process in started:
+            process.kill()
 
 
 MEMBER_STOPPED_IN_A_FINALISER = """

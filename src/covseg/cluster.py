@@ -329,7 +329,9 @@ def joined(address: str, cpus_per_fold: int) -> Iterator[ModuleType]:
     data are read (:func:`covseg.api.cross_validate`), so that a cluster that refuses this
     driver (its auth token), answers as no Ray cluster, or has no node large enough is refused
     in seconds, not after a large data set was read. A Ray already started is used as it is;
-    one started here is shut down after the block."""
+    one started here is shut down after the block, and the SIGTERM handler set again: Ray's
+    shutdown resets SIGTERM to the default behind Python's back (:func:`signal.getsignal` still
+    names covseg's), and a ``kill`` while cv wrote its summary ended it silently, its lock left."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     with _ray_messages_silenced(ray):
@@ -340,7 +342,8 @@ def joined(address: str, cpus_per_fold: int) -> Iterator[ModuleType]:
             yield ray
         finally:
             if started_here:
-                ray.shutdown()
+                with handler_restored(signal.SIGTERM):
+                    ray.shutdown()
 
 
 @contextmanager

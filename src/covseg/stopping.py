@@ -159,6 +159,21 @@ def _replaced(signum: int, handler: _Handler) -> bool:
     return handler in (usual, *ENDED_AT_ONCE)
 
 
+def wrapped_stop(exc: BaseException) -> BaseException | None:
+    """The stop (an exception of :data:`STOPS`) that ``exc`` was raised from or while handling,
+    if any: Python 3.11 wraps one raised inside ``__set_name__`` (a class body of a module being
+    imported, matplotlib's as a command starts) in a RuntimeError "Error calling __set_name__",
+    which a Ctrl-C then printed as a traceback with exit status 1."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, tuple(STOPS.values())):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 @contextmanager
 def stops_recorded(stops: Collection[int] = tuple(STOPS)) -> Iterator[None]:
     """Run the block with the ``stops`` (signal numbers, all of :data:`STOPS` by default)
@@ -168,7 +183,8 @@ def stops_recorded(stops: Collection[int] = tuple(STOPS)) -> Iterator[None]:
     (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended` or, where the block
     raised, :func:`stopped_after_it_failed`. Inside another such block (an API function that
     the CLI or another API function calls) the outer one records, and its record is kept: the
-    inner one does nothing. Off the main thread, handlers cannot be set: nothing is done."""
+    inner one does nothing. An error wrapping a stop (:func:`wrapped_stop`) leaves the block as
+    that stop. Off the main thread, handlers cannot be set: nothing is done."""
     if _recording():
         yield
         return
@@ -185,6 +201,11 @@ def stops_recorded(stops: Collection[int] = tuple(STOPS)) -> Iterator[None]:
             sys.unraisablehook = _quiet_about_stops(hook)
             try:
                 yield
+            except Exception as exc:
+                stop = wrapped_stop(exc)
+                if stop is None:
+                    raise
+                raise stop from None
             finally:
                 sys.unraisablehook = hook
     finally:

@@ -1733,9 +1733,10 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
                                       args=(member, shared, folder, progress, position, threads,
                                             sender, parent_alive, current_command(),
                                             dict(os.environ)))
-            _start_member(context, process)
+            with stops_held():  # a stop as it starts is raised once it is known: stopped below
+                _start_member(context, process)
+                running[process.sentinel] = (process, receiver)
             sender.close()  # the child holds the write end now; its exit reads as end of file
-            running[process.sentinel] = (process, receiver)
         parent_alive.close()
         while running:
             for sentinel in wait(list(running), timeout=WAKE_S):
@@ -1761,11 +1762,12 @@ def _start_member(context: BaseContext, process: BaseProcess) -> None:
     """Start ``process`` with Ctrl-C ignored in it: a Ctrl-C while a member started printed its
     traceback there. Python installs no KeyboardInterrupt handler where SIGINT is ignored
     from the exec: a spawned member's own exec, here under SIG_IGN (a Ctrl-C in its few
-    milliseconds is lost), or the fork server's (:func:`member_context`). A start from the fork
-    server is left interruptible: the first one waits seconds while the server imports, and a
-    Ctrl-C there unwinds through :func:`_run_wave`'s ``finally``, which stops a member forked
-    meanwhile. (A blocked SIGINT is unblocked by multiprocessing when it starts its resource
-    tracker.)"""
+    milliseconds is lost), or the fork server's (:func:`member_context`). A stop while a member
+    starts from the fork server (the first start waits seconds while the server imports) is held
+    back by :func:`_run_wave` until the member is known, and then stops it: raised inside the
+    start, it left the member the server forked meanwhile running unknown to the parent, which
+    printed "Process member0-unet:" under the run's stop line once its data were removed. (A
+    blocked SIGINT is unblocked by multiprocessing when it starts its resource tracker.)"""
     if context.get_start_method() == "forkserver":
         process.start()
         return
