@@ -1213,14 +1213,15 @@ def test_bits_of_a_stored_pixel_that_contradict_each_other_are_refused(
 
 
 @pytest.mark.parametrize(("tags", "said"), [
-    ({"RescaleSlope": 0}, "RescaleSlope 0 and RescaleIntercept -1024"),
-    ({"RescaleSlope": "NaN"}, "RescaleSlope nan and RescaleIntercept -1024"),
-    ({"RescaleIntercept": "inf"}, "RescaleSlope 1 and RescaleIntercept nan")],
+    ({"RescaleSlope": 0}, "RescaleSlope 0.0 and RescaleIntercept -1024.0"),
+    ({"RescaleSlope": "NaN"}, "RescaleSlope NaN and RescaleIntercept -1024.0"),
+    ({"RescaleIntercept": "inf"}, "RescaleSlope 1.0 and RescaleIntercept inf")],
     ids=["slope-0", "slope-nan", "intercept-inf"])
 def test_a_slice_whose_rescale_is_not_finite_or_of_slope_0_is_refused_naming_it(
         tags: dict[str, object], said: str, tmp_path: Path) -> None:
     """GDCM reads a RescaleSlope of 0 or NaN as 1 (and an infinite intercept as 0) without a
-    word, so the slice's values were read as other units than HU."""
+    word, so the slice's values were read as other units than HU; the header's own text is
+    quoted (it said "nan" for NaN and for inf)."""
     files = synthetic_series(tmp_path / "rescale", phantom(depth=3))
     dataset = pydicom.dcmread(files[2])
     with warnings.catch_warnings():  # pydicom's about "NaN" and "inf", no valid DS: the point
@@ -1232,3 +1233,56 @@ def test_a_slice_whose_rescale_is_not_finite_or_of_slope_0_is_refused_naming_it(
             rf"^{re.escape(str(tmp_path / 'rescale'))}: {said} in the DICOM header of "
             r"IM0002.dcm, which put no stored value in HU; restore the slice's rescale")):
         read_volume(tmp_path / "rescale")
+
+
+@pytest.mark.parametrize("excess", [2, 10])
+def test_a_short_tail_after_the_pixels_is_padding_and_read(excess: int, tmp_path: Path) -> None:
+    """Older writers pad Pixel Data past the pixels, which DICOM (PS3.5 8.1.1) bids readers
+    accept and pydicom reads; eadd76a refused a 32 x 24 16-bit series so padded as a header
+    that understates its pixels."""
+    plain = read_volume(synthetic_series(tmp_path / "plain", phantom(depth=3))[0].parent)
+    files = synthetic_series(tmp_path / "padded", phantom(depth=3))
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        dataset.PixelData += bytes(excess)
+        dataset.save_as(path)
+    np.testing.assert_array_equal(read_volume(tmp_path / "padded").array, plain.array)
+    np.testing.assert_array_equal(read_volume(files[1]).array[0], plain.array[1])
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("Columns", 31), ("Rows", 23)])
+def test_a_header_one_column_or_row_short_of_its_pixel_data_is_refused(
+        keyword: str, value: int, tmp_path: Path) -> None:
+    """The least surplus an understated header leaves, one column (or row) of pixels, is no
+    padding: the slice would be read sheared."""
+    files = synthetic_series(tmp_path / "short", phantom(depth=3))
+    dataset = pydicom.dcmread(files[0])
+    setattr(dataset, keyword, value)
+    dataset.save_as(files[0])
+    with pytest.raises(CovsegError, match=r"but its Pixel Data holds 1,536 bytes, so its pixels "
+                                          "would be read as garbage"):
+        read_volume(files[0])
+
+
+def _rescale_intercept_as(path: Path, text: str) -> None:
+    """The slice's RescaleIntercept (DS) written as ``text``, which pydicom would refuse to
+    set: written as LO, then its VR bytes made DS (explicit VR little endian)."""
+    dataset = pydicom.dcmread(path)
+    dataset.add_new(0x00281052, "LO", text)
+    dataset.save_as(path)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"\x28\x00\x52\x10LO", b"\x28\x00\x52\x10DS"))
+
+
+@pytest.mark.parametrize("text", ["-1024\\-1024", "-1024,0"], ids=["multi-valued", "comma"])
+def test_a_rescale_intercept_gdcm_reads_by_its_leading_number_is_read(
+        text: str, tmp_path: Path) -> None:
+    """A multi-valued RescaleIntercept, or one with a decimal comma, read (GDCM takes its
+    leading number) until eadd76a refused it as "RescaleIntercept nan"."""
+    plain = read_volume(synthetic_series(tmp_path / "plain", phantom(depth=3))[0].parent)
+    files = synthetic_series(tmp_path / "odd", phantom(depth=3))
+    for path in files:
+        _rescale_intercept_as(path, text)
+    with warnings.catch_warnings():  # pydicom's about a DS it cannot parse: the point
+        warnings.simplefilter("ignore", UserWarning)
+        np.testing.assert_array_equal(read_volume(tmp_path / "odd").array, plain.array)

@@ -420,5 +420,35 @@ def test_voxel_sizes_no_ct_has_are_refused_by_every_reader(kind: str, side: floa
             rf"^{re.escape(str(path))}: voxel sizes {sizes} mm, which no CT has "
             r"\(each side 0\.001 to 100 mm\); give it its true voxel sizes in mm")):
         read_volume(path)
-    with pytest.raises(CovsegError, match="which no CT has"):
+    with pytest.raises(CovsegError, match=(
+            rf"^the array: spacing=\(2\.5, 0\.7, {re.escape(f'{side:g}')}\) mm, which no CT has "
+            r"\(each side 0\.001 to 100 mm\); pass spacing=\(z, y, x\) in mm$")):
         volume_from_array(phantom(depth=4), (2.5, 0.7, side), "the array")
+
+
+def _slices_apart(folder: Path, kind: str, step: float) -> Path:
+    """Two phantom slices ``step`` mm apart, saved as ``kind``."""
+    volume = phantom(depth=2)
+    if kind == "dicom":
+        files = synthetic_series(folder, volume)
+        first, dataset = pydicom.dcmread(files[0]), pydicom.dcmread(files[1])
+        x, y, z = (float(v) for v in first.ImagePositionPatient)
+        dataset.ImagePositionPatient = [x, y, z + step]
+        dataset.save_as(files[1])
+        return folder
+    folder.mkdir()
+    return save(folder / "ct.nii.gz", volume.T, np.diag([0.7, 0.7, step, 1.0]))
+
+
+@pytest.mark.parametrize("kind", ["nifti", "dicom"])
+def test_slices_too_far_apart_for_a_stack_are_named_so(kind: str, tmp_path: Path) -> None:
+    """Two true CT slices 150 mm apart (sparse HRCT levels) were refused as voxel sizes "which
+    no CT has; give it its true voxel sizes", though they were true."""
+    path = _slices_apart(tmp_path / kind, kind, 150.0)
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(path))}: its slices lie 150 mm apart, while covseg reads stacks "
+            r"whose slices are at most 100 mm apart; resample the stack, or give each slice "
+            "alone$")):
+        read_volume(path)
+    with pytest.raises(CovsegError, match="^the array: its slices lie 150 mm apart"):
+        volume_from_array(phantom(depth=2), (150.0, 0.7, 0.7), "the array")

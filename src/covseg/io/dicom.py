@@ -742,13 +742,14 @@ def _columns_rows(header: SliceHeader) -> tuple[int, int]:
 def _check_pixels_held(path: Path, header: SliceHeader, in_series: bool = False) -> None:
     """Refuse, before its pixels are read, an uncompressed DICOM file whose Pixel Data holds
     fewer bytes than its header claims (Rows x Columns x NumberOfFrames x SamplesPerPixel x
-    BitsAllocated), or whose Pixel Data is longer than that (but for the pad byte of an odd
-    length): 8 KB claiming 65535 x 65535 pixels failed in GDCM with "Failed to allocate
-    memory", 20000 x 20000 with "out of memory ... use a machine with more", and a slice cut
-    short with "Unable to determine ImageIO reader" or, with SimpleITK 2.4.0 to 2.5.3, was read
-    with its missing pixels as -1024 HU (the whole file's size, its header included, had been
-    compared); 64-pixel rows claimed as 16 Columns (or 16 BitsAllocated as 12) were read as
-    slices of garbage. Compressed (encapsulated) Pixel Data has no such length and is left to
+    BitsAllocated), or at least one row or column of pixels more (:func:`_pixel_surplus_line`):
+    8 KB claiming 65535 x 65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x
+    20000 with "out of memory ... use a machine with more", and a slice cut short with "Unable
+    to determine ImageIO reader" or, with SimpleITK 2.4.0 to 2.5.3, was read with its missing
+    pixels as -1024 HU (the whole file's size, its header included, had been compared); 64-pixel
+    rows claimed as 16 Columns (or 16 BitsAllocated as 12) were read as slices of garbage. A
+    shorter surplus is trailing padding, which DICOM (PS3.5 8.1.1) bids readers accept, as
+    pydicom and GDCM do. Compressed (encapsulated) Pixel Data has no such length and is left to
     its decoder. ``in_series``: the file is a slice of a series, which may be read without
     it."""
     if header.transfer_syntax and header.transfer_syntax not in RAW_SYNTAXES:
@@ -763,7 +764,7 @@ def _check_pixels_held(path: Path, header: SliceHeader, in_series: bool = False)
     claim = (f"{path}: its header claims {columns} x {rows} pixels{samples} x "
              f"{counted(header.frames, 'frame')} of {header.bits} bits ({needed:,} bytes, "
              "uncompressed)")
-    if length != UNDEFINED_LENGTH and held > needed + needed % 2:
+    if length != UNDEFINED_LENGTH and held - needed >= _pixel_surplus_line(header, columns, rows):
         fix = "remove it to read the series without it" if in_series else "replace the file"
         raise CovsegError(f"{claim} but its Pixel Data holds {held:,} bytes, so its pixels "
                           "would be read as garbage; its header is corrupt (Rows, Columns, "
@@ -775,6 +776,15 @@ def _check_pixels_held(path: Path, header: SliceHeader, in_series: bool = False)
         raise CovsegError(f"{claim} (truncated, or its header corrupt?); replace it, or remove "
                           "it to read the series without it")
     raise CovsegError(f"{claim}; is it truncated or its header corrupt?")
+
+
+def _pixel_surplus_line(header: SliceHeader, columns: int, rows: int) -> int:
+    """The fewest surplus Pixel Data bytes that an understated header leaves: a row's or a
+    column's pixels, whichever is shorter (Rows or Columns one short; understated bits, samples
+    or frames leave more), and at least 2, so an odd length's pad byte is no surplus. A shorter
+    tail is the padding older writers append (PS3.5 8.1.1 Note), which pydicom reads."""
+    line = -(-min(columns, rows) * header.samples * header.bits // 8)
+    return max(line, 2)
 
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -1102,6 +1112,9 @@ class SliceHeader:
     rescale: tuple[float, ...] | None = None
     """(RescaleSlope, RescaleIntercept): the Modality LUT to HU (a missing one of the two read
     as GDCM reads it, 1 or 0); None when both are absent."""
+    rescale_text: tuple[str, str] = ("", "")
+    """(RescaleSlope, RescaleIntercept) as the header writes them ("" where absent), quoted
+    when refused (:func:`_check_rescale`)."""
     padding: tuple[float, float] | None = None
     """The lowest and highest stored values that are padding, no data (PixelPaddingValue,
     through PixelPaddingRangeLimit where given): read as air (:func:`_padding_as_air`)."""
@@ -1210,6 +1223,8 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
         photometric=str(dataset.get("PhotometricInterpretation", "") or "").strip().upper(),
         transfer_syntax=str(meta.get("TransferSyntaxUID", "") if meta is not None else ""),
         rescale=_rescale(geometry),
+        rescale_text=(_field_text(geometry, "RescaleSlope"),
+                      _field_text(geometry, "RescaleIntercept")),
         padding=_padding(dataset),
         bits=int(bits[0]) if bits and bits[0] >= 1 else 1,
         samples=int(samples[0]) if samples and samples[0] >= 1 else 1,
@@ -1219,9 +1234,9 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
 
 
 def _rescale(geometry: pydicom.Dataset) -> tuple[float, float] | None:
-    """(RescaleSlope, RescaleIntercept), one of them absent taken as GDCM takes it (slope 1,
-    intercept 0), one given but not a finite number as NaN (:func:`_check_rescale` refuses it);
-    None when both are absent."""
+    """(RescaleSlope, RescaleIntercept), one of them absent (or not a number) taken as GDCM
+    takes it (slope 1, intercept 0), one infinite or NaN kept (:func:`_check_rescale` refuses
+    it); None when both are absent."""
     slope = _present_number(geometry, "RescaleSlope")
     intercept = _present_number(geometry, "RescaleIntercept")
     if slope is None and intercept is None:
@@ -1229,17 +1244,23 @@ def _rescale(geometry: pydicom.Dataset) -> tuple[float, float] | None:
     return 1.0 if slope is None else slope, 0.0 if intercept is None else intercept
 
 
-def _present_number(dataset: pydicom.Dataset, keyword: str) -> float | None:
-    """A single-valued number field: None where absent or empty, NaN where given but not a
-    finite number (text, "NaN", "inf"), for the checks to refuse rather than take a default."""
+def _field_text(dataset: pydicom.Dataset, keyword: str) -> str:
+    """A field's first value as its header writes it ("" where absent or empty): GDCM reads a
+    multi-valued number field (``-1024\\-1024``) by its first value."""
     value = dataset.get(keyword)
-    if value is None or value == "":
-        return None
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = value[0] if value else None
+    return "" if value is None else str(value).strip()
+
+
+def _present_number(dataset: pydicom.Dataset, keyword: str) -> float | None:
+    """A number field's first value (:func:`_field_text`): None where absent, empty or not a
+    number (``-1024,0``, as :func:`_numbers` takes it), infinite or NaN where it says so, for
+    the checks to refuse rather than take a default."""
     try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
+        return float(_field_text(dataset, keyword))
+    except ValueError:
+        return None
 
 
 def _padding(dataset: pydicom.Dataset) -> tuple[float, float] | None:
@@ -1347,17 +1368,19 @@ def _pixel_format_fault(header: SliceHeader) -> str:
 
 
 def _check_rescale(headers: Sequence[SliceHeader], source: str) -> None:
-    """Refuse a slice whose RescaleSlope or RescaleIntercept is not a finite number, or whose
-    slope is 0: GDCM reads such a slope as 1 and such an intercept as 0 without a word, so its
-    values came out in other units than HU (slope 0 would make every voxel one value)."""
+    """Refuse a slice whose RescaleSlope or RescaleIntercept is infinite or NaN (quoted as its
+    header writes it), or whose slope is 0: GDCM reads such a slope as 1 and such an intercept
+    as 0 without a word, so its values came out in other units than HU (slope 0 would make
+    every voxel one value)."""
     for header in headers:
         if header.rescale is None:
             continue
         slope, intercept = header.rescale
         if math.isfinite(slope) and math.isfinite(intercept) and slope != 0:
             continue
-        raise CovsegError(f"{source}: RescaleSlope {slope:g} and RescaleIntercept "
-                          f"{intercept:g} in the DICOM header of {header.name}, which put no "
+        given = [text or "none" for text in header.rescale_text]
+        raise CovsegError(f"{source}: RescaleSlope {given[0]} and RescaleIntercept "
+                          f"{given[1]} in the DICOM header of {header.name}, which put no "
                           "stored value in HU; restore the slice's rescale (a finite intercept, "
                           "a finite slope other than 0), or remove the slice")
 

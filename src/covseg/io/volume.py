@@ -772,14 +772,26 @@ def check_voxel_sides(affine: np.ndarray, source: str | Path) -> None:
     """Refuse an affine (in mm) whose voxel sides lie outside :data:`VOXEL_SIDE_MM`: every
     reader's voxels pass here (:func:`as_axial`; a NIfTI's before its voxels are read). NIfTI
     voxels of 1e30 mm were read, and quantify gave volumes in mL no body holds."""
-    sides = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    sides = nib.affines.voxel_sizes(np.asarray(affine, dtype=np.float64))
+    _check_sides(sides, source, f"voxel sizes {_mm(sides)} mm", "give it its true voxel sizes "
+                 "in mm (a NIfTI's pixdim, sform and unit, DICOM's PixelSpacing and slice "
+                 "positions, a NRRD's or MetaImage's spacing)")
+
+
+def _check_sides(sides: Sequence[float], source: str | Path, given: str, fix: str) -> None:
+    """Refuse voxel sides (along the voxel axes i, j, k; k the one slices are stacked along)
+    outside :data:`VOXEL_SIDE_MM`, ``given`` naming them as the user gave them and ``fix`` saying
+    how to give true ones. Slices alone too far apart are named so: two real CT slices 150 mm
+    apart (sparse HRCT levels) are no lying header, but no stack covseg reads."""
     low, high = VOXEL_SIDE_MM
-    if ((sides >= low) & (sides <= high)).all():
+    if all(low <= side <= high for side in sides):
         return
-    raise CovsegError(f"{source}: voxel sizes {_mm(sides)} mm, which no CT has (each side "
-                      f"{low:g} to {high:g} mm); give it its true voxel sizes in mm (a NIfTI's "
-                      "pixdim, sform and unit, DICOM's PixelSpacing and slice positions, a "
-                      "NRRD's or MetaImage's spacing)")
+    if all(low <= side <= high for side in sides[:2]) and sides[2] > high:
+        raise CovsegError(f"{source}: its slices lie {sides[2]:g} mm apart, while covseg reads "
+                          f"stacks whose slices are at most {high:g} mm apart; resample the "
+                          "stack, or give each slice alone")
+    raise CovsegError(f"{source}: {given}, which no CT has (each side {low:g} to {high:g} mm); "
+                      f"{fix}")
 
 
 def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: Slices) -> None:
@@ -961,6 +973,8 @@ def checked_array(array: np.ndarray, spacing: Sequence[float], source: str) -> V
         raise CovsegError(f"{source}: spacing must be three positive numbers (z, y, x) in mm, "
                           f"got {spacing!r}")
     z, y, x = (float(v) for v in spacing)
+    _check_sides((x, y, z), source, f"spacing=({z:g}, {y:g}, {x:g}) mm", "pass "
+                 "spacing=(z, y, x) in mm")
     return _float_volume(array, np.diag([-x, -y, z, 1.0]), source)
 
 
