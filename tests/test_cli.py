@@ -1090,18 +1090,38 @@ def test_a_disk_remounted_read_only_mid_run_says_to_fix_it_and_resume_which_then
     assert "trained 2 epochs" in _resumed_after_stop(capsys, argv, told, monkeypatch.undo)
 
 
-@pytest.mark.parametrize(("command", "module", "record"), [
-    (("train",), "covseg.train", "metrics.json"),
-    (("cv", "--folds", "2"), "covseg.crossval", "summary.json")], ids=["train", "cv"])
+@pytest.mark.parametrize(("command", "module", "record", "earlier"), [
+    (("train",), "covseg.train", "metrics.json", None),
+    (("cv", "--folds", "2"), "covseg.crossval", "summary.json", None),
+    (("train",), "covseg.train", "metrics.json", ("train",)),
+    (("cv", "--resume"), "covseg.crossval", "summary.json", ("cv", "--folds", "2"))],
+    ids=["train", "cv", "train-into-a-finished-run", "cv-resumed-with-other-folds"])
 def test_a_stop_after_the_last_write_says_the_run_had_finished(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        command: tuple[str, ...], module: str, record: str) -> None:
+        command: tuple[str, ...], module: str, record: str,
+        earlier: tuple[str, ...] | None) -> None:
     """A stop (Ctrl-C) landing right after a train's metrics.json or a cv's summary.json, the
     last thing each writes, said "rerun the same command with --resume to continue", which then
     had nothing to do (a cv's wrote its stopped.json too, and the resume every report again): it
-    says the run had finished, with the stop's exit status, and the resume finds it so."""
-    writer = importlib.import_module(module)
+    says the run had finished, with the stop's exit status, and the resume finds it so. Only a
+    record this command wrote says so: stopped as it began, a fresh train into a finished run's
+    folder and a cv --resume of a finished cv without its --folds (both refused, unstopped)
+    said it too, where the advice is to resume."""
     out = tmp_path / "r"
+    argv = (*command, "synthetic", "--out", str(out), *TINY_RECIPE)
+    if earlier is not None:
+        assert _run(capsys, *earlier, "synthetic", "--out", str(out), *TINY_RECIPE)[0] == 0
+
+        def stopped_as_it_begins(*args: object, **kwargs: object) -> object:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(api, "train" if command[0] == "train" else "cross_validate",
+                            stopped_as_it_begins)
+        code, _, err = _run(capsys, *argv)
+        assert (code, err.splitlines()[-1]) == (
+            130, "covseg: interrupted; rerun the same command with --resume to continue")
+        return
+    writer = importlib.import_module(module)
     real_write = writer.write_json
 
     def stopped_after_record(path: Path, content: object, **kwargs: object) -> Path:
@@ -1111,7 +1131,6 @@ def test_a_stop_after_the_last_write_says_the_run_had_finished(
         return written
 
     monkeypatch.setattr(writer, "write_json", stopped_after_record)
-    argv = (*command, "synthetic", "--out", str(out), *TINY_RECIPE)
     code, _, err = _run(capsys, *argv)
     assert (code, err.splitlines()[-1]) == (130, (
         f"covseg: interrupted; the run had finished ({out / record} was written before the "
@@ -1120,6 +1139,27 @@ def test_a_stop_after_the_last_write_says_the_run_had_finished(
     monkeypatch.undo()
     code, out_text, _ = _run(capsys, *argv, "--resume")
     assert code == 0 and "nothing to do" in out_text
+
+
+def test_a_full_disk_beside_a_finished_run_says_to_resume_not_that_it_finished(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (an OSError naming no file) in a train whose --out held a finished run read
+    "...; free space and the run had finished (... was written before the stop)", though no stop
+    came: that wording is a stop's only."""
+    out = tmp_path / "r"
+    argv = ("train", "synthetic", "--out", str(out), *TINY_RECIPE)
+    assert _run(capsys, *argv)[0] == 0
+
+    def full_disk(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(api, "train", full_disk)
+    code, _, err = _run(capsys, *argv, "--resume")
+    assert (code, err.splitlines()[-1]) == (2, (
+        f"covseg: error: no space left on device writing {out}; free space and rerun the same "
+        "command with --resume to continue"))
+
 
 @pytest.mark.parametrize(("options", "never"), [
     (("--target", "lung"), "--target lung"), (("--lung-guide", "threshold"), "--lung-guide")])
