@@ -2141,7 +2141,7 @@ def work(args):
     os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, in the work
     return 0
 
-parser, tell = covseg.cli.build_parser, covseg.cli.tell
+parser, tell, advice = covseg.cli.build_parser, covseg.cli.tell, covseg.cli.resume_advice
 
 def build():
     built = parser()
@@ -2153,24 +2153,38 @@ def second(text):
     os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C as the last line is printed
     tell(text)
 
-covseg.cli.build_parser, covseg.cli.tell = build, second
-sys.argv = ["covseg", "models"]
+def advised(out):
+    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C as the hint is worked out
+    return advice(out)
+
+covseg.cli.build_parser = build
+if FIRST == "hint":
+    covseg.cli.resume_advice = advised
+    sys.argv = ["covseg", "train", "data", "--out", sys.argv[2]]
+else:
+    covseg.cli.tell = second
+    sys.argv = ["covseg", "models"]
 sys.exit(main())
 """
 
 
 @pytest.mark.parametrize(("first", "line"), [
     ("stop", "covseg: interrupted; rerun the same command\n"),
-    ("error", "covseg: error: bad input; fix it\n")])
-def test_a_second_stop_as_the_last_line_is_printed_claims_nothing(first: str,
+    ("error", "covseg: error: bad input; fix it\n"),
+    ("hint", ("covseg: interrupted; rerun the same command without --resume (nothing was "
+              "saved: {out} does not exist)\n"))], ids=["stop", "error", "hint"])
+def test_a_second_stop_as_the_last_line_is_printed_claims_nothing(tmp_path: Path, first: str,
                                                                    line: str) -> None:
     """A second Ctrl-C while the rerun hint or the error line was printed replaced it with
     "covseg: interrupted as the command ended; nothing was left half-done", untrue after a
-    stop (a half-trained run): the line is printed whole, then one that claims nothing."""
-    process = subprocess.run([sys.executable, "-c", SECOND_STOP_AS_IT_ENDS, first],
+    stop (a half-trained run): the line is printed whole, then one that claims nothing. One
+    while a train's hint was worked out (its records read) lost the line: only the second
+    stop's was printed."""
+    out = tmp_path / "r"
+    process = subprocess.run([sys.executable, "-c", SECOND_STOP_AS_IT_ENDS, first, str(out)],
                              check=False, capture_output=True, text=True, timeout=120)
     assert (process.returncode, process.stderr) == (
-        130, f"{line}covseg: interrupted as the command ended\n")
+        130, f"{line.format(out=out)}covseg: interrupted as the command ended\n")
 
 
 LOADED_AFTER_EACH_STEP = """

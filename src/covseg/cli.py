@@ -936,8 +936,9 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(exc)
         return 1 if isinstance(exc, (BatchFailed, NoWritableFolder, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
-        hint = _finished_before_stop(args, begun) or _rerun_hint(args)
-        _last_line(f"covseg: {stop_word(exc)}; {hint}")
+        with stops_held():  # the hint reads the run's records: a second stop waits for the line
+            hint = _finished_before_stop(args, begun) or _rerun_hint(args)
+            _last_line(f"covseg: {stop_word(exc)}; {hint}")
         return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
