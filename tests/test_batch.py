@@ -734,6 +734,37 @@ def test_a_skipped_study_s_record_is_read_once(tmp_path: Path,
     assert [path for path in reads if path in done] == done
     assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a", "b"]
 
+
+@pytest.mark.parametrize("damage", ["folder deleted", "record unreadable"])
+def test_a_done_study_s_record_lost_while_the_call_runs_is_redone(
+        tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A done study was skipped on its record as read when the call began: one whose folder
+    was deleted, or record made unreadable, while an earlier study ran was skipped still (with
+    --html, its folder rebuilt holding only the record and the report). The record is read
+    again once its file changed: the study is redone, as the call would on reaching it."""
+    out, done = tmp_path / "out", []
+    record = {"study": {"lesion_ml": 1.0}, "inputs": {}}
+
+    def process(study: Study, folder: Path, **kwargs: Any) -> dict:
+        done.append(study.name)
+        if study.name == "a":  # another process, while this one runs
+            if damage == "folder deleted":
+                shutil.rmtree(out / "b")
+            else:
+                (out / "b" / RESULT_JSON).write_text("{", encoding="utf-8")
+        else:
+            write_json(folder / RESULT_JSON, record)
+        return record
+
+    run_batch([Study("b", tmp_path / "b")], out, process)
+    done.clear()
+    with caplog.at_level("WARNING", logger="covseg"):
+        result = run_batch([Study(name, tmp_path / name) for name in "ab"], out, process)
+    assert done == ["a", "b"] and (result.done, result.skipped) == (2, 0)
+    assert read_record(out / "b" / RESULT_JSON) == record
+    assert ("unreadable, redoing b" in caplog.text) == (damage == "record unreadable")
+
+
 def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new_ones(
         tmp_path: Path) -> None:
     """A study of a covseg before 3 Dec (its record holds no settings) was listed in the

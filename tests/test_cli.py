@@ -1090,18 +1090,38 @@ def test_a_disk_remounted_read_only_mid_run_says_to_fix_it_and_resume_which_then
     assert "trained 2 epochs" in _resumed_after_stop(capsys, argv, told, monkeypatch.undo)
 
 
-@pytest.mark.parametrize(("command", "module", "record"), [
-    (("train",), "covseg.train", "metrics.json"),
-    (("cv", "--folds", "2"), "covseg.crossval", "summary.json")], ids=["train", "cv"])
+@pytest.mark.parametrize(("command", "module", "record", "earlier"), [
+    (("train",), "covseg.train", "metrics.json", None),
+    (("cv", "--folds", "2"), "covseg.crossval", "summary.json", None),
+    (("train",), "covseg.train", "metrics.json", ("train",)),
+    (("cv", "--resume"), "covseg.crossval", "summary.json", ("cv", "--folds", "2"))],
+    ids=["train", "cv", "train-into-a-finished-run", "cv-resumed-with-other-folds"])
 def test_a_stop_after_the_last_write_says_the_run_had_finished(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        command: tuple[str, ...], module: str, record: str) -> None:
+        command: tuple[str, ...], module: str, record: str,
+        earlier: tuple[str, ...] | None) -> None:
     """A stop (Ctrl-C) landing right after a train's metrics.json or a cv's summary.json, the
     last thing each writes, said "rerun the same command with --resume to continue", which then
     had nothing to do (a cv's wrote its stopped.json too, and the resume every report again): it
-    says the run had finished, with the stop's exit status, and the resume finds it so."""
-    writer = importlib.import_module(module)
+    says the run had finished, with the stop's exit status, and the resume finds it so. Only a
+    record this command wrote says so: stopped as it began, a fresh train into a finished run's
+    folder and a cv --resume of a finished cv without its --folds (both refused, unstopped)
+    said it too, where the advice is to resume."""
     out = tmp_path / "r"
+    argv = (*command, "synthetic", "--out", str(out), *TINY_RECIPE)
+    if earlier is not None:
+        assert _run(capsys, *earlier, "synthetic", "--out", str(out), *TINY_RECIPE)[0] == 0
+
+        def stopped_as_it_begins(*args: object, **kwargs: object) -> object:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(api, "train" if command[0] == "train" else "cross_validate",
+                            stopped_as_it_begins)
+        code, _, err = _run(capsys, *argv)
+        assert (code, err.splitlines()[-1]) == (
+            130, "covseg: interrupted; rerun the same command with --resume to continue")
+        return
+    writer = importlib.import_module(module)
     real_write = writer.write_json
 
     def stopped_after_record(path: Path, content: object, **kwargs: object) -> Path:
@@ -1111,7 +1131,6 @@ def test_a_stop_after_the_last_write_says_the_run_had_finished(
         return written
 
     monkeypatch.setattr(writer, "write_json", stopped_after_record)
-    argv = (*command, "synthetic", "--out", str(out), *TINY_RECIPE)
     code, _, err = _run(capsys, *argv)
     assert (code, err.splitlines()[-1]) == (130, (
         f"covseg: interrupted; the run had finished ({out / record} was written before the "
@@ -1120,6 +1139,27 @@ def test_a_stop_after_the_last_write_says_the_run_had_finished(
     monkeypatch.undo()
     code, out_text, _ = _run(capsys, *argv, "--resume")
     assert code == 0 and "nothing to do" in out_text
+
+
+def test_a_full_disk_beside_a_finished_run_says_to_resume_not_that_it_finished(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (an OSError naming no file) in a train whose --out held a finished run read
+    "...; free space and the run had finished (... was written before the stop)", though no stop
+    came: that wording is a stop's only."""
+    out = tmp_path / "r"
+    argv = ("train", "synthetic", "--out", str(out), *TINY_RECIPE)
+    assert _run(capsys, *argv)[0] == 0
+
+    def full_disk(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(api, "train", full_disk)
+    code, _, err = _run(capsys, *argv, "--resume")
+    assert (code, err.splitlines()[-1]) == (2, (
+        f"covseg: error: no space left on device writing {out}; free space and rerun the same "
+        "command with --resume to continue"))
+
 
 @pytest.mark.parametrize(("options", "never"), [
     (("--target", "lung"), "--target lung"), (("--lung-guide", "threshold"), "--lung-guide")])
@@ -2101,7 +2141,7 @@ def work(args):
     os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, in the work
     return 0
 
-parser, tell = covseg.cli.build_parser, covseg.cli.tell
+parser, tell, advice = covseg.cli.build_parser, covseg.cli.tell, covseg.cli.resume_advice
 
 def build():
     built = parser()
@@ -2113,24 +2153,38 @@ def second(text):
     os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C as the last line is printed
     tell(text)
 
-covseg.cli.build_parser, covseg.cli.tell = build, second
-sys.argv = ["covseg", "models"]
+def advised(out):
+    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C as the hint is worked out
+    return advice(out)
+
+covseg.cli.build_parser = build
+if FIRST == "hint":
+    covseg.cli.resume_advice = advised
+    sys.argv = ["covseg", "train", "data", "--out", sys.argv[2]]
+else:
+    covseg.cli.tell = second
+    sys.argv = ["covseg", "models"]
 sys.exit(main())
 """
 
 
 @pytest.mark.parametrize(("first", "line"), [
     ("stop", "covseg: interrupted; rerun the same command\n"),
-    ("error", "covseg: error: bad input; fix it\n")])
-def test_a_second_stop_as_the_last_line_is_printed_claims_nothing(first: str,
+    ("error", "covseg: error: bad input; fix it\n"),
+    ("hint", ("covseg: interrupted; rerun the same command without --resume (nothing was "
+              "saved: {out} does not exist)\n"))], ids=["stop", "error", "hint"])
+def test_a_second_stop_as_the_last_line_is_printed_claims_nothing(tmp_path: Path, first: str,
                                                                    line: str) -> None:
     """A second Ctrl-C while the rerun hint or the error line was printed replaced it with
     "covseg: interrupted as the command ended; nothing was left half-done", untrue after a
-    stop (a half-trained run): the line is printed whole, then one that claims nothing."""
-    process = subprocess.run([sys.executable, "-c", SECOND_STOP_AS_IT_ENDS, first],
+    stop (a half-trained run): the line is printed whole, then one that claims nothing. One
+    while a train's hint was worked out (its records read) lost the line: only the second
+    stop's was printed."""
+    out = tmp_path / "r"
+    process = subprocess.run([sys.executable, "-c", SECOND_STOP_AS_IT_ENDS, first, str(out)],
                              check=False, capture_output=True, text=True, timeout=120)
     assert (process.returncode, process.stderr) == (
-        130, f"{line}covseg: interrupted as the command ended\n")
+        130, f"{line.format(out=out)}covseg: interrupted as the command ended\n")
 
 
 LOADED_AFTER_EACH_STEP = """

@@ -36,6 +36,7 @@ from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError, FullDisk
 from covseg.io.atomic import atomic_path, write_json
+from covseg.io.facts import file_version
 from covseg.io.lock import LOCK_FILE
 from covseg.provenance import cli_command, invoked_as
 from covseg.report import read_rows
@@ -1017,15 +1018,6 @@ def test_an_ensembles_resume_that_makes_a_log_good_records_no_epoch_trained(
     assert [i["epochs_trained"] for i in invocations] == [4]
 
 
-def _version(path: Path) -> tuple[int, int] | None:
-    """The inode and modification time of ``path``: which of its versions it is now (None
-    where there is none)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
-
 def test_a_resumed_ensemble_unpickles_its_members_last_pt_once_to_check_it(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -1040,7 +1032,7 @@ def test_a_resumed_ensemble_unpickles_its_members_last_pt_once_to_check_it(
     with stopped_after_epoch(2):
         train_module.train(config, data, out, progress=False)
     last = out / "member0-unet" / "last.pt"
-    stopped = _version(last)
+    stopped = file_version(last)
     time.sleep(0.2)  # a file changed in the last 0.1 s is read again (covseg.io.facts)
     real_environment, real_load = train_module.environment, torch.load
     monkeypatch.setattr(train_module, "environment",
@@ -1048,7 +1040,7 @@ def test_a_resumed_ensemble_unpickles_its_members_last_pt_once_to_check_it(
     loads: list[tuple[int, int] | None] = []
 
     def counted_load(path: Any, *args: Any, **kwargs: Any) -> Any:
-        loads.append(_version(Path(path)))
+        loads.append(file_version(Path(path)))
         return real_load(path, *args, **kwargs)
 
     monkeypatch.setattr(torch, "load", counted_load)

@@ -25,6 +25,7 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
+from covseg.io.facts import file_version
 from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.progress import progress_bar, reporting, stage_bar
 from covseg.provenance import option_given, option_name
@@ -294,6 +295,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
+    versions = [file_version(out_dir / study.name / RESULT_JSON) for study in selected]
     known = [_record_of(study, out_dir, records) if (out_dir / study.name).is_dir() else None
              for study in selected]
     waiting = _waiting_rows(selected, out_dir, known, earlier)
@@ -309,7 +311,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
                 with reporting(stages.reporter(study.name)):
                     status, result, error = _run_one(
                         study, folder, process, bool(settings and settings.get(REPORT_SETTING)),
-                        known[index])
+                        known[index], versions[index])
             except BaseException:  # a stop; one landing once the study's record was written
                 if waiting[index]["status"] == PENDING:  # left it done (:func:`_run_one`)
                     _listed_if_done(table, index, study, folder)
@@ -789,11 +791,19 @@ def _last_modified(path: Path) -> float:
 
 
 def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[str, Any]],
-             html_report: bool, record: dict[str, Any] | None
-             ) -> tuple[str, dict[str, Any] | None, str]:
-    """Skip ``study`` done (its ``record``, read as the call began: read again here, each done
-    study's record was read twice a call), or redo it; a failure is returned, a stop raised."""
+             html_report: bool, record: dict[str, Any] | None,
+             version: tuple[int, int] | None) -> tuple[str, dict[str, Any] | None, str]:
+    """Skip ``study`` done, or redo it; a failure is returned, a stop raised. Done is judged by
+    its ``record`` as read when the call began while its file is still that ``version``
+    (:func:`~covseg.io.facts.file_version`, one stat), else by reading the file again: one
+    removed (its folder too) or made unreadable meanwhile, by another process while earlier
+    studies ran, was skipped on the start's read (with ``html_report``, :func:`add_report`
+    rebuilt a folder holding only the record and the report, which later calls skipped)."""
     done = folder / RESULT_JSON
+    if file_version(done) != version:  # written, removed or made unreadable since
+        record = read_record(done)
+    elif version is None:  # none as the call began: one read before it was removed then
+        record = None
     if record is not None:
         return "skipped", add_report(folder, record) if html_report else record, ""
     if done.is_file():

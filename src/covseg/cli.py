@@ -51,6 +51,7 @@ from covseg.errors import (
 from covseg.evaluate import any_lesion
 from covseg.export import onnx_install
 from covseg.io.atomic import dangling_link, refuse_unexpanded_home
+from covseg.io.facts import file_version
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
@@ -793,26 +794,38 @@ cv and compare: :func:`~covseg.checkpoint.resume_advice`)."""
 
 def _rerun_hint(args: argparse.Namespace) -> str:
     """What to do after ``args``' command stopped (:data:`RERUN_HINTS`); a train, cv or compare
-    goes on with --resume only where its ``--out`` is left (:func:`resume_advice`), and a train
-    or cv stopped once it had finished has nothing to resume (:func:`_finished_before_stop`)."""
+    goes on with --resume only where its ``--out`` is left (:func:`resume_advice`)."""
     if args.command in ("train", "cv", "compare"):
-        return _finished_before_stop(args) or resume_advice(args.out)
+        return resume_advice(args.out)
     return RERUN_HINTS.get(args.command, "rerun the same command")
 
 
-def _finished_before_stop(args: argparse.Namespace) -> str | None:
-    """The line's end for a train or a whole cv stopped once its run had finished (its record,
-    written last, there: :func:`~covseg.train.reads_trained`,
-    :func:`~covseg.crossval.reads_finished`): it said to rerun with --resume, which then had
-    nothing to do. None where a --resume has work left, and for compare, whose finished
+def _last_record(args: argparse.Namespace) -> Path | None:
+    """The record a train or a whole cv writes last (its metrics.json, summary.json), once its
+    run is finished; None for the other commands."""
+    if args.command == "train":
+        return Path(args.out) / "metrics.json"
+    if args.command == "cv" and args.fold is None:
+        return Path(args.out) / "summary.json"
+    return None
+
+
+def _finished_before_stop(args: argparse.Namespace, begun: tuple[int, int] | None) -> str | None:
+    """The stop line's end for a train or a whole cv stopped once it had finished: this command
+    wrote its last record (:func:`_last_record`; ``begun``, its version as the command began,
+    :func:`~covseg.io.facts.file_version`) and the run reads finished
+    (:func:`~covseg.train.reads_trained`, :func:`~covseg.crossval.reads_finished`). It said to
+    rerun with --resume, which then had nothing to do. None where a --resume has work left;
+    also for a record there before the command (a fresh train into a finished run's folder,
+    refused; a cv --resume of other folds, refused), and for compare, whose finished
     comparison is judged against the models and folds of its data, not read here."""
+    record = _last_record(args)
+    if record is None or file_version(record) in (None, begun):
+        return None
     out = Path(args.out)
-    if args.command == "train" and reads_trained(out):
-        record = out / "metrics.json"
-    elif (args.command == "cv" and args.fold is None
-          and reads_finished(out, args.folds, args.repeats)):
-        record = out / "summary.json"
-    else:
+    finished = (reads_trained(out) if args.command == "train"
+                else reads_finished(out, args.folds, args.repeats))
+    if not finished:
         return None
     return f"the run had finished ({record} was written before the stop): nothing to resume"
 
@@ -909,6 +922,8 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(empty)
         return 2
     args = build_parser().parse_args(argv)
+    record = _last_record(args)
+    begun = None if record is None else file_version(record)
     logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
     logger.addHandler(handler)
     try:
@@ -921,7 +936,9 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(exc)
         return 1 if isinstance(exc, (BatchFailed, NoWritableFolder, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
-        _last_line(f"covseg: {stop_word(exc)}; {_rerun_hint(args)}")
+        with stops_held():  # the hint reads the run's records: a second stop waits for the line
+            hint = _finished_before_stop(args, begun) or _rerun_hint(args)
+            _last_line(f"covseg: {stop_word(exc)}; {hint}")
         return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"

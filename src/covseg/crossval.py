@@ -51,6 +51,7 @@ from covseg.evaluate import (
 )
 from covseg.infer import Predictor
 from covseg.io.atomic import remove_temporaries, write_json, write_json_stopping, write_text
+from covseg.io.facts import file_version
 from covseg.io.lock import LOCK_FILE, refuse_if_held, writing_to
 from covseg.metrics import (
     HD95_UNIT,
@@ -1163,7 +1164,7 @@ def _fold_state(fold_dir: Path) -> FoldState:
     members, :func:`~covseg.train.run_networks`, and ``metrics.json``, written as ``last.pt``
     is deleted at the run's end) as last written (inode, modification time): a command that
     changed none of them ran nothing."""
-    written = (_written(checkpoint) for checkpoint in sorted(
+    written = (file_version(checkpoint) for checkpoint in sorted(
         run / name for run in run_networks(fold_dir) for name in ("last.pt", "metrics.json")))
     return (fold_done(fold_dir), fold_recorded(fold_dir),
             tuple(version for version in written if version is not None))
@@ -1190,27 +1191,17 @@ def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
     finishes the run as the block's end does, :data:`STOPPED_FILE` removed: it was written
     again, and the finished run read as stopped, its --resume writing every report again."""
     summary = out / "summary.json"
-    before = _written(summary)
+    before = file_version(summary)
     try:
         yield
     except BaseException:
-        if _written(summary) != before:
+        if file_version(summary) != before:
             (out / STOPPED_FILE).unlink(missing_ok=True)
         elif (_folds_state(out, len(begun.saved)) != begun.saved
                 and not (begun.resume and _stopped_otherwise(out, config, data))):
             write_json_stopping(out / STOPPED_FILE, _continued(
                 *_earlier(out, begun), _command_record(config, data, begun, out), True, out))
         raise
-
-
-def _written(path: Path) -> tuple[int, int] | None:
-    """Which write of ``path`` it holds (its inode and modification time: an atomic write
-    changes both), None without one."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return status.st_ino, status.st_mtime_ns
 
 
 def _stopped_otherwise(out: Path, config: TrainConfig, data: LoadedData) -> bool:

@@ -33,6 +33,16 @@ def _file_identity(file: Path) -> tuple[object, ...] | None:
             stat.st_ctime_ns)
 
 
+def file_version(path: Path) -> tuple[int, int] | None:
+    """Which write of ``path`` it holds (its inode and modification time: an atomic write
+    changes both), None without one: a later stat tells whether it was written since."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
 def file_fact(file: Path, what: str, work_out: Callable[[Path], _Fact]) -> _Fact:
     """``work_out(file)``, the file's ``what`` (its SHA-256, whether a checkpoint loads), worked
     out again only once the file changed (:func:`_file_identity`): kept in this process for
